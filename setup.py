@@ -1,0 +1,50 @@
+"""vs-keep: KEEP video face restoration as a VapourSynth filter (engine importable without VapourSynth)."""
+
+from setuptools import find_packages, setup
+
+ENGINE_REQUIRES = [
+    "torch>=2.4",
+    "numpy>=1.26",
+    "scipy>=1.11",
+    "opencv-python-headless>=4.8",
+    "platformdirs>=3",
+    "tqdm>=4.60",
+    "av>=12",
+]
+
+EXTRAS = {
+    # The VapourSynth plugin layer (`vs_keep.keep`, `.vpy` templates).
+    "vapoursynth": ["vapoursynth>=70"],
+    # RetinaFace / ParseNet through facexlib (weights supplied by the user).
+    "facexlib": ["facexlib>=0.3"],
+    # GPU kernels and the TensorRT decoder engine.
+    "cuda": ["cupy-cuda12x>=13"],
+    "tensorrt": ["tensorrt>=10", "onnx>=1.16"],
+    # Evaluation plots and reference metrics.
+    "eval": ["matplotlib>=3.8", "scikit-image>=0.22"],
+}
+EXTRAS["test"] = sorted(
+    set(
+        EXTRAS["vapoursynth"]
+        + EXTRAS["facexlib"]
+        + EXTRAS["eval"]
+        + ["pytest>=8", "pytest-timeout>=2.3", "onnx>=1.16", "onnxruntime>=1.18"]
+    )
+)
+
+setup(
+    name="vs-keep",
+    version="0.1.0",
+    description="KEEP video face restoration (Kalman-inspired feature propagation) for VapourSynth",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT (code only; KEEP/CodeFormer weights are S-Lab License 1.0, non-commercial)",
+    python_requires=">=3.12",
+    packages=find_packages(include=["vs_keep", "vs_keep.*"]) + ["vs_keep.plugin"],
+    package_dir={"vs_keep.plugin": "plugin"},
+    package_data={"vs_keep": ["face/data/*", "face/data/**/*"], "vs_keep.plugin": ["templates/*.vpy"]},
+    include_package_data=True,
+    install_requires=ENGINE_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["vs-keep = vs_keep.cli:main"]},
+)

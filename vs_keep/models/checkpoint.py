@@ -1,0 +1,89 @@
+"""Reading weight files safely and turning them into a flat state dict.
+
+Files are read with `torch.load(weights_only=True)` (zip and legacy pickle formats), so a checkpoint can never run
+code. Errors name the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import CheckpointError, WeightsNotFoundError
+
+StateDict = dict[str, torch.Tensor]
+
+# Wrapper keys used by BasicSR/CodeFormer (`params_ema`, `params`), mmagic/official DIC (`state_dict`, `netG`).
+WRAPPER_KEYS = ("params_ema", "params", "state_dict", "netG", "model")
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Any:
+    """Load the raw object stored in `path` (tensors only) or raise a CheckpointError that says why not."""
+    p = Path(path)
+    if not p.exists():
+        raise WeightsNotFoundError(f"weights file not found: {p} (download it with `vs-keep download NAME` or check the path)")
+    if p.is_dir():
+        raise CheckpointError(f"{p}: is a directory, expected a .pth weights file")
+    size = p.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{p}: file is empty (0 bytes); the download was probably interrupted, delete it and download again")
+    if p.suffix == ".safetensors":
+        return _read_safetensors(p)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(p))
+    except pickle.UnpicklingError as exc:
+        msg = str(exc)
+        if "Weights only load failed" in msg or "Unsupported global" in msg:
+            raise CheckpointError(
+                f"{p}: holds Python objects other than tensors; refusing to unpickle it (weights_only). "
+                "Re-save it as a plain state dict: torch.save(model.state_dict(), path)"
+            ) from None
+        raise CheckpointError(f"{p}: not a PyTorch checkpoint, or truncated ({size} bytes): {_first_line(msg)}") from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"{p}: cannot be read as a PyTorch checkpoint ({size} bytes); it is truncated or not a weights file: "
+            f"{_first_line(str(exc)) or type(exc).__name__}"
+        ) from None
+
+
+def _read_safetensors(p: Path) -> StateDict:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise CheckpointError(f"{p}: reading .safetensors needs the 'safetensors' package (pip install safetensors)") from None
+    try:
+        return load_file(str(p))
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{p}: invalid safetensors file: {_first_line(str(exc))}") from None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else ""
+
+
+def unwrap_state_dict(obj: Any, path: str | os.PathLike[str]) -> tuple[StateDict, str | None]:
+    """Return the flat tensor dict inside a checkpoint and the wrapper key it was found under (None when flat)."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    wrapper = None
+    for key in WRAPPER_KEYS:
+        if key in obj and isinstance(obj[key], Mapping):
+            obj, wrapper = obj[key], key
+            break
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not tensors:
+        keys = ", ".join(map(str, list(obj.keys())[:8]))
+        raise CheckpointError(f"{path}: no tensors found (top-level keys: {keys or 'none'})")
+    if all(k.startswith("module.") for k in tensors):  # saved from DataParallel
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors, wrapper
+
+
+def load_state_dict_file(path: str | os.PathLike[str]) -> tuple[StateDict, str | None]:
+    """`read_checkpoint` + `unwrap_state_dict`."""
+    return unwrap_state_dict(read_checkpoint(path), path)
