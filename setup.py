@@ -22,12 +22,15 @@ EXTRAS = {
     "tensorrt": ["tensorrt>=10", "onnx>=1.16"],
     # Evaluation plots and reference metrics.
     "eval": ["matplotlib>=3.8", "scikit-image>=0.22"],
+    # Offline identity (dlib 128-d descriptor, CC0) and 68-point landmarks for `vs-keep eval`.
+    "identity": ["dlib-bin>=20", "face-recognition-models>=0.3"],
 }
 EXTRAS["test"] = sorted(
     set(
         EXTRAS["vapoursynth"]
         + EXTRAS["facexlib"]
         + EXTRAS["eval"]
+        + EXTRAS["identity"]
         + ["pytest>=8", "pytest-timeout>=2.3", "onnx>=1.16", "onnxruntime>=1.18"]
     )
 )
