@@ -45,7 +45,7 @@ setup(
     python_requires=">=3.12",
     packages=find_packages(include=["vs_keep", "vs_keep.*"]) + ["vs_keep.plugin"],
     package_dir={"vs_keep.plugin": "plugin"},
-    package_data={"vs_keep": ["face/data/*", "face/data/**/*"], "vs_keep.plugin": ["templates/*.vpy"]},
+    package_data={"vs_keep": ["face/data/*", "face/data/**/*", "licenses/*.txt"], "vs_keep.plugin": ["templates/*.vpy"]},
     include_package_data=True,
     install_requires=ENGINE_REQUIRES,
     extras_require=EXTRAS,
