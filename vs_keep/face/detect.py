@@ -1,0 +1,46 @@
+"""Detector factory: one small interface over MTCNN (default, bundled weights) and RetinaFace (user weights)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .track import select_faces
+from .types import Detection, Detector
+
+DETECTORS = ("mtcnn", "retinaface_resnet50", "retinaface_mobilenet0.25", "retinaface_mobile0.25")
+
+
+def create_detector(name: str = "mtcnn", device: str | torch.device = "cpu", **opts: object) -> Detector:
+    """A Detector by name. mtcnn options: min_face_size, thresholds, factor, score_threshold. RetinaFace options:
+    weights (file or folder; default: the vs-keep weights cache), conf_threshold, nms_threshold, resize."""
+    if name == "mtcnn":
+        from .mtcnn import MTCNN
+
+        return MTCNN(device=device, **opts)  # type: ignore[arg-type]
+    if name.startswith("retinaface"):
+        from .facexlib_backend import RETINAFACE, RetinaFaceDetector
+
+        if name in RETINAFACE:
+            return RetinaFaceDetector(name=name, device=device, **opts)  # type: ignore[arg-type]
+    raise InputError(f"unknown face detector {name!r}; use one of {', '.join(DETECTORS)}")
+
+
+def to_uint8(frame: np.ndarray) -> np.ndarray:
+    """Detector input: uint8 frames as they are, float frames in [0, 1] rounded to uint8."""
+    if frame.dtype == np.uint8:
+        return frame
+    return np.clip(np.rint(np.asarray(frame, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def detect_faces(
+    detector: Detector, frame: np.ndarray, *, faces: str = "all", min_face_size: float = 0.0
+) -> list[Detection]:
+    """Pure per-frame step of the pipeline: detect on frame (H, W, 3) RGB uint8/float, keep faces by mode/size."""
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise InputError(f"frames must be HxWx3 RGB arrays, got shape {frame.shape}")
+    found: Sequence[Detection] = detector.detect(np.ascontiguousarray(to_uint8(frame)))
+    return select_faces(found, faces=faces, min_face_size=min_face_size, frame_shape=frame.shape[:2])

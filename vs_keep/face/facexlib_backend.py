@@ -1,0 +1,161 @@
+"""RetinaFace detection and ParseNet face parsing through facexlib, with user-supplied weight files only.
+
+facexlib downloads missing weights from GitHub when its `init_*` helpers are used; we never call those. The
+weight file is located first (explicit path, else the vs-keep weights cache) and a missing file raises
+WeightsNotFoundError naming it and the `vs-keep download` command, before any network is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, InputError, WeightsNotFoundError
+from .types import Detection
+
+log = logging.getLogger(__name__)
+
+#: detector name -> (facexlib network name, vs-keep weights registry name, file name)
+RETINAFACE = {
+    "retinaface_resnet50": ("resnet50", "retinaface_resnet50", "detection_Resnet50_Final.pth"),
+    "retinaface_mobilenet0.25": ("mobile0.25", "retinaface_mobilenet0.25", "detection_mobilenet0.25_Final.pth"),
+}
+RETINAFACE["retinaface_mobile0.25"] = RETINAFACE["retinaface_mobilenet0.25"]  # facexlib's spelling
+PARSENET = ("parsenet", "parsing_parsenet.pth")
+
+# ParseNet's 19 classes: background, neck (14), cloth (16), hair (17) and hat (18) are outside the face mask.
+_FACE_CLASSES = np.array([0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0], np.float32)
+
+
+def find_weights(path: str | os.PathLike[str] | None, registry_name: str, filename: str) -> Path:
+    """The weight file to use: `path` if given (must exist), else `filename` in the vs-keep weights cache."""
+    if path is not None:
+        p = Path(path).expanduser()
+        if p.is_dir():
+            p = p / filename
+        if not p.is_file():
+            raise WeightsNotFoundError(
+                f"{registry_name} weights not found: {p} does not exist "
+                f"(download it with `vs-keep download {registry_name}` or pass the right path)"
+            )
+        return p
+    from .. import weights as registry
+
+    p = registry.cache_dir() / filename
+    if not p.is_file():
+        raise WeightsNotFoundError(
+            f"{registry_name} weights not found: {p} does not exist; run `vs-keep download {registry_name}` "
+            "or pass weights=PATH"
+        )
+    return p
+
+
+def _load_plain_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
+    from ..models.checkpoint import load_state_dict_file
+
+    sd, _ = load_state_dict_file(path)
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+
+
+def _strict_load(net: torch.nn.Module, sd: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise CheckpointError(f"{path}: not a {what} state dict ({'; '.join(lines[1:3])[:400]})") from None
+
+
+def _require_facexlib(what: str) -> None:
+    try:
+        import facexlib  # noqa: F401
+    except ImportError:
+        raise InputError(f"{what} needs the optional 'facexlib' package: pip install 'vs-keep[facexlib]'") from None
+
+
+class RetinaFaceDetector:
+    """facexlib RetinaFace with the official KEEP settings (confidence 0.8, NMS 0.4, frames whose shorter side is
+    below `resize` pixels are upscaled for detection)."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "retinaface_resnet50",
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = "cpu",
+        conf_threshold: float = 0.8,
+        nms_threshold: float = 0.4,
+        resize: int = 640,
+    ) -> None:
+        if name not in RETINAFACE:
+            raise InputError(f"unknown RetinaFace variant {name!r}; use one of {', '.join(RETINAFACE)}")
+        network, registry_name, filename = RETINAFACE[name]
+        path = find_weights(weights, registry_name, filename)  # before importing or building anything
+        _require_facexlib(name)
+        from facexlib.detection.retinaface import RetinaFace
+
+        self.device = torch.device(device)
+        self.conf_threshold, self.nms_threshold, self.resize = float(conf_threshold), float(nms_threshold), int(resize)
+        net = RetinaFace(network_name=network, half=False, device=self.device)
+        _strict_load(net, _load_plain_state_dict(path, name), path, f"RetinaFace {network}")
+        self.net = net.eval().requires_grad_(False).to(self.device)
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+            raise InputError(f"RetinaFaceDetector.detect: image must be an HxWx3 uint8 RGB array, got {getattr(image, 'shape', type(image))}")
+        h, w = image.shape[:2]
+        scale = max(1.0, self.resize / min(h, w)) if self.resize else 1.0
+        bgr = np.ascontiguousarray(image[:, :, ::-1])
+        if scale > 1.0:
+            bgr = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_LINEAR)
+        with torch.inference_mode():
+            out = self.net.detect_faces(bgr, conf_threshold=self.conf_threshold, nms_threshold=self.nms_threshold, use_origin_size=True)
+        out = np.asarray(out, np.float64).reshape(-1, 15)
+        dets = [
+            Detection(box=row[:4] / scale, score=float(row[4]), landmarks=row[5:15].reshape(5, 2) / scale)
+            for row in out
+            if np.all(np.isfinite(row))
+        ]
+        return sorted(dets, key=lambda d: -d.score)
+
+
+class ParseNetMasker:
+    """Face-parsing mask of a restored face (official paste-back refinement): classes other than background,
+    neck, cloth, hair and hat are face; the hard mask is blurred twice (101x101, σ 11) and its 10-pixel border
+    cleared."""
+
+    def __init__(self, *, weights: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> None:
+        registry_name, filename = PARSENET
+        path = find_weights(weights, registry_name, filename)
+        _require_facexlib("ParseNet")
+        from facexlib.parsing.parsenet import ParseNet
+
+        self.device = torch.device(device)
+        net = ParseNet(in_size=512, out_size=512, parsing_ch=19)
+        _strict_load(net, _load_plain_state_dict(path, "parsenet"), path, "ParseNet")
+        self.net = net.eval().requires_grad_(False).to(self.device)
+
+    def __call__(self, face: np.ndarray, exact: bool = False) -> np.ndarray:
+        """(S, S) float32 mask in [0, 1] for a restored face (S, S, 3) float32 RGB in [0, 1]."""
+        size = face.shape[0]
+        x = cv2.resize(face.astype(np.float32), (512, 512), interpolation=cv2.INTER_LINEAR) if size != 512 else face
+        if exact:  # the official code parses the uint8 face
+            x = np.rint(np.clip(x, 0, 1) * 255) / 255
+        t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].float().to(self.device) * 2 - 1
+        with torch.inference_mode():
+            labels = self.net(t)[0].argmax(dim=1)[0].cpu().numpy()
+        mask = _FACE_CLASSES[labels] * 255.0
+        mask = cv2.GaussianBlur(mask.astype(np.float64), (101, 101), 11)
+        mask = cv2.GaussianBlur(mask, (101, 101), 11)
+        mask[:10, :] = 0
+        mask[-10:, :] = 0
+        mask[:, :10] = 0
+        mask[:, -10:] = 0
+        mask = (mask / 255.0).astype(np.float32)
+        if size != 512:
+            mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR)
+        return mask

@@ -1,0 +1,122 @@
+"""Which faces to restore in one chunk of frames, from a bounded window of per-frame detections.
+
+The official script restores chunks [0, 20), [20, 40), ... independently, so chunk c of a video can be computed
+from the frames of that chunk plus the detections around it: tracks are linked over the window, each track's
+landmarks are smoothed (σ = 5 frames, radius 20) and every track present in the chunk becomes one segment that a
+restorer processes as one clip. `chunk_window` says which frames' detections that takes; `plan_chunk` is a pure
+function of them, used by the streaming `FacePipeline` and usable by a random-access filter alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from .smooth import SIGMA, gaussian_radius, smooth_at
+from .track import LinkParams, link_tracks
+from .types import Detection
+
+
+@dataclass(frozen=True, eq=False)
+class Segment:
+    """One track inside one chunk: consecutive frames and their smoothed landmarks.
+
+    frames: (T,) int64; landmarks: (T, 5, 2) float64; detected: (T,) bool (False = filled over a short gap);
+    keys: (frame, index) of every observation of the track in the planning window, to carry track ids across
+    chunks.
+    """
+
+    frames: np.ndarray
+    landmarks: np.ndarray
+    detected: np.ndarray
+    keys: tuple[tuple[int, int], ...]
+
+
+def chunk_bounds(index: int, chunk: int) -> tuple[int, int]:
+    """[start, stop) of the chunk holding frame `index` (boundaries at multiples of `chunk`)."""
+    start = (index // chunk) * chunk
+    return start, start + chunk
+
+
+def chunk_window(start: int, stop: int, *, max_gap: int, sigma: float = SIGMA) -> tuple[int, int]:
+    """Frames [lo, hi) whose detections `plan_chunk(start, stop)` needs (clip to the video length yourself).
+
+    Right: smoothing reaches r frames past the chunk, a gap there is filled from the next detection (up to
+    max_gap + 1 frames on), and deciding that a track has ended takes max_gap + 1 more frames. Left: the same
+    reach plus one extra gap so tracks entering the window are linked as they would be with full history.
+    """
+    r = gaussian_radius(sigma)
+    return max(start - r - 2 * (max_gap + 1), 0), stop + r + max_gap + 1
+
+
+def plan_chunk(
+    detections: Mapping[int, Sequence[Detection]],
+    start: int,
+    stop: int,
+    *,
+    length: int | None = None,
+    link: LinkParams = LinkParams(),
+    sigma: float = SIGMA,
+) -> list[Segment]:
+    """Segments of chunk [start, stop) from `detections` (frame -> selected detections) covering
+    `chunk_window(...)` clipped to [0, length). length: number of frames in the video when known (the stream
+    has ended), else None."""
+    lo, hi = chunk_window(start, stop, max_gap=link.max_gap, sigma=sigma)
+    if length is not None:
+        hi, stop = min(hi, length), min(stop, length)
+    missing = [f for f in (lo, hi - 1) if f not in detections]
+    if missing:
+        raise InputError(
+            f"plan_chunk: detections for frames {lo}..{hi - 1} are needed for chunk [{start}, {stop}); "
+            f"frame {missing[0]} is missing"
+        )
+    segments = []
+    for track in link_tracks(detections, range(lo, hi), link):
+        first, last = track.first, track.last
+        f0, f1 = max(first, start), min(last, stop - 1)
+        if f1 < f0:
+            continue
+        frames = np.arange(f0, f1 + 1, dtype=np.int64)
+        smoothed = smooth_at(frames, np.array(track.times), track.landmark_array(), first, last, sigma=sigma)
+        observed = set(track.times)
+        segments.append(
+            Segment(
+                frames=frames,
+                landmarks=smoothed.reshape(-1, 5, 2),
+                detected=np.array([int(f) in observed for f in frames]),
+                keys=tuple(track.keys),
+            )
+        )
+    return segments
+
+
+class TrackIds:
+    """Stable ids for segments of consecutive chunks: a segment sharing an observation with an earlier segment
+    inherits its id. Remembers only the keys of recent windows."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[int, int], int] = {}
+        self._next = 0
+
+    def assign(self, segments: Sequence[Segment], forget_before: int) -> list[int]:
+        ids: list[int] = []
+        used: set[int] = set()
+        for seg in segments:
+            votes: dict[int, int] = {}
+            for k in seg.keys:
+                if k in self._by_key and self._by_key[k] not in used:
+                    votes[self._by_key[k]] = votes.get(self._by_key[k], 0) + 1
+            if votes:
+                tid = max(votes, key=lambda t: (votes[t], -t))
+            else:
+                tid, self._next = self._next, self._next + 1
+            used.add(tid)
+            ids.append(tid)
+        for seg, tid in zip(segments, ids):
+            for k in seg.keys:
+                self._by_key.setdefault(k, tid)
+        self._by_key = {k: v for k, v in self._by_key.items() if k[0] >= forget_before}
+        return ids

@@ -1,0 +1,107 @@
+"""Restorer adapters: what the face pipeline calls with one track's aligned faces of one chunk.
+
+A restorer is `callable(chunk) -> chunk`, chunk a (T, 3, S, S) float32 CPU tensor, RGB in [-1, 1]; it returns the
+same shape (any range; the pipeline clamps to [-1, 1]). A restorer factory is `callable(track_id) -> restorer`
+with a `face_size` attribute. KEEP restores a chunk as one clip (its recurrent state starts at the chunk's first
+frame); CodeFormer restores frame by frame.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+Restorer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def identity_restorer(chunk: torch.Tensor) -> torch.Tensor:
+    """Returns its input: for testing the geometry of the pipeline without a network."""
+    return chunk
+
+
+def _is_codeformer(module: nn.Module) -> bool:
+    try:
+        return "w" in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class ModuleRestorer:
+    """Runs a loaded KEEP module (whole chunk per call) or CodeFormer module (`batch` frames per call).
+
+    fidelity: CodeFormer's w (0 = most generative, 1 = closest to the input); ignored by KEEP.
+    """
+
+    def __init__(self, module: nn.Module, *, kind: str | None = None, fidelity: float = 0.5, batch: int = 4) -> None:
+        self.module = module
+        self.kind = kind or ("codeformer" if _is_codeformer(module) else "keep")
+        if self.kind not in ("keep", "codeformer"):
+            raise InputError(f"restorer kind must be 'keep' or 'codeformer', got {self.kind!r}")
+        self.fidelity = float(fidelity)
+        self.batch = max(int(batch), 1)
+        self.face_size = int(getattr(module, "face_size", 512))
+        p = next(module.parameters(), None)
+        self.device = p.device if p is not None else torch.device("cpu")
+        self.dtype = p.dtype if p is not None else torch.float32
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "codeformer":
+            out: Any = self.module(x, w=self.fidelity, adain=True)
+        else:
+            out = self.module(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        x = chunk.to(self.device, self.dtype)
+        with torch.inference_mode():
+            if self.kind == "codeformer":
+                out = torch.cat([self._forward(x[i : i + self.batch]) for i in range(0, len(x), self.batch)])
+            else:
+                out = self._forward(x)
+        return out.float().cpu()
+
+
+class SharedRestorerFactory:
+    """Hands every track the same restorer: KEEP and CodeFormer carry no state across chunks, so one loaded
+    module serves all tracks."""
+
+    def __init__(self, restorer: Restorer, face_size: int) -> None:
+        self.restorer = restorer
+        self.face_size = int(face_size)
+
+    def __call__(self, track_id: int) -> Restorer:
+        return self.restorer
+
+
+def restorer_factory(
+    model: str | os.PathLike[str] | nn.Module,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    fidelity: float = 0.5,
+    download: bool = False,
+) -> SharedRestorerFactory:
+    """Factory for a KEEP or CodeFormer model: a loaded module, a weights path or a registry name ("keep",
+    "codeformer"; looked up in the weights cache, downloaded only when `download`)."""
+    if isinstance(model, nn.Module):
+        module = model
+    else:
+        from ..models import load
+        from ..weights import resolve
+
+        module = load(resolve(model, download=download), device=device, dtype=dtype)
+    restorer = ModuleRestorer(module, fidelity=fidelity)
+    log.debug("restorer: %s, face size %d", restorer.kind, restorer.face_size)
+    return SharedRestorerFactory(restorer, restorer.face_size)

@@ -1,0 +1,140 @@
+"""Landmark smoothing exactly as the official script, but from a bounded window so it can stream.
+
+Official: per coordinate, missing frames are filled by `np.interp` over the frame index (clamping to the first /
+last detection at the ends), then `scipy.ndimage.gaussian_filter1d(sigma=5, mode="reflect", truncate=4)` runs
+over the whole video. Output frame n only depends on the filled sequence at reflect(n-20 .. n+20), and each filled
+value only on the detections bracketing it, so frame n needs the detections in [n-20, n+20] plus the nearest one
+on either side of that window, and the sequence's first and last index when the window reaches them.
+
+`smooth_at` is that pure function; `StreamingSmoother` feeds it from a bounded buffer. Both equal the
+whole-sequence computation up to float64 summation order (~1e-12).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+SIGMA = 5.0
+TRUNCATE = 4.0
+
+
+def gaussian_radius(sigma: float = SIGMA, truncate: float = TRUNCATE) -> int:
+    """Kernel radius as scipy computes it: int(truncate * sigma + 0.5) (20 frames for the official sigma 5)."""
+    return int(truncate * float(sigma) + 0.5)
+
+
+def gaussian_weights(sigma: float = SIGMA, radius: int | None = None) -> np.ndarray:
+    """Normalised (2r+1,) float64 Gaussian taps, the same ones `gaussian_filter1d` uses."""
+    r = gaussian_radius(sigma) if radius is None else int(radius)
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    w = np.exp(-0.5 / (float(sigma) ** 2) * x * x)
+    return w / w.sum()
+
+
+def reflect_index(index: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Map indices into [lo, hi] like scipy's mode="reflect" (d c b a | a b c d | d c b a), for any length."""
+    n = hi - lo + 1
+    if n <= 0:
+        raise InputError(f"reflect_index: empty range [{lo}, {hi}]")
+    k = np.mod(np.asarray(index) - lo, 2 * n)
+    return lo + np.where(k >= n, 2 * n - 1 - k, k)
+
+
+def smooth_at(
+    frames: Sequence[int] | np.ndarray,
+    times: np.ndarray,
+    values: np.ndarray,
+    lo: int,
+    hi: int,
+    *,
+    sigma: float = SIGMA,
+    radius: int | None = None,
+) -> np.ndarray:
+    """Smoothed values at `frames` of a sequence spanning [lo, hi] that was observed at `times`.
+
+    times: (K,) increasing frame indices with observations (any outside [lo, hi] are used only for filling);
+    values: (K, D). Must include every observation in [f - r, f + r] for each requested f, and the nearest
+    observation outside that window on each side when there is one. Returns (len(frames), D) float64.
+    """
+    times = np.asarray(times, np.int64)
+    values = np.asarray(values, np.float64).reshape(len(times), -1)
+    if len(times) == 0:
+        raise InputError("smooth_at: no observations to smooth")
+    w = gaussian_weights(sigma, radius)
+    r = len(w) // 2
+    frames = np.asarray(frames, np.int64).reshape(-1)
+    idx = reflect_index(frames[:, None] + np.arange(-r, r + 1)[None, :], lo, hi)  # (F, 2r+1)
+    out = np.empty((len(frames), values.shape[1]), np.float64)
+    for d in range(values.shape[1]):
+        filled = np.interp(idx.ravel().astype(np.float64), times.astype(np.float64), values[:, d]).reshape(idx.shape)
+        out[:, d] = filled @ w
+    return out
+
+
+class StreamingSmoother:
+    """Whole-sequence official smoothing computed frame by frame with O(radius) memory.
+
+    push(value) with a (D,) array for a detected frame or None for a missed one; returns the (index, smoothed)
+    pairs that became final. finish() returns the rest. A sequence with no observation at all raises (the
+    official script fails there too).
+    """
+
+    def __init__(self, *, sigma: float = SIGMA, radius: int | None = None) -> None:
+        self.sigma = float(sigma)
+        self.radius = gaussian_radius(sigma) if radius is None else int(radius)
+        self._obs: deque[tuple[int, np.ndarray]] = deque()  # observations still needed
+        self._next_out = 0  # first frame not yet emitted
+        self._count = 0  # frames pushed so far
+
+    def push(self, value: np.ndarray | None) -> list[tuple[int, np.ndarray]]:
+        n = self._count
+        self._count += 1
+        if value is not None:
+            v = np.asarray(value, np.float64).reshape(-1)
+            if np.all(np.isfinite(v)):  # NaN marks a missed frame, like the official script
+                self._obs.append((n, v))
+        return self._emit(final=False)
+
+    def finish(self) -> list[tuple[int, np.ndarray]]:
+        if self._count and not self._obs:
+            raise InputError("StreamingSmoother: no frame had an observation; nothing to interpolate from")
+        return self._emit(final=True)
+
+    def _emit(self, final: bool) -> list[tuple[int, np.ndarray]]:
+        out: list[tuple[int, np.ndarray]] = []
+        if not self._obs:
+            return out
+        last_obs = self._obs[-1][0]
+        while self._next_out < self._count:
+            n = self._next_out
+            if not final:
+                # Indices up to n + r must be final: known frames, and filled from an observation at or after
+                # them (otherwise a later observation could still change their interpolated value).
+                if n + self.radius > last_obs:
+                    break
+            times = np.array([t for t, _ in self._obs])
+            values = np.stack([v for _, v in self._obs])
+            hi = self._count - 1  # the true end when final; otherwise beyond every index the window reaches
+            out.append((n, smooth_at([n], times, values, 0, hi, sigma=self.sigma, radius=self.radius)[0]))
+            self._next_out += 1
+            self._drop_old()
+        return out
+
+    def _drop_old(self) -> None:
+        """Keep observations from the last one before the next window start onwards."""
+        start = self._next_out - self.radius
+        while len(self._obs) >= 2 and self._obs[1][0] <= start:
+            self._obs.popleft()
+
+
+def smooth_sequence(values: Iterable[np.ndarray | None], *, sigma: float = SIGMA) -> Iterator[tuple[int, np.ndarray]]:
+    """Convenience: stream a whole iterable through a StreamingSmoother."""
+    sm = StreamingSmoother(sigma=sigma)
+    for v in values:
+        yield from sm.push(v)
+    yield from sm.finish()
