@@ -98,17 +98,17 @@ def _default_vgg_file() -> Path | None:
 class Lpips:
     """LPIPS-VGG distance of two RGB uint8 frames (lower is more similar)."""
 
-    def __init__(self, files: list[str | Path], *, device: str = "cpu") -> None:
+    def __init__(self, files: list[str | Path], *, device: str = "cpu", discover: bool = True) -> None:
         import torch
 
         states = [_read_state(Path(f)) for f in files]
         conv, lin = _collect(states)
-        if not all(i in conv for i in _CONV_INDICES):
+        if discover and not all(i in conv for i in _CONV_INDICES):
             extra = _default_vgg_file()
             if extra is not None:
                 conv2, _ = _collect([_read_state(extra)])
                 conv = {**conv2, **conv}
-        if len(lin) < 5:
+        if discover and len(lin) < 5:
             extra = _default_lin_file()
             if extra is not None:
                 _, lin2 = _collect([_read_state(extra)])
