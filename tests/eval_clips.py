@@ -9,7 +9,7 @@ import numpy as np
 
 def panning_frames(n: int = 12, size: int = 128, image: str = "astronaut", step: int = 2,
                    origin: tuple[int, int] = (150, 40)) -> list[np.ndarray]:
-    """`n` crops of `size`^2 px sliding diagonally over a skimage photo by `step` px a frame (real texture, real motion).
+    """`n` crops of `size`^2 px sliding diagonally over a skimage photo, `step` px a frame (real texture and motion).
 
     The default window over astronaut holds Eileen Collins' face (about 90 px wide at size 192+)."""
     import skimage.data

@@ -83,7 +83,8 @@ def _lin_file(tmp_path: Path) -> Path:
     import torch
 
     g = torch.Generator().manual_seed(1)
-    state = {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) for k, c in enumerate((64, 128, 256, 512, 512))}
+    widths = (64, 128, 256, 512, 512)
+    state = {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) for k, c in enumerate(widths)}
     path = tmp_path / "lin.pth"
     torch.save(state, path)
     return path

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--downsample", default="random", choices=["random", *DOWNSAMPLE_MODES],
                         help="x4 downsampling filter; random draws one per clip from the seed (default)")
     parser.add_argument("--preset", default="medium", help="x264 preset of the codec step (default medium)")
-    parser.add_argument("--no-upscale", action="store_true", help="write the low-resolution frames (skip the final x4 up)")
+    parser.add_argument("--no-upscale", action="store_true",
+                        help="write the low-resolution frames (skip the final x4 up)")
     parser.add_argument("--save-lr", metavar="FILE.h264", help="also keep the compressed low-resolution H.264 stream")
     parser.add_argument("--frames", type=int, default=None, help="only the first N frames")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

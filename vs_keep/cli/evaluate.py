@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="AKD landmark set: 5 = our detector, 68 = dlib (identity extra); auto picks 5, then 68")
     parser.add_argument("--no-temporal", action="store_true", help="skip the warping error")
     parser.add_argument("--detector", default="mtcnn", help="face detector name (default mtcnn)")
+    parser.add_argument("--min-face", type=float, default=None, metavar="PX",
+                        help="smallest face side the detector searches (default: detector's own); larger is faster")
     parser.add_argument("--device", default="cpu", help="torch device for LPIPS and the detector (default cpu)")
     parser.add_argument("--frames", type=int, default=None, help="only the first N frames")
     parser.add_argument("--flicker-column", type=int, default=None,
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     options = EvalOptions(
         y_channel=args.y, crop_border=args.crop_border, lpips_weights=args.lpips_weights, arcface=args.arcface,
         arcface_bgr=args.arcface_bgr, identity=not args.no_identity, landmarks=args.landmarks,
-        temporal=not args.no_temporal, detector=args.detector, device=args.device, max_frames=args.frames,
+        temporal=not args.no_temporal, detector=args.detector, min_face=args.min_face, device=args.device,
+        max_frames=args.frames,
         flicker_column=args.flicker_column, progress=not args.no_progress,
     )
     result = evaluate(args.reference, args.restored, degraded_input=args.input, options=options)

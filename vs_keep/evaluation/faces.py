@@ -26,16 +26,17 @@ class FaceRef:
 
     box: np.ndarray
     landmarks: np.ndarray
+    source: str = "detector"  # "detector" (our 5 points) or "dlib" (5 points derived from its 68)
 
 
-def create_detector_or_none(name: str = "mtcnn", device: str = "cpu") -> tuple[object | None, str]:
+def create_detector_or_none(name: str = "mtcnn", device: str = "cpu", **opts: object) -> tuple[object | None, str]:
     """Our face detector, or None and why not (missing module, missing weights)."""
     try:
         from ..face import create_detector
     except ImportError as exc:
         return None, f"face detector unavailable (vs_keep.face: {exc})"
     try:
-        return create_detector(name=name, device=device), ""
+        return create_detector(name=name, device=device, **opts), ""
     except Exception as exc:  # any construction failure only disables the landmark/identity metrics
         return None, f"face detector {name!r} could not be created ({exc})"
 
@@ -162,5 +163,5 @@ class FaceFinder:
             boxes = self.dlib.detect(rgb, 0) or self.dlib.detect(rgb, 1)
             if boxes:
                 lm68 = self.dlib.landmarks(rgb, boxes[0], 68)
-                return FaceRef(box=boxes[0], landmarks=five_from_68(lm68))
+                return FaceRef(box=boxes[0], landmarks=five_from_68(lm68), source="dlib")
         return None

@@ -42,7 +42,9 @@ def list_images(folder: Path) -> list[Path]:
     """Image files of a folder in natural order."""
     files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
     if not files:
-        raise InputError(f"{folder}: folder holds no images ({', '.join(IMAGE_SUFFIXES)}); pass a video or a frame folder")
+        raise InputError(
+            f"{folder}: folder holds no images ({', '.join(IMAGE_SUFFIXES)}); pass a video or a frame folder"
+        )
     return files
 
 

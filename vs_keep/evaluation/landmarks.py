@@ -47,7 +47,8 @@ class AkdMetric:
         value = float("nan")
         if face is not None:
             if self.points == 5:
-                lm_ref = self._five(ref, face.box)
+                # The reference face was usually found by this same detector: reuse its points.
+                lm_ref = face.landmarks if face.source == "detector" else self._five(ref, face.box)
                 lm_out = self._five(out, face.box)
             else:
                 lm_ref = self.dlib.landmarks(ref, face.box, 68)

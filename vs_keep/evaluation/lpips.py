@@ -118,7 +118,9 @@ class Lpips:
             raise CheckpointError(f"--lpips-weights: VGG-16 convolution weights missing (features {missing}); "
                                   + HOW_TO_ENABLE)
         if sorted(lin) != [0, 1, 2, 3, 4]:
-            raise CheckpointError(f"--lpips-weights: LPIPS linear layers missing (have {sorted(lin)}); " + HOW_TO_ENABLE)
+            raise CheckpointError(
+                f"--lpips-weights: LPIPS linear layers missing (have {sorted(lin)}); " + HOW_TO_ENABLE
+            )
         self.device = torch.device(device)
         self._conv = {i: (conv[i]["weight"].float().to(self.device), conv[i]["bias"].float().to(self.device))
                       for i in _CONV_INDICES}

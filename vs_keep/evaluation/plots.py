@@ -81,7 +81,8 @@ def plot_identity(result: EvalResult, path: Path) -> Path | None:
     if ids_keys:
         ax = axes[i]
         for key in ids_keys:
-            _series(ax, result.per_frame[key], key.replace("ids_", "IDS ") + (" (not ArcFace)" if key == "ids_dlib" else ""))
+            label = key.replace("ids_", "IDS ") + (" (not ArcFace)" if key == "ids_dlib" else "")
+            _series(ax, result.per_frame[key], label)
         ax.set_ylabel("cosine similarity")
         ax.set_title("Identity similarity to the reference over time")
         ax.legend(loc="best", fontsize=8)

@@ -41,6 +41,7 @@ class EvalOptions:
     landmarks: str = "auto"  # auto | 5 | 68 | none
     temporal: bool = True
     detector: str = "mtcnn"
+    min_face: float | None = None  # smallest face side (px) the detector searches; larger is faster
     device: str = "cpu"
     max_frames: int | None = None
     flicker_column: int | None = None
@@ -110,7 +111,8 @@ class _Pipeline:
         want_faces = opts.identity or opts.landmarks != "none"
         detector, dlib_models = None, None
         if want_faces:
-            detector, det_reason = create_detector_or_none(opts.detector, opts.device)
+            det_opts = {"min_face_size": opts.min_face} if opts.min_face else {}
+            detector, det_reason = create_detector_or_none(opts.detector, opts.device, **det_opts)
             dlib_models, dlib_reason = load_dlib()
         self.finder = FaceFinder(detector, dlib_models)
         self.identity: IdentityMetric | None = None
@@ -146,7 +148,7 @@ class _Pipeline:
         if not opts.temporal:
             self.skipped["ewarp"] = "warping error disabled (--no-temporal)"
         for reason in self.skipped.values():
-            log.info("%s", reason)
+            log.debug("%s", reason)
 
     @property
     def needs_faces(self) -> bool:
@@ -250,6 +252,7 @@ def evaluate(reference: str | Path, restored: str | Path, *, degraded_input: str
                  "masks), mean squared [0,1] RGB difference x1000; ewarp_reference is the same for the reference",
         "sigma": "population standard deviation over frames of the per-frame value (paper reports sigma_ids x100)",
         "face_frames": face_frames if pipe.needs_faces else None,
+        "akd_frames": int(np.isfinite(np.asarray(pipe.akd.values, np.float64)).sum()) if pipe.akd else None,
         "first_face_box": [round(float(v), 1) for v in first_face.box] if first_face is not None else None,
         "skipped": pipe.skipped,
     }
