@@ -126,7 +126,7 @@ class RetinaFaceDetector:
 class ParseNetMasker:
     """Face-parsing mask of a restored face (official paste-back refinement): classes other than background,
     neck, cloth, hair and hat are face; the hard mask is blurred twice (101x101, σ 11) and its 10-pixel border
-    cleared."""
+    cleared (sizes for the 512-px network; scaled for smaller ones)."""
 
     def __init__(self, *, weights: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> None:
         registry_name, filename = PARSENET
@@ -135,27 +135,33 @@ class ParseNetMasker:
         from facexlib.parsing.parsenet import ParseNet
 
         self.device = torch.device(device)
-        net = ParseNet(in_size=512, out_size=512, parsing_ch=19)
-        _strict_load(net, _load_plain_state_dict(path, "parsenet"), path, "ParseNet")
+        sd = _load_plain_state_dict(path, "parsenet")
+        # The released network works at 512 px; the input size is read from the encoder depth (one stride-2
+        # block per doubling above 32 px) so smaller test networks load too.
+        steps = {int(k.split(".")[1]) for k in sd if k.startswith("encoder.")}
+        self.size = 32 * 2 ** max(max(steps, default=4), 0)
+        net = ParseNet(in_size=self.size, out_size=self.size, parsing_ch=19)
+        _strict_load(net, sd, path, "ParseNet")
         self.net = net.eval().requires_grad_(False).to(self.device)
 
     def __call__(self, face: np.ndarray, exact: bool = False) -> np.ndarray:
         """(S, S) float32 mask in [0, 1] for a restored face (S, S, 3) float32 RGB in [0, 1]."""
-        size = face.shape[0]
-        x = cv2.resize(face.astype(np.float32), (512, 512), interpolation=cv2.INTER_LINEAR) if size != 512 else face
+        size, n = face.shape[0], self.size
+        x = cv2.resize(face.astype(np.float32), (n, n), interpolation=cv2.INTER_LINEAR) if size != n else face
         if exact:  # the official code parses the uint8 face
             x = np.rint(np.clip(x, 0, 1) * 255) / 255
         t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].float().to(self.device) * 2 - 1
         with torch.inference_mode():
             labels = self.net(t)[0].argmax(dim=1)[0].cpu().numpy()
         mask = _FACE_CLASSES[labels] * 255.0
-        mask = cv2.GaussianBlur(mask.astype(np.float64), (101, 101), 11)
-        mask = cv2.GaussianBlur(mask, (101, 101), 11)
-        mask[:10, :] = 0
-        mask[-10:, :] = 0
-        mask[:, :10] = 0
-        mask[:, -10:] = 0
+        k, sigma, border = (101, 11, 10) if n == 512 else (int(101 * n / 512) | 1, 11 * n / 512, max(round(10 * n / 512), 1))
+        mask = cv2.GaussianBlur(mask.astype(np.float64), (k, k), sigma)
+        mask = cv2.GaussianBlur(mask, (k, k), sigma)
+        mask[:border, :] = 0
+        mask[-border:, :] = 0
+        mask[:, :border] = 0
+        mask[:, -border:] = 0
         mask = (mask / 255.0).astype(np.float32)
-        if size != 512:
+        if size != n:
             mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR)
         return mask

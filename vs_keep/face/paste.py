@@ -8,8 +8,10 @@ overlapping faces neither leave seams nor blend twice.
 
 We compute everything only inside each face's bounding box (plus the blur margin) instead of on the full frame,
 which gives the same values (the masks are zero outside) at a fraction of the cost, and we keep the canvas in
-float until one final rounding. `exact=True` reproduces the official arithmetic: the +0.5·upscale translation
-offset, the mask area measured from the eroded mask, truncation to uint8.
+float until one final rounding. Faces are usually smaller in the frame than the 512 crop, so pasting shrinks the
+restored face; like alignment, the default low-pass filters it first so its generated fine texture does not alias
+and shimmer as the face moves. `exact=True` reproduces the official arithmetic: plain bilinear, the +0.5·upscale
+translation offset, the mask area measured from the eroded mask, truncation to uint8.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from .align import invert_affine
+from .align import antialias_sigma, invert_affine, warp_scale
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,9 +70,11 @@ def _erode(mask: np.ndarray, k: int) -> np.ndarray:
 
 
 def blend_face(canvas: np.ndarray, face: FacePaste, origin: tuple[int, int], frame_size: tuple[int, int],
-               upscale: int = 1, exact: bool = False, unit: float = 1.0) -> None:
+               upscale: int = 1, exact: bool = False, unit: float = 1.0, antialias: bool = True,
+               alpha: np.ndarray | None = None) -> None:
     """Blend one face into `canvas` in place: float32 (h, w, 3) holding pixel values in [0, unit], a window at
-    `origin` (x, y) of the output frame of size frame_size (H, W)."""
+    `origin` (x, y) of the output frame of size frame_size (H, W). alpha: optional (h, w) float32 window of the
+    accumulated blend weight, updated in place (1 - prod(1 - mask))."""
     size = face.image.shape[0]
     if face.image.shape != (size, size, 3):
         raise InputError(f"paste: restored face must be (S, S, 3), got {face.image.shape}")
@@ -87,7 +91,11 @@ def blend_face(canvas: np.ndarray, face: FacePaste, origin: tuple[int, int], fra
     # then write back the part inside the canvas window.
     local = _shift_dst(inv, gx0, gy0)
     box = (gx1 - gx0, gy1 - gy0)
-    restored = cv2.warpAffine(face.image, local, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    image = face.image
+    sigma = antialias_sigma(warp_scale(inv)) if antialias and not exact else 0.0
+    if sigma > 0.05:
+        image = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    restored = cv2.warpAffine(image, local, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     square = cv2.warpAffine(np.ones((size, size), np.float32), local, box, flags=cv2.INTER_LINEAR)
     eroded = _erode(square, int(2 * upscale))
     if exact:
@@ -105,6 +113,8 @@ def blend_face(canvas: np.ndarray, face: FacePaste, origin: tuple[int, int], fra
     if unit != 1.0:
         pasted *= np.float32(unit)
     canvas[sl_c] = m * pasted + (1.0 - m) * canvas[sl_c]
+    if alpha is not None:
+        alpha[sl_c] = 1.0 - (1.0 - m[..., 0]) * (1.0 - alpha[sl_c])
 
 
 def face_region(face: FacePaste, frame_size: tuple[int, int], upscale: int = 1, exact: bool = False) -> tuple[int, int, int, int]:
@@ -128,12 +138,15 @@ def paste_faces(
     *,
     upscale: int = 1,
     exact: bool = False,
+    antialias: bool = True,
     background: Callable[[np.ndarray, int], np.ndarray] | None = None,
-) -> np.ndarray:
+    return_alpha: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Output frame (upscale × the input size, same dtype) with `faces` blended in order.
 
     frame: (H, W, 3) uint8 or float [0, 1]. background(frame, upscale) makes the upscaled background (default
-    bilinear). Pixels that no face mask touches are exactly the background.
+    bilinear). Pixels that no face mask touches are exactly the background. return_alpha: also return the
+    (H·u, W·u) float32 weight the faces got (0 = background only, 1 = face only).
     """
     if int(upscale) != upscale or upscale < 1:
         raise InputError(f"upscale must be a whole number >= 1, got {upscale}")
@@ -142,22 +155,23 @@ def paste_faces(
     h, w = frame.shape[0] * upscale, frame.shape[1] * upscale
     if out.shape[:2] != (h, w):
         raise InputError(f"background upsampler returned {out.shape[:2]}, expected {(h, w)}")
-    if not faces:
-        return out
-    boxes = np.array([face_region(f, (h, w), upscale, exact) for f in faces])
-    x0, y0 = int(boxes[:, 0].min()), int(boxes[:, 1].min())
-    x1, y1 = int(boxes[:, 2].max()), int(boxes[:, 3].max())
-    if x1 <= x0 or y1 <= y0:
-        return out
-    is_int = out.dtype == np.uint8
-    canvas = out[y0:y1, x0:x1].astype(np.float32)  # 0..255 for uint8 frames, like the official arithmetic
-    for face in faces:
-        blend_face(canvas, face, (x0, y0), (h, w), upscale, exact, unit=255.0 if is_int else 1.0)
-    if is_int:
-        if exact:  # the official `.astype(uint8)` truncates
-            out[y0:y1, x0:x1] = np.clip(canvas, 0, 255).astype(np.uint8)
+    alpha = np.zeros((h, w), np.float32) if return_alpha else None
+    boxes = np.array([face_region(f, (h, w), upscale, exact) for f in faces]).reshape(-1, 4)
+    if len(boxes):
+        x0, y0 = int(boxes[:, 0].min()), int(boxes[:, 1].min())
+        x1, y1 = int(boxes[:, 2].max()), int(boxes[:, 3].max())
+    if len(boxes) and x1 > x0 and y1 > y0:
+        is_int = out.dtype == np.uint8
+        canvas = out[y0:y1, x0:x1].astype(np.float32)  # 0..255 for uint8 frames, like the official arithmetic
+        window = alpha[y0:y1, x0:x1] if alpha is not None else None
+        for face in faces:
+            blend_face(canvas, face, (x0, y0), (h, w), upscale, exact, unit=255.0 if is_int else 1.0,
+                       antialias=antialias, alpha=window)
+        if is_int:
+            if exact:  # the official `.astype(uint8)` truncates
+                out[y0:y1, x0:x1] = np.clip(canvas, 0, 255).astype(np.uint8)
+            else:
+                out[y0:y1, x0:x1] = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
         else:
-            out[y0:y1, x0:x1] = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
-    else:
-        out[y0:y1, x0:x1] = canvas
-    return out
+            out[y0:y1, x0:x1] = canvas
+    return (out, alpha) if return_alpha else out

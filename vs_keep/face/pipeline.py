@@ -40,6 +40,8 @@ class FrameResult:
     index: int
     image: np.ndarray
     faces: tuple[PlacedFace, ...]
+    #: (H·u, W·u) float32 weight of the pasted faces when the pipeline was built with_alpha=True, else None
+    alpha: np.ndarray | None = None
 
 
 def restore_segment(
@@ -101,6 +103,7 @@ class FacePipeline:
         parse: bool | str | os.PathLike[str] = False,
         antialias: bool = True,
         exact: bool = False,
+        with_alpha: bool = False,
     ) -> None:
         if faces not in FACES_MODES:
             raise InputError(f"faces must be one of {', '.join(FACES_MODES)}, got {faces!r}")
@@ -119,6 +122,7 @@ class FacePipeline:
         self.link = LinkParams(max_gap=int(max_gap))
         self.sigma = float(sigma)
         self.upscale, self.antialias, self.exact = int(upscale), bool(antialias), bool(exact)
+        self.with_alpha = bool(with_alpha)
         self.background = None
         if background == "realesrgan":
             from .upsample import RealESRGANUpsampler
@@ -217,5 +221,9 @@ class FacePipeline:
     def _emit(self, n: int) -> FrameResult:
         frame = self._frames.pop(n)
         entries = self._pending.pop(n, [])
-        image = paste_faces(frame, [e[0] for e in entries], upscale=self.upscale, exact=self.exact, background=self.background)
-        return FrameResult(index=n, image=image, faces=tuple(e[1] for e in entries))
+        pasted = paste_faces(
+            frame, [e[0] for e in entries], upscale=self.upscale, exact=self.exact, antialias=self.antialias,
+            background=self.background, return_alpha=self.with_alpha,
+        )
+        image, alpha = pasted if self.with_alpha else (pasted, None)
+        return FrameResult(index=n, image=image, faces=tuple(e[1] for e in entries), alpha=alpha)

@@ -58,7 +58,7 @@ class RealESRGANUpsampler:
                     out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = y[
                         :, :, (y0 - py0) * s : (y1 - py0) * s, (x0 - px0) * s : (x1 - px0) * s
                     ]
-        return out[0].clamp_(0, 1).numpy().transpose(1, 2, 0)
+        return torch.clamp(out[0], 0, 1).numpy().transpose(1, 2, 0)
 
     def __call__(self, frame: np.ndarray, upscale: int) -> np.ndarray:
         h, w = frame.shape[:2]
