@@ -144,11 +144,17 @@ def five_from_68(points: np.ndarray) -> np.ndarray:
 
 
 class FaceFinder:
-    """Finds the (largest) face of a reference frame with whatever is available: our detector, then dlib HOG."""
+    """Finds the (largest) face of a reference frame with whatever is available: our detector, then dlib HOG.
 
-    def __init__(self, detector: object | None, dlib_models: DlibModels | None) -> None:
+    With a `retune` factory, the detector is rebuilt after the first face is found so that it only searches faces
+    at least half that size: MTCNN's image pyramid then skips its many small scales (several times faster on
+    face-crop clips), while a face that shrinks by more than half is reported as missing, never mislocated."""
+
+    def __init__(self, detector: object | None, dlib_models: DlibModels | None, *, retune=None) -> None:
         self.detector = detector
         self.dlib = dlib_models
+        self._retune = retune
+        self.min_face: float | None = None
 
     @property
     def available(self) -> bool:
@@ -158,7 +164,13 @@ class FaceFinder:
         if self.detector is not None:
             det = largest(self.detector.detect(rgb))
             if det is not None:
-                return FaceRef(box=np.asarray(det.box, np.float32), landmarks=np.asarray(det.landmarks, np.float32))
+                box = np.asarray(det.box, np.float32)
+                if self._retune is not None:
+                    side = float(min(box[2] - box[0], box[3] - box[1]))
+                    self.min_face = max(12.0, 0.5 * side)
+                    self.detector = self._retune(self.min_face)
+                    self._retune = None
+                return FaceRef(box=box, landmarks=np.asarray(det.landmarks, np.float32))
         if self.dlib is not None:
             boxes = self.dlib.detect(rgb, 0) or self.dlib.detect(rgb, 1)
             if boxes:

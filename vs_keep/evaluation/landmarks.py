@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .faces import DlibModels, FaceRef, iou
+from .faces import DlibModels, FaceFinder, FaceRef, iou
 
 
 class AkdMetric:
     """Per-frame AKD with one landmark set."""
 
-    def __init__(self, *, points: int, detector: object | None = None, dlib_models: DlibModels | None = None) -> None:
-        if points == 5 and detector is None:
+    def __init__(self, *, points: int, finder: FaceFinder | None = None, dlib_models: DlibModels | None = None) -> None:
+        if points == 5 and (finder is None or finder.detector is None):
             raise ValueError("5-point AKD needs the face detector")
         if points == 68 and dlib_models is None:
             raise ValueError("68-point AKD needs dlib")
         self.points = points
-        self.detector = detector
+        self.finder = finder  # shares the finder's (possibly retuned) detector
         self.dlib = dlib_models
         self.values: list[float] = []
 
@@ -32,7 +32,7 @@ class AkdMetric:
         return "detector-5pt" if self.points == 5 else "dlib-68pt"
 
     def _five(self, rgb: np.ndarray, near: np.ndarray | None) -> np.ndarray | None:
-        dets = self.detector.detect(rgb)
+        dets = self.finder.detector.detect(rgb)
         if not dets:
             return None
         if near is None:

@@ -114,7 +114,11 @@ class _Pipeline:
             det_opts = {"min_face_size": opts.min_face} if opts.min_face else {}
             detector, det_reason = create_detector_or_none(opts.detector, opts.device, **det_opts)
             dlib_models, dlib_reason = load_dlib()
-        self.finder = FaceFinder(detector, dlib_models)
+        retune = None
+        if detector is not None and opts.detector == "mtcnn" and opts.min_face is None:
+            def retune(min_face: float) -> object:
+                return create_detector_or_none(opts.detector, opts.device, min_face_size=min_face)[0] or detector
+        self.finder = FaceFinder(detector, dlib_models, retune=retune)
         self.identity: IdentityMetric | None = None
         if opts.identity:
             arcface = ArcFaceOnnx(opts.arcface, bgr=opts.arcface_bgr) if opts.arcface else None
@@ -133,7 +137,7 @@ class _Pipeline:
         if mode == "5":
             if detector is None:
                 raise InputError(f"--landmarks 5 needs the face detector: {det_reason}")
-            self.akd = AkdMetric(points=5, detector=detector)
+            self.akd = AkdMetric(points=5, finder=self.finder)
         elif mode == "68":
             if dlib_models is None:
                 raise InputError(f"--landmarks 68 needs dlib: {dlib_reason}")
@@ -252,6 +256,7 @@ def evaluate(reference: str | Path, restored: str | Path, *, degraded_input: str
                  "masks), mean squared [0,1] RGB difference x1000; ewarp_reference is the same for the reference",
         "sigma": "population standard deviation over frames of the per-frame value (paper reports sigma_ids x100)",
         "face_frames": face_frames if pipe.needs_faces else None,
+        "detector_min_face": opts.min_face or pipe.finder.min_face,
         "akd_frames": int(np.isfinite(np.asarray(pipe.akd.values, np.float64)).sum()) if pipe.akd else None,
         "first_face_box": [round(float(v), 1) for v in first_face.box] if first_face is not None else None,
         "skipped": pipe.skipped,
