@@ -76,10 +76,8 @@ def alignment_matrix(landmarks: np.ndarray, face_size: int, method: str = "lstsq
 
 
 def invert_affine(m: np.ndarray) -> np.ndarray:
-    """Inverse of a (2, 3) affine matrix."""
-    m = np.asarray(m, np.float64)
-    inv = np.linalg.inv(m[:, :2])
-    return np.concatenate([inv, -(inv @ m[:, 2:3])], axis=1)
+    """Inverse of a (2, 3) affine matrix (cv2's arithmetic, so exact mode matches the official code bit for bit)."""
+    return cv2.invertAffineTransform(np.asarray(m, np.float64))
 
 
 def warp_scale(m: np.ndarray) -> float:

@@ -6,9 +6,9 @@ w_edge = int(sqrt(area)) // 20, blur with a (2·w_edge + 1)² Gaussian (σ from 
 given, is warped too and the minimum of the two is used. Faces are blended one after another into one canvas, so
 overlapping faces neither leave seams nor blend twice.
 
-We compute everything only inside each face's bounding box (plus the blur margin) instead of on the full frame,
-which gives the same values (the masks are zero outside) at a fraction of the cost, and we keep the canvas in
-float until one final rounding. Faces are usually smaller in the frame than the 512 crop, so pasting shrinks the
+We compute everything only inside each face's bounding box (plus the blur margin) instead of on the full frame:
+the masks are zero outside, so the values are the same up to cv2's 1/32-pixel coordinate rounding, at a fraction
+of the cost (exact mode works on full frames for bit parity). The canvas stays float until one final rounding. Faces are usually smaller in the frame than the 512 crop, so pasting shrinks the
 restored face; like alignment, the default low-pass filters it first so its generated fine texture does not alias
 and shimmer as the face moves. `exact=True` reproduces the official arithmetic: plain bilinear, the +0.5·upscale
 translation offset, the mask area measured from the eroded mask, truncation to uint8.
@@ -80,8 +80,10 @@ def blend_face(canvas: np.ndarray, face: FacePaste, origin: tuple[int, int], fra
         raise InputError(f"paste: restored face must be (S, S, 3), got {face.image.shape}")
     inv = paste_matrix(face.matrix, upscale, exact)
     side = size * math.sqrt(abs(np.linalg.det(inv[:, :2])))
-    margin = int(side / 10) + 2 * upscale + 8
-    gx0, gy0, gx1, gy1 = _dst_box(inv, size, margin, frame_size[0], frame_size[1])
+    if exact:  # cv2 quantises warp coordinates relative to the output origin: bit parity needs the full frame
+        gx0, gy0, gx1, gy1 = 0, 0, frame_size[1], frame_size[0]
+    else:
+        gx0, gy0, gx1, gy1 = _dst_box(inv, size, int(side / 10) + 2 * upscale + 8, frame_size[0], frame_size[1])
     ox, oy = origin
     ch, cw = canvas.shape[:2]
     x0, y0, x1, y1 = max(gx0, ox), max(gy0, oy), min(gx1, ox + cw), min(gy1, oy + ch)
@@ -92,10 +94,14 @@ def blend_face(canvas: np.ndarray, face: FacePaste, origin: tuple[int, int], fra
     local = _shift_dst(inv, gx0, gy0)
     box = (gx1 - gx0, gy1 - gy0)
     image = face.image
+    if exact and unit == 255.0:  # the official code warps the uint8 face (cv2's fixed-point uint8 path)
+        image = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
     sigma = antialias_sigma(warp_scale(inv)) if antialias and not exact else 0.0
     if sigma > 0.05:
         image = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
     restored = cv2.warpAffine(image, local, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    scale_to_unit = restored.dtype != np.uint8  # a uint8 warp is already in 0..255 units
+    restored = restored.astype(np.float32, copy=False)
     square = cv2.warpAffine(np.ones((size, size), np.float32), local, box, flags=cv2.INTER_LINEAR)
     eroded = _erode(square, int(2 * upscale))
     if exact:
@@ -110,7 +116,7 @@ def blend_face(canvas: np.ndarray, face: FacePaste, origin: tuple[int, int], fra
     sl_c = (slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox))
     m = soft[sl_g][..., None]
     pasted = eroded[sl_g][..., None] * restored[sl_g]
-    if unit != 1.0:
+    if unit != 1.0 and scale_to_unit:
         pasted *= np.float32(unit)
     canvas[sl_c] = m * pasted + (1.0 - m) * canvas[sl_c]
     if alpha is not None:
