@@ -105,7 +105,7 @@ def test_unknown_model(tmp_path: Path) -> None:
 def test_missing_unexpected_and_mismatched_keys(small_keep: Path, tmp_path: Path) -> None:
     sd = _sd(small_keep)
     dropped = dict(sd)
-    for k in ["hq_encoder.blocks.3.conv.weight", "hq_encoder.blocks.3.conv.bias", "feat_emb.bias"]:
+    for k in ["hq_encoder.blocks.2.conv.weight", "hq_encoder.blocks.2.conv.bias", "feat_emb.bias"]:
         dropped.pop(k)
     torch.save(dropped, tmp_path / "missing.pth")
     _expect(tmp_path / "missing.pth", "3 missing keys", "feat_emb.bias")

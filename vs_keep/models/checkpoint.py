@@ -43,12 +43,16 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
                 f"{p}: holds Python objects other than tensors; refusing to unpickle it (weights_only). "
                 "Re-save it as a plain state dict: torch.save(model.state_dict(), path)"
             ) from None
-        raise CheckpointError(f"{p}: not a PyTorch checkpoint, or truncated ({size} bytes): {_first_line(msg)}") from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(
-            f"{p}: cannot be read as a PyTorch checkpoint ({size} bytes); it is truncated or not a weights file: "
-            f"{_first_line(str(exc)) or type(exc).__name__}"
-        ) from None
+        raise CheckpointError(_unreadable(p, size, msg)) from None
+    except Exception as exc:  # torch raises RuntimeError/EOFError/KeyError/... for damaged files
+        raise CheckpointError(_unreadable(p, size, str(exc) or type(exc).__name__)) from None
+
+
+def _unreadable(p: Path, size: int, detail: str) -> str:
+    return (
+        f"{p}: not a PyTorch checkpoint, or truncated ({size} bytes; the download may have been interrupted: "
+        f"delete it and download again): {_first_line(detail)}"
+    )
 
 
 def _read_safetensors(p: Path) -> StateDict:

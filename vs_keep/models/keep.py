@@ -112,11 +112,17 @@ class KEEP(CodeTransformerCore):
         feats = {r: torch.cat([o[1][r] for o in outs]) for r in self.connect_list}
         return z, feats
 
-    def compute_flows(self, frames: Tensor) -> Tensor | None:
-        """Backward flow of each consecutive pair: flows[k] lives on frame k+1's grid and points into frame k."""
-        if frames.shape[0] < 2:
+    def compute_flows(self, frames: Tensor, max_pairs: int | None = None) -> Tensor | None:
+        """Backward flow of each consecutive pair: flows[k] lives on frame k+1's grid and points into frame k.
+
+        All pairs run as one batch like the official call (GMFlow is sensitive enough that batching changes the
+        rounding); `max_pairs` bounds the batch (memory: ~0.2 GB per 512² pair in fp32).
+        """
+        t = frames.shape[0]
+        if t < 2:
             return None
-        return torch.cat([self.flownet(frames[k + 1 : k + 2], frames[k : k + 1]) for k in range(frames.shape[0] - 1)])
+        step = t - 1 if not max_pairs else max(1, max_pairs)
+        return torch.cat([self.flownet(frames[k + 1 : k + 1 + step], frames[k : k + step]) for k in range(0, t - 1, step)])
 
     def compute_gains(self, z_obs: Tensor) -> Tensor:
         return self.kalman_filter(z_obs)
