@@ -106,3 +106,39 @@ def test_window_function_needs_only_nearby_detections() -> None:
             times = np.concatenate([before, inside, after])
             got = smooth_at([f], times, raw[times], 0, n - 1)
             assert np.abs(got[0] - ref[f]).max() < 1e-9
+
+
+def test_linear_ends_equal_official_inside_and_follow_motion_at_the_ends() -> None:
+    rng = np.random.default_rng(7)
+    n = 90
+    t = np.arange(n, dtype=np.float64)
+    # a face entering at 9.5 px/frame, with 1 px detector jitter and some missed frames
+    truth = np.stack([30 + 9.5 * t, 80 + 0.5 * t], axis=1)
+    raw = truth + rng.normal(0, 1.0, truth.shape)
+    raw[[5, 6, 40, 41, 42, 70]] = np.nan
+    ref = official(raw)
+    obs = np.nonzero(~np.isnan(raw[:, 0]))[0]
+    lin = smooth_at(t.astype(int), obs, raw[obs], 0, n - 1, ends="linear")
+    refl = smooth_at(t.astype(int), obs, raw[obs], 0, n - 1, ends="reflect")
+    assert np.abs(refl - ref).max() < 1e-9
+    interior = slice(20, n - 20)
+    assert np.abs(lin[interior] - ref[interior]).max() < 1e-9  # identical where the window is complete
+    # at the ends, reflection drags the position towards the middle of the window; the local line does not
+    bias_reflect = np.abs(refl[0] - truth[0]).max()
+    bias_linear = np.abs(lin[:3] - truth[:3]).max()
+    print(f"first frames: reflect off by {bias_reflect:.1f} px, linear by {bias_linear:.1f} px")
+    assert bias_reflect > 30 and bias_linear < 2.0
+    # still smoothing: jitter at the ends is below the raw detector jitter on average
+    ends = np.r_[0:20, n - 20 : n]
+    ok = ~np.isnan(raw[ends, 0])
+    assert np.abs(lin[ends][ok] - truth[ends][ok]).mean() < np.abs(raw[ends][ok] - truth[ends][ok]).mean()
+    # one-frame and two-frame sequences
+    assert np.allclose(smooth_at([3], [3], [[5.0, 6.0]], 3, 3, ends="linear"), [[5.0, 6.0]])
+    assert np.allclose(smooth_at([3, 4], [3, 4], [[0.0], [1.0]], 3, 4, ends="linear"), [[0.0], [1.0]])
+    # streaming with linear ends equals the window function
+    sm = StreamingSmoother(ends="linear")
+    got = dict(p for row in raw for p in sm.push(None if np.isnan(row[0]) else row))
+    got.update(sm.finish())
+    assert np.abs(np.stack([got[i] for i in range(n)]) - lin).max() < 1e-9
+    with pytest.raises(InputError, match="ends"):
+        smooth_at([0], [0], [[0.0]], 0, 0, ends="wrap")

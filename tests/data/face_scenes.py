@@ -96,32 +96,40 @@ def _composite(canvas: np.ndarray, face: np.ndarray, scale: float, x: float, y: 
     canvas[:] = a * warped + (1 - a) * canvas
 
 
-def two_face_scene(n: int = 36, size: tuple[int, int] = (240, 320)) -> Scene:
-    """`n` frames (H, W = size) with the astronaut's face drifting across the left half (always visible) and
-    Grace Hopper's face moving right, out through the right border (frames ~9-24 it is cut or gone) and back."""
+def two_face_scene(n: int = 36, size: tuple[int, int] = (240, 320), empty_head: int = 0) -> Scene:
+    """`empty_head` frames of background only, then `n` frames (H, W = size) with the astronaut's face (~55 px
+    box) drifting across the left half (always visible) and Grace Hopper's face moving right, out through the
+    right border (cut by it in frames ~6-12, gone in ~13-24) and back in from frame ~25."""
     h, w = size
     faces = {
         "astronaut": astronaut()[ASTRONAUT_FACE[1]:ASTRONAUT_FACE[3], ASTRONAUT_FACE[0]:ASTRONAUT_FACE[2]],
         "grace": grace_hopper()[GRACE_FACE[1]:GRACE_FACE[3], GRACE_FACE[0]:GRACE_FACE[2]],
     }
     bg = _background(h, w).astype(np.float32)
-    frames, places = [], {"astronaut": [], "grace": []}
+    frames: list[np.ndarray] = []
+    places: dict[str, list[tuple[float, float, float] | None]] = {"astronaut": [], "grace": []}
+    for _ in range(empty_head):
+        frames.append(np.clip(np.rint(bg), 0, 255).astype(np.uint8))
+        for name in places:
+            places[name].append(None)
     for i in range(n):
         canvas = bg.copy()
-        # astronaut: ~90 px wide, moves 0.7 px right and 0.35 px down per frame
-        sa = 0.62
-        pa = (sa, 20 + 0.7 * i, 40 + 0.35 * i)
-        # grace: ~80 px wide, exits to the right (frames 0-16), reappears at frame 25 moving left
-        sg = 0.36
-        gx = 190 + 9.5 * i if i < 17 else (w + 40 - 9.0 * (i - 17) if i >= 17 else None)
-        pg = (sg, gx, 60 + 0.5 * i)
-        for name, p in (("astronaut", pa), ("grace", pg)):
-            s, x, y = p
-            fw = faces[name].shape[1] * s
+        # (scale, x, y) of the face image's top-left corner; sub-pixel steps
+        pa = (0.62, 20 + 0.7 * i, 40 + 0.35 * i)
+        pg = (0.36, 190 + 9.5 * i if i < 17 else w + 40 - 9.0 * (i - 17), 60 + 0.5 * i)
+        for name, (s, x, y) in (("astronaut", pa), ("grace", pg)):
+            fh, fw = faces[name].shape[0] * s, faces[name].shape[1] * s
             if x >= w or x + fw <= 0:
                 places[name].append(None)
                 continue
             _composite(canvas, faces[name], s, x, y)
-            places[name].append(p)
+            places[name].append((s, x, y))
         frames.append(np.clip(np.rint(canvas), 0, 255).astype(np.uint8))
     return Scene(frames=frames, placements=places)
+
+
+def face_center(name: str, placement: tuple[float, float, float]) -> np.ndarray:
+    """Centre (x, y) of a pasted face image in frame coordinates."""
+    x0, y0, x1, y1 = ASTRONAUT_FACE if name == "astronaut" else GRACE_FACE
+    s, x, y = placement
+    return np.array([x + s * (x1 - x0) / 2, y + s * (y1 - y0) / 2])

@@ -26,7 +26,7 @@ from .detect import create_detector, detect_faces
 from .paste import FacePaste, paste_faces
 from .plan import Segment, TrackIds, chunk_window, plan_chunk
 from .restorers import Restorer, restorer_factory as make_restorer_factory
-from .smooth import SIGMA
+from .smooth import ENDS, SIGMA
 from .track import FACES_MODES, LinkParams
 from .types import Detection, Detector, PlacedFace
 
@@ -97,6 +97,7 @@ class FacePipeline:
         min_face_size: float = 20.0,
         max_gap: int = 10,
         sigma: float = SIGMA,
+        smoothing_ends: str | None = None,
         upscale: int = 1,
         background: str = "bilinear",
         background_weights: str | os.PathLike[str] | None = None,
@@ -117,10 +118,18 @@ class FacePipeline:
             restorer_factory = make_restorer_factory(model, device=device, dtype=dtype)
         self.restorer_factory = restorer_factory
         self.face_size = int(face_size or getattr(restorer_factory, "face_size", 512))
-        self.detector = detector if not isinstance(detector, str) else create_detector(detector, device, **(detector_options or {}))
+        if isinstance(detector, str):
+            options = dict(detector_options or {})
+            if detector == "mtcnn":  # no need to search the pyramid for faces the pipeline will drop anyway
+                options.setdefault("min_face_size", max(12.0, 0.8 * float(min_face_size)))
+            detector = create_detector(detector, device, **options)
+        self.detector = detector
         self.chunk, self.faces, self.min_face_size = int(chunk), faces, float(min_face_size)
         self.link = LinkParams(max_gap=int(max_gap))
         self.sigma = float(sigma)
+        self.ends = smoothing_ends or ("reflect" if exact else "linear")
+        if self.ends not in ENDS:
+            raise InputError(f"smoothing_ends must be one of {', '.join(ENDS)}, got {smoothing_ends!r}")
         self.upscale, self.antialias, self.exact = int(upscale), bool(antialias), bool(exact)
         self.with_alpha = bool(with_alpha)
         self.background = None
@@ -193,7 +202,9 @@ class FacePipeline:
             _, need = chunk_window(start, stop, max_gap=self.link.max_gap, sigma=self.sigma)
             if not final and need > self._count:
                 break
-            segments = plan_chunk(self._dets, start, stop, length=self._count if final else None, link=self.link, sigma=self.sigma)
+            segments = plan_chunk(
+                self._dets, start, stop, length=self._count if final else None, link=self.link, sigma=self.sigma, ends=self.ends
+            )
             next_lo, _ = chunk_window(stop, stop + self.chunk, max_gap=self.link.max_gap, sigma=self.sigma)
             ids = self._ids.assign(segments, forget_before=next_lo)
             self._restore(segments, ids)

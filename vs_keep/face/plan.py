@@ -60,10 +60,12 @@ def plan_chunk(
     length: int | None = None,
     link: LinkParams = LinkParams(),
     sigma: float = SIGMA,
+    ends: str = "linear",
 ) -> list[Segment]:
     """Segments of chunk [start, stop) from `detections` (frame -> selected detections) covering
     `chunk_window(...)` clipped to [0, length). length: number of frames in the video when known (the stream
-    has ended), else None."""
+    has ended), else None. ends: smoothing at track ends, "linear" (unbiased for moving faces) or "reflect"
+    (official; see `smooth`)."""
     lo, hi = chunk_window(start, stop, max_gap=link.max_gap, sigma=sigma)
     if length is not None:
         hi, stop = min(hi, length), min(stop, length)
@@ -80,7 +82,7 @@ def plan_chunk(
         if f1 < f0:
             continue
         frames = np.arange(f0, f1 + 1, dtype=np.int64)
-        smoothed = smooth_at(frames, np.array(track.times), track.landmark_array(), first, last, sigma=sigma)
+        smoothed = smooth_at(frames, np.array(track.times), track.landmark_array(), first, last, sigma=sigma, ends=ends)
         observed = set(track.times)
         segments.append(
             Segment(
