@@ -49,7 +49,8 @@ ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture(
         "dic",
         "vs_keep.models.dic",
-        ("first_block.conv_in.weight", "generator.first_block.conv_in.weight"),
+        # two official-layout keys, then the same tensors in mmagic's layout
+        ("first_block.compress_in.0.weight", "HG.compress_in.weight", "generator.first_block.conv_first.0.weight", "generator.hour_glass.first_conv.weight"),
     ),
 )
 
