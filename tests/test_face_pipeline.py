@@ -231,3 +231,16 @@ def test_input_checks(detector) -> None:
     with pytest.raises(InputError, match="restorer returned"):
         list(bad(two_face_scene(n=2).frames))
     assert list(FacePipeline(restorer_factory=factory, detector=detector)([])) == []
+
+
+def test_faces_largest_and_center(scene, detector) -> None:
+    frames = scene.frames[EMPTY_HEAD : EMPTY_HEAD + 6]  # both faces visible; grace moves right, off-centre
+    factory = SharedRestorerFactory(identity_restorer, SIZE)
+    mid = np.array([160.0, 120.0])
+    central = [min(("astronaut", "grace"), key=lambda n: np.linalg.norm(face_center(n, scene.placements[n][f]) - mid))
+               for f in range(EMPTY_HEAD, EMPTY_HEAD + 6)]
+    assert len(set(central)) == 2  # the most central face changes during the clip
+    for mode, expect in (("largest", ["grace"] * 6), ("center", central)):
+        out = list(FacePipeline(restorer_factory=factory, detector=detector, faces=mode).run(frames))
+        assert all(len(r.faces) == 1 for r in out), mode
+        assert [_who(scene, r.index + EMPTY_HEAD, r.faces[0].landmarks) for r in out] == expect, mode

@@ -73,7 +73,7 @@ class FacePipeline:
     """Restore every face (or the largest / most central one) of a video, streaming.
 
     restorer_factory: callable(track_id) -> restorer (see `restorers`); default: `model` ("keep" = the cached
-    KEEP weights, a path, or a loaded module). detector: name for `create_detector` or a Detector. chunk: frames
+    KEEP weights, a path, or a loaded module; fidelity is CodeFormer's w when the model is CodeFormer). detector: name for `create_detector` or a Detector. chunk: frames
     per restorer clip (boundaries at multiples of chunk, state reset at each). faces: "all" | "largest" |
     "center". max_gap: missed detections bridged by interpolation before a track ends. upscale: output size
     factor; background: "bilinear" or "realesrgan" (background_weights = RealESRGAN_x2plus.pth). parse: use the
@@ -91,6 +91,7 @@ class FacePipeline:
         detector_options: dict | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        fidelity: float = 0.5,
         face_size: int | None = None,
         chunk: int = 20,
         faces: str = "all",
@@ -115,13 +116,13 @@ class FacePipeline:
         if background not in ("bilinear", "realesrgan"):
             raise InputError(f"background must be 'bilinear' or 'realesrgan', got {background!r}")
         if restorer_factory is None:
-            restorer_factory = make_restorer_factory(model, device=device, dtype=dtype)
+            restorer_factory = make_restorer_factory(model, device=device, dtype=dtype, fidelity=fidelity)
         self.restorer_factory = restorer_factory
         self.face_size = int(face_size or getattr(restorer_factory, "face_size", 512))
         if isinstance(detector, str):
             options = dict(detector_options or {})
             if detector == "mtcnn":  # no need to search the pyramid for faces the pipeline will drop anyway
-                options.setdefault("min_face_size", max(12.0, 0.8 * float(min_face_size)))
+                options.setdefault("min_face_size", max(12.0, float(min_face_size)))
             detector = create_detector(detector, device, **options)
         self.detector = detector
         self.chunk, self.faces, self.min_face_size = int(chunk), faces, float(min_face_size)
