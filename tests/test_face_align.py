@@ -9,7 +9,7 @@ import pytest
 
 from data.face_scenes import astronaut, grace_hopper
 from vs_keep.errors import InputError
-from vs_keep.face import FFHQ_TEMPLATE_512, align_face, alignment_matrix, create_detector, estimate_similarity, face_template
+from vs_keep.face import FFHQ_TEMPLATE_512, align_face, alignment_matrix, estimate_similarity, face_template
 from vs_keep.face.align import BORDER_RGB, invert_affine
 
 # MTCNN landmarks of the two photos (measured once; the detection test checks the detector itself)

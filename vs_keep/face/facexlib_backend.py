@@ -7,18 +7,15 @@ WeightsNotFoundError naming it and the `vs-keep download` command, before any ne
 
 from __future__ import annotations
 
-import logging
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, InputError, WeightsNotFoundError
+from ..errors import InputError
 from .types import Detection
-
-log = logging.getLogger(__name__)
+from .weightfiles import find_weights, load_plain_state_dict, strict_load
 
 #: detector name -> (facexlib network name, vs-keep weights registry name, file name)
 RETINAFACE = {
@@ -30,44 +27,6 @@ PARSENET = ("parsenet", "parsing_parsenet.pth")
 
 # ParseNet's 19 classes: background, neck (14), cloth (16), hair (17) and hat (18) are outside the face mask.
 _FACE_CLASSES = np.array([0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0], np.float32)
-
-
-def find_weights(path: str | os.PathLike[str] | None, registry_name: str, filename: str) -> Path:
-    """The weight file to use: `path` if given (must exist), else `filename` in the vs-keep weights cache."""
-    if path is not None:
-        p = Path(path).expanduser()
-        if p.is_dir():
-            p = p / filename
-        if not p.is_file():
-            raise WeightsNotFoundError(
-                f"{registry_name} weights not found: {p} does not exist "
-                f"(download it with `vs-keep download {registry_name}` or pass the right path)"
-            )
-        return p
-    from .. import weights as registry
-
-    p = registry.cache_dir() / filename
-    if not p.is_file():
-        raise WeightsNotFoundError(
-            f"{registry_name} weights not found: {p} does not exist; run `vs-keep download {registry_name}` "
-            "or pass weights=PATH"
-        )
-    return p
-
-
-def _load_plain_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
-    from ..models.checkpoint import load_state_dict_file
-
-    sd, _ = load_state_dict_file(path)
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
-
-
-def _strict_load(net: torch.nn.Module, sd: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    try:
-        net.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        raise CheckpointError(f"{path}: not a {what} state dict ({'; '.join(lines[1:3])[:400]})") from None
 
 
 def _require_facexlib(what: str) -> None:
@@ -101,7 +60,7 @@ class RetinaFaceDetector:
         self.device = torch.device(device)
         self.conf_threshold, self.nms_threshold, self.resize = float(conf_threshold), float(nms_threshold), int(resize)
         net = RetinaFace(network_name=network, half=False, device=self.device)
-        _strict_load(net, _load_plain_state_dict(path, name), path, f"RetinaFace {network}")
+        strict_load(net, load_plain_state_dict(path), path, f"RetinaFace {network}")
         self.net = net.eval().requires_grad_(False).to(self.device)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -135,13 +94,13 @@ class ParseNetMasker:
         from facexlib.parsing.parsenet import ParseNet
 
         self.device = torch.device(device)
-        sd = _load_plain_state_dict(path, "parsenet")
+        sd = load_plain_state_dict(path)
         # The released network works at 512 px; the input size is read from the encoder depth (one stride-2
         # block per doubling above 32 px) so smaller test networks load too.
         steps = {int(k.split(".")[1]) for k in sd if k.startswith("encoder.")}
         self.size = 32 * 2 ** max(max(steps, default=4), 0)
         net = ParseNet(in_size=self.size, out_size=self.size, parsing_ch=19)
-        _strict_load(net, sd, path, "ParseNet")
+        strict_load(net, sd, path, "ParseNet")
         self.net = net.eval().requires_grad_(False).to(self.device)
 
     def __call__(self, face: np.ndarray, exact: bool = False) -> np.ndarray:

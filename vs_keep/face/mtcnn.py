@@ -10,7 +10,6 @@ pixels with zero padding outside the image, so a face cut by the frame border is
 
 from __future__ import annotations
 
-import logging
 import math
 from importlib import resources
 from pathlib import Path
@@ -23,8 +22,6 @@ from torch import nn
 from ..errors import CheckpointError, InputError
 from .boxes import nms, square_boxes
 from .types import Detection
-
-log = logging.getLogger(__name__)
 
 _MEAN, _SCALE = 127.5, 0.0078125  # the networks were trained on (pixel - 127.5) / 128
 

@@ -167,7 +167,7 @@ class FacePipeline:
         elif frame.shape != self._shape:
             raise InputError(f"FacePipeline: frame {self._count} is {frame.shape}, earlier frames were {self._shape}")
         n = self._count
-        self._frames[n] = frame
+        self._frames[n] = frame.copy()  # callers (decoders) may reuse their buffer
         self._dets[n] = detect_faces(self.detector, frame, faces=self.faces, min_face_size=self.min_face_size)
         self._count += 1
         return self._advance(final=False)
@@ -208,6 +208,7 @@ class FacePipeline:
             )
             next_lo, _ = chunk_window(stop, stop + self.chunk, max_gap=self.link.max_gap, sigma=self.sigma)
             ids = self._ids.assign(segments, forget_before=next_lo)
+            log.debug("frames %d-%d: %d face track(s) %s", start, min(stop, self._count) - 1, len(segments), list(ids))
             self._restore(segments, ids)
             for n in range(start, min(stop, self._count)):
                 results.append(self._emit(n))

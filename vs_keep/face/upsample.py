@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .facexlib_backend import _load_plain_state_dict, _strict_load, find_weights
+from .weightfiles import find_weights, load_plain_state_dict, strict_load
 from .rrdbnet import build_rrdbnet
 
 
@@ -23,9 +23,9 @@ class RealESRGANUpsampler:
     def __init__(self, *, weights: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu",
                  tile: int = 400, tile_pad: int = 40, dtype: torch.dtype = torch.float32) -> None:
         path = find_weights(weights, "realesrgan_x2plus", "RealESRGAN_x2plus.pth")
-        sd = _load_plain_state_dict(path, "realesrgan_x2plus")
+        sd = load_plain_state_dict(path)
         net = build_rrdbnet(sd)
-        _strict_load(net, sd, path, "RRDBNet (Real-ESRGAN)")
+        strict_load(net, sd, path, "RRDBNet (Real-ESRGAN)")
         self.device, self.dtype = torch.device(device), dtype
         self.net = net.eval().requires_grad_(False).to(self.device, dtype)
         self.scale, self.tile, self.tile_pad = net.scale, int(tile), int(tile_pad)
