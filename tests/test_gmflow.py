@@ -1,14 +1,20 @@
 """GMFlow (KEEP's flow net) against the official golden fixture, plus KEEP's flow warp.
 
 Parity tolerance, and why it is not the spec's 2.2e-3 px: with the synthetic weights GMFlow is badly conditioned
-(flows up to 364 px come out of 4096-way softmaxes over unnormalised features). On this project's CPUs:
-  - the fixture's own flows differ from a float64 run of this implementation by 0.017 px max / 1.0e-3 px mean;
-  - a 1e-7 relative change of the input moves our fp32 output by 0.025 px max / 1.7e-3 px mean;
-  - 1 vs 2 torch threads changes it by 0.012 px max.
-So errors of a few 1e-2 px max are float32 rounding (the spec's 2.2e-3 was measured with the fixture's own BLAS).
-Real parity breaks are orders of magnitude larger (spec §5: the smallest, replicate padding in the convex
-upsampler, gives 0.79 px mean / 15 px on border rows; the others 40-95 px mean). Hence max <= 0.1 px and
-mean <= 5e-3 px.
+(flows up to 364 px come out of 4096-way softmaxes over unnormalised features). Measured on this project's CPU
+(AMD EPYC, AVX2, 2 threads):
+  - our op sequence is the upstream one: a scratch variant with upstream's literal layouts (position code added on
+    split windows, out-of-place score scaling, repeated shift mask, chunked halves, 5-D correlation view) gave
+    bit-identical flows;
+  - we are 3.3e-2 px max / 1.7e-3 px mean from the fixture, and a float64 run of this code is 1.7e-2 / 1.0e-3 from
+    it, so the fixture carries its own float32 rounding of about that size;
+  - nearly all of our float32 error against float64 (2.2e-2 of 2.5e-2 px max) comes from the backbone convolutions,
+    whose summation order is decided by the conv kernel (oneDNN/MKL blocking, CPU ISA), not by the model code;
+  - other kernel choices on the same machine land anywhere between 2.2e-2 and 4.4e-2 px max (1.2e-3 to 1.8e-3
+    mean) from the fixture: 1 thread, MKL_CBWR, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, oneDNN off.
+So a few 1e-2 px max is the float32 floor off the fixture's machine. Real parity breaks are orders of magnitude
+larger (spec §5: the smallest, replicate padding in the convex upsampler, gives 0.79 px mean / 15 px on border
+rows; the others 40-95 px mean). Hence max <= 0.1 px and mean <= 3e-3 px.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ def test_flow_matches_official_fixture(synth_gmflow: GMFlow) -> None:
     print(f"GMFlow vs fixture: max {err.max().item():.3e} px, mean {err.mean().item():.3e} px, max |flow| {scale:.1f} px")
     assert scale > 100  # the fixture exercises large displacements
     assert err.max().item() <= 0.1
-    assert err.mean().item() <= 5e-3
+    assert err.mean().item() <= 3e-3
 
 
 @torch.no_grad()
