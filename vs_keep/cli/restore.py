@@ -23,6 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aligned", action="store_true", help="frames are already aligned face crops")
     p.add_argument("--chunk", type=int, default=20, help="KEEP chunk length; state resets at each chunk (default 20)")
     p.add_argument("--fidelity", type=float, default=0.5, help="CodeFormer fidelity weight w in [0,1] (default 0.5)")
+    p.add_argument("--faces", choices=["all", "largest", "center"], default="all", help="which faces (official: largest)")
+    p.add_argument("--min-face", type=float, default=20.0, help="ignore faces smaller than this (box side, px)")
+    p.add_argument("--upscale", type=int, default=1, help="output size factor (default 1)")
+    p.add_argument("--detector", default="mtcnn", help="mtcnn (bundled), retinaface_resnet50 or retinaface_mobilenet0.25")
+    p.add_argument("--parse", action="store_true", help="ParseNet mask in paste-back (needs `vs-keep download parsenet`)")
+    p.add_argument("--exact", action="store_true", help="official arithmetic: LMEDS alignment, plain bilinear, truncation")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--codec", default="libx264", help="video encoder (default libx264)")
     p.add_argument("--crf", type=int, default=18, help="x264/x265 CRF (default 18)")
@@ -70,9 +76,20 @@ def run(args: argparse.Namespace) -> int:
 
         frames = restore_aligned(net, source, chunk=args.chunk, fidelity=args.fidelity)
     else:
-        from ..pipeline import restore_frames
+        from ..face import FacePipeline, restorer_factory
 
-        frames = restore_frames(net, source, chunk=args.chunk, fidelity=args.fidelity)
+        pipeline = FacePipeline(
+            restorer_factory=restorer_factory(net, fidelity=args.fidelity),
+            detector=args.detector,
+            device=device,
+            chunk=args.chunk,
+            faces=args.faces,
+            min_face_size=args.min_face,
+            upscale=args.upscale,
+            parse=args.parse,
+            exact=args.exact,
+        )
+        frames = pipeline(source)
     audio = None if source.is_folder else args.input
     bar = tqdm(total=source.info.frames, unit="frame", file=sys.stderr, disable=args.no_progress, desc="restore")
     with FrameSink(args.output, fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, audio_from=audio) as sink:

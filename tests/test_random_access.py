@@ -1,0 +1,133 @@
+"""Random-access restoration (what the VapourSynth filter runs): pure function of the chunk, seek cost, scene cuts,
+and equality with the streaming pipeline of the CLI."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data.face_scenes import two_face_scene
+from vs_keep.face import FacePipeline, create_detector, restorer_factory
+from vs_keep.models import load
+from vs_keep.models.synthetic import write_synthetic_checkpoint
+from vs_keep.random_access import RandomAccessRestorer, Span
+
+N, CHUNK = 16, 6
+
+
+class ListAccess:
+    def __init__(self, frames: list[np.ndarray], cuts: set[int] = frozenset()) -> None:
+        self.frames, self.cuts, self.num_frames = frames, set(cuts), len(frames)
+
+    def frame(self, n: int) -> np.ndarray:
+        return self.frames[n]
+
+    def scene_start(self, n: int) -> bool:
+        return n in self.cuts
+
+
+class CountingRestorer:
+    """The real KEEP module behind a counter of chunk calls and their lengths."""
+
+    def __init__(self, factory) -> None:
+        self.factory, self.face_size, self.calls = factory, factory.face_size, []
+
+    def __call__(self, track: int):
+        inner = self.factory(track)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            self.calls.append(int(x.shape[0]))
+            return inner(x)
+
+        return run
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory):
+    torch.set_num_threads(2)
+    return load(write_synthetic_checkpoint(tmp_path_factory.mktemp("w") / "keep_small.pth", "keep", "small"))
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return two_face_scene(n=N).frames
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return create_detector("mtcnn", "cpu", min_face_size=20.0)
+
+
+def engine(net, detector, **kw) -> tuple[RandomAccessRestorer, CountingRestorer]:
+    counting = CountingRestorer(restorer_factory(net))
+    return RandomAccessRestorer(restorer_factory=counting, detector=detector, chunk=CHUNK, **kw), counting
+
+
+@pytest.fixture(scope="module")
+def linear(net, detector, frames) -> list[np.ndarray]:
+    eng, _ = engine(net, detector)
+    access = ListAccess(frames)
+    return [eng.render(n, access).image for n in range(N)]
+
+
+def test_matches_streaming_pipeline(net, detector, frames, linear) -> None:
+    pipe = FacePipeline(restorer_factory=restorer_factory(net), detector=detector, chunk=CHUNK)
+    streamed = list(pipe(frames))
+    assert len(streamed) == N
+    for n in range(N):
+        assert np.array_equal(streamed[n], linear[n]), n
+
+
+def test_any_order_and_threads_equal_linear(net, detector, frames, linear) -> None:
+    eng, counting = engine(net, detector, cache_chunks=1)
+    access = ListAccess(frames)
+    order = [15, 14, 3, 9, 0, 0, 12, 5, 6, 1, 13, 2, 8, 11, 4, 7, 10, 15, 0]
+    results: dict[int, np.ndarray] = {}
+    lock = threading.Lock()
+
+    def work(ns: list[int]) -> None:
+        for n in ns:
+            img = eng.render(n, access).image
+            with lock:
+                assert n not in results or np.array_equal(results[n], img)
+                results[n] = img
+
+    random.Random(1).shuffle(order)
+    threads = [threading.Thread(target=work, args=(order[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not any(t.is_alive() for t in threads)
+    for n in range(N):
+        assert np.array_equal(results[n], linear[n]), n
+
+
+def test_seek_costs_at_most_one_chunk(net, detector, frames) -> None:
+    eng, counting = engine(net, detector)
+    access = ListAccess(frames)
+    eng.render(9, access)  # a cold seek into the middle of chunk [6, 12)
+    faces = len(eng.render(9, access).faces)
+    assert faces >= 1
+    assert sum(counting.calls) <= faces * CHUNK and max(counting.calls) <= CHUNK
+    before = sum(counting.calls)
+    for n in (6, 7, 8, 10, 11):  # the rest of the chunk is served from the cache
+        eng.render(n, access)
+    assert sum(counting.calls) == before
+
+
+def test_scene_cut_resets_state(net, detector, frames, linear) -> None:
+    eng, counting = engine(net, detector)
+    access = ListAccess(frames, cuts={9})
+    assert eng.span(10, access) == Span(9, 12) and eng.span(8, access) == Span(6, 9)
+    out = [eng.render(n, access).image for n in range(6, 12)]
+    assert counting.calls and max(counting.calls) <= 3  # no clip crosses the cut
+    # the cut chunk differs from the uncut run (tracks and smoothing stop at the cut)
+    assert any(not np.array_equal(out[k], linear[6 + k]) for k in range(6))
+    eng2, _ = engine(net, detector, scene_reset=False)
+    assert eng2.span(10, access) == Span(6, 12)

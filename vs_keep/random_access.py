@@ -1,0 +1,233 @@
+"""Face restoration with random access by frame index: what the VapourSynth filter runs.
+
+Output frame n is a pure function of the input frames of n's chunk and of the detections around it:
+- chunk of n = [start, stop): start is the last multiple of `chunk` at or before n, or the last scene start
+  (`_SceneChangePrev`) after it; stop is the next multiple, the next scene start or the end of the clip;
+- detections come from the window `chunk_window(start, stop)` (±20 frames of landmark smoothing plus gap
+  bridging), cut at scene changes so that tracks and smoothing never cross a cut;
+- every track of the chunk is restored as one clip (KEEP's state resets at the chunk start), then each frame's
+  faces are pasted back.
+At default settings this is exactly the official script's chunking. Because nothing depends on the request order,
+seeks, parallel and repeated requests give the same frames as a linear pass; caches only save work. A request
+restores at most one chunk of faces, once: concurrent requests for the same chunk wait for the first.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .errors import InputError
+from .face import FacePaste, PlacedFace, chunk_window, detect_faces, paste_faces, plan_chunk, restore_segment
+from .face.smooth import ENDS, SIGMA
+from .face.track import FACES_MODES, LinkParams
+from .face.types import Detection, Detector
+
+log = logging.getLogger(__name__)
+
+
+class FrameAccess(Protocol):
+    """Where input frames come from (the VapourSynth filter reads them from the upstream clip)."""
+
+    num_frames: int
+
+    def frame(self, n: int) -> np.ndarray:
+        """RGB (H, W, 3), uint8 or float32 in [0, 1]."""
+        ...
+
+    def scene_start(self, n: int) -> bool:
+        """True when frame n starts a new scene."""
+        ...
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True, eq=False)
+class ChunkFaces:
+    """Restored faces of one chunk, per frame: (face image, alignment matrix, parse mask, placement)."""
+
+    span: Span
+    per_frame: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray | None, PlacedFace]]]
+    restored_frames: int  # face-frames that went through the restorer (for seek-cost accounting)
+
+
+@dataclass(frozen=True, eq=False)
+class RenderedFrame:
+    image: np.ndarray
+    faces: tuple[PlacedFace, ...]
+    span: Span
+
+
+class _LRU:
+    """Small thread-safe LRU of single-flight futures: the first caller computes, later callers wait for it."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._items: OrderedDict[object, Future] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: object, compute: Callable[[], object]) -> object:
+        with self._lock:
+            fut = self._items.get(key)
+            owner = fut is None
+            if owner:
+                fut = Future()
+                self._items[key] = fut
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+            else:
+                self._items.move_to_end(key)
+        assert fut is not None
+        if owner:
+            try:
+                fut.set_result(compute())
+            except BaseException as exc:
+                with self._lock:  # do not cache failures: a later request retries
+                    if self._items.get(key) is fut:
+                        del self._items[key]
+                fut.set_exception(exc)
+        return fut.result()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+class RandomAccessRestorer:
+    """Restore frame n of a clip on demand (see the module docstring for the exact semantics).
+
+    restorer_factory: `vs_keep.face.restorer_factory(...)` (KEEP per chunk, or CodeFormer per frame). Other options
+    as `vs_keep.face.FacePipeline`.
+    """
+
+    def __init__(
+        self,
+        *,
+        restorer_factory: Callable,
+        detector: Detector,
+        chunk: int = 20,
+        scene_reset: bool = True,
+        faces: str = "all",
+        min_face_size: float = 20.0,
+        max_gap: int = 10,
+        sigma: float = SIGMA,
+        smoothing_ends: str | None = None,
+        upscale: int = 1,
+        antialias: bool = True,
+        exact: bool = False,
+        parser: Callable | None = None,
+        background: Callable | None = None,
+        cache_chunks: int = 3,
+        cache_detections: int = 512,
+    ) -> None:
+        if faces not in FACES_MODES:
+            raise InputError(f"faces must be one of {', '.join(FACES_MODES)}, got {faces!r}")
+        if int(chunk) < 1:
+            raise InputError(f"chunk must be >= 1 frame, got {chunk}")
+        if int(upscale) != upscale or upscale < 1:
+            raise InputError(f"upscale must be a whole number >= 1, got {upscale}")
+        self.restorer_factory = restorer_factory
+        self.face_size = int(getattr(restorer_factory, "face_size", 512))
+        self.detector = detector
+        self.chunk, self.scene_reset = int(chunk), bool(scene_reset)
+        self.faces, self.min_face_size = faces, float(min_face_size)
+        self.link = LinkParams(max_gap=int(max_gap))
+        self.sigma = float(sigma)
+        self.ends = smoothing_ends or ("reflect" if exact else "linear")
+        if self.ends not in ENDS:
+            raise InputError(f"smoothing_ends must be one of {', '.join(ENDS)}, got {smoothing_ends!r}")
+        self.upscale, self.antialias, self.exact = int(upscale), bool(antialias), bool(exact)
+        self.parser, self.background = parser, background
+        self._chunks = _LRU(cache_chunks)
+        self._detections = _LRU(cache_detections)
+        self._restore_lock = threading.Lock()  # one model run at a time (the model is not re-entrant on one device)
+        self.stats = {"restored_face_frames": 0, "chunks_restored": 0, "detections": 0}
+
+    # -- geometry of chunks -----------------------------------------------------------------------------------
+
+    def span(self, n: int, access: FrameAccess) -> Span:
+        """The chunk holding frame n."""
+        if not 0 <= n < access.num_frames:
+            raise InputError(f"frame {n} outside the clip (0..{access.num_frames - 1})")
+        base = n - n % self.chunk
+        start, stop = base, min(base + self.chunk, access.num_frames)
+        if self.scene_reset:
+            start = next((m for m in range(n, base, -1) if access.scene_start(m)), base)
+            stop = next((m for m in range(n + 1, stop) if access.scene_start(m)), stop)
+        return Span(start, stop)
+
+    def _scene_limits(self, span: Span, lo: int, hi: int, access: FrameAccess) -> tuple[int, int]:
+        """Frames [a, b) of the detection window that belong to the chunk's scene."""
+        if not self.scene_reset:
+            return lo, hi
+        a = next((m for m in range(span.start, lo, -1) if access.scene_start(m)), lo)
+        b = next((m for m in range(span.stop, hi) if access.scene_start(m)), hi)
+        return a, b
+
+    # -- stages -----------------------------------------------------------------------------------------------
+
+    def detections(self, n: int, access: FrameAccess) -> list[Detection]:
+        def run() -> list[Detection]:
+            self.stats["detections"] += 1
+            return detect_faces(self.detector, access.frame(n), faces=self.faces, min_face_size=self.min_face_size)
+
+        return self._detections.get(n, run)  # type: ignore[return-value]
+
+    def chunk_faces(self, span: Span, access: FrameAccess) -> ChunkFaces:
+        return self._chunks.get((span.start, span.stop), lambda: self._restore_chunk(span, access))  # type: ignore[return-value]
+
+    def _restore_chunk(self, span: Span, access: FrameAccess) -> ChunkFaces:
+        lo, hi = chunk_window(span.start, span.stop, max_gap=self.link.max_gap, sigma=self.sigma)
+        hi = min(hi, access.num_frames)
+        a, b = self._scene_limits(span, lo, hi, access)
+        dets = {m: (self.detections(m, access) if a <= m < b else []) for m in range(lo, hi)}
+        segments = plan_chunk(dets, span.start, span.stop, length=access.num_frames, link=self.link, sigma=self.sigma, ends=self.ends)
+        per_frame: dict[int, list] = {m: [] for m in range(span.start, span.stop)}
+        restored = 0
+        frames: dict[int, np.ndarray] = {}
+        for track, seg in enumerate(segments):
+            for f in seg.frames:
+                if int(f) not in frames:
+                    frames[int(f)] = access.frame(int(f))
+            with self._restore_lock:
+                faces, mats = restore_segment(
+                    frames, seg, self.restorer_factory(track), face_size=self.face_size, antialias=self.antialias, exact=self.exact
+                )
+            restored += len(seg.frames)
+            for k, f in enumerate(seg.frames):
+                mask = self.parser(faces[k], exact=self.exact) if self.parser is not None else None
+                img = np.rint(faces[k] * 255).astype(np.uint8) if self.exact else faces[k]  # exact faces are k/255
+                placed = PlacedFace(track=track, frame=int(f), landmarks=seg.landmarks[k], detected=bool(seg.detected[k]))
+                per_frame[int(f)].append((img, mats[k], mask, placed))
+        self.stats["restored_face_frames"] += restored
+        self.stats["chunks_restored"] += 1
+        return ChunkFaces(span=span, per_frame=per_frame, restored_frames=restored)
+
+    def render(self, n: int, access: FrameAccess, frame: np.ndarray | None = None) -> RenderedFrame:
+        """Output frame n (input size x upscale, input dtype) and the faces pasted into it."""
+        span = self.span(n, access)
+        faces = self.chunk_faces(span, access).per_frame.get(n, [])
+        frame = access.frame(n) if frame is None else frame
+        pastes = [
+            FacePaste((img.astype(np.float32) / 255.0) if img.dtype == np.uint8 else img, mat, mask)
+            for img, mat, mask, _ in faces
+        ]
+        image = paste_faces(frame, pastes, upscale=self.upscale, exact=self.exact, antialias=self.antialias, background=self.background)
+        return RenderedFrame(image=image, faces=tuple(f[3] for f in faces), span=span)
+
+    def close(self) -> None:
+        """Drop caches and the restorer (frees GPU memory held by tensors they reference)."""
+        self._chunks.clear()
+        self._detections.clear()
+        self.restorer_factory = None  # type: ignore[assignment]
