@@ -1,6 +1,6 @@
 """vs-keep: KEEP video face restoration as a VapourSynth filter (engine importable without VapourSynth)."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 ENGINE_REQUIRES = [
     "torch>=2.4",
@@ -43,9 +43,11 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT (code only; KEEP/CodeFormer weights are S-Lab License 1.0, non-commercial)",
     python_requires=">=3.12",
-    packages=find_packages(include=["vs_keep", "vs_keep.*"]) + ["vs_keep.plugin"],
+    # namespace discovery so the data folders are packages too (no setuptools "would be ignored" warnings)
+    packages=find_namespace_packages(include=["vs_keep", "vs_keep.*"], exclude=["*.__pycache__"])
+    + ["vs_keep.plugin", "vs_keep.plugin.templates"],
     package_dir={"vs_keep.plugin": "plugin"},
-    package_data={"vs_keep": ["face/data/*", "face/data/**/*", "licenses/*.txt"], "vs_keep.plugin": ["templates/*.vpy"]},
+    package_data={"vs_keep.face.data": ["*"], "vs_keep.licenses": ["*.txt"], "vs_keep.plugin.templates": ["*.vpy"]},
     include_package_data=True,
     install_requires=ENGINE_REQUIRES,
     extras_require=EXTRAS,

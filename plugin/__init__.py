@@ -151,6 +151,6 @@ def _free_on_destroy(engine) -> None:
 
 def source(path: str | os.PathLike[str]) -> Any:
     """An RGB24 clip from a video file via PyAV (for setups without bs/lsmas/ffms2 source plugins)."""
-    from .source import pyav_source
+    from .pyav_source import pyav_source
 
     return pyav_source(path)

@@ -37,12 +37,28 @@ if [ ! -x "$venv/bin/python" ] || ! is_ok_python "$venv/bin/python"; then
   "$py" -m venv "$venv"
 fi
 
+# vspipe finds Python through a per-user config keyed by the venv's libvsscript path: write it when missing.
+configure_vapoursynth() {
+  [ -x "$venv/bin/vapoursynth" ] || return 0
+  local conf="${XDG_CONFIG_HOME:-$HOME/.config}/vapoursynth/vapoursynth.toml"
+  if ! grep -qF "$venv/lib" "$conf" 2>/dev/null; then
+    "$venv/bin/vapoursynth" config >&2 || echo "setup.sh: 'vapoursynth config' failed; vspipe may not start" >&2
+  fi
+}
+
 stamp="$venv/.vs-keep-stamp"
 want="$( (cat "$root/setup.py"; echo "$extras"; "$venv/bin/python" -V) | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c 'import vs_keep' >/dev/null 2>&1; then
+  configure_vapoursynth
   exit 0
 fi
 echo "setup.sh: installing vs-keep[$extras] into $venv" >&2
-"$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[$extras]" >&2
+log="$venv/.vs-keep-install.log"
+if ! { "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip &&
+       "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[$extras]"; } >"$log" 2>&1; then
+  tail -n 40 "$log" >&2
+  echo "setup.sh: installation failed (full log: $log)" >&2
+  exit 1
+fi
 echo "$want" > "$stamp"
+configure_vapoursynth

@@ -586,7 +586,10 @@ def resolve(name_or_path: str | os.PathLike[str] | WeightSpec, *, download: bool
             spec = get(str(name_or_path))
         except InputError:
             if isinstance(name_or_path, os.PathLike) or os.sep in str(name_or_path) or path.suffix:
-                raise WeightsNotFoundError(f"weights file {path} does not exist") from None
+                raise WeightsNotFoundError(
+                    f"weights file {path} does not exist; check the path, or pass a model name "
+                    f"({', '.join(names()[:3])}, ...) to use the cached official file (`vs-keep download NAME`)"
+                ) from None
             raise
     cached = cache_dir() / spec.filename
     if cached.is_file():
