@@ -32,20 +32,35 @@ def keep_full(tmp_path_factory: pytest.TempPathFactory) -> KEEP:
     return model
 
 
-@pytest.fixture(scope="module")
-def run(keep_full: KEEP, golden: dict[str, torch.Tensor]) -> dict[str, object]:
-    """One pass over the golden chunk through the public recurrent pieces, keeping every intermediate."""
-    frames = golden["input"][0]
+def _steps(model: KEEP, chunk) -> dict[str, object]:
+    state = model.initial_state()
+    traces, outs = [], []
     with torch.inference_mode():
-        chunk = keep_full.prepare_chunk(frames)
-        state = keep_full.initial_state()
-        traces, outs = [], []
         for _ in range(chunk.length):
             trace: dict[str, torch.Tensor] = {}
-            out, state = keep_full.step(chunk, state, trace)
+            out, state = model.step(chunk, state, trace)
             traces.append(trace)
             outs.append(out)
     return {"chunk": chunk, "traces": traces, "out": torch.cat(outs)}
+
+
+@pytest.fixture(scope="module")
+def run(keep_full: KEEP, golden: dict[str, torch.Tensor]) -> dict[str, object]:
+    """One pass over the golden chunk through the public recurrent pieces, keeping every intermediate."""
+    with torch.inference_mode():
+        chunk = keep_full.prepare_chunk(golden["input"][0])
+    return _steps(keep_full, chunk)
+
+
+@pytest.fixture(scope="module")
+def run_official_flows(keep_full: KEEP, run: dict, golden: dict[str, torch.Tensor]) -> dict[str, object]:
+    """The same pass with the official flows injected: isolates everything downstream of GMFlow."""
+    return _steps(keep_full, replace(run["chunk"], flows=golden["flows"]))
+
+
+def official_margins(golden: dict[str, torch.Tensor], t: int) -> torch.Tensor:
+    top2 = golden["logits"][t][:, 0].topk(2, dim=1).values
+    return top2[:, 0] - top2[:, 1]
 
 
 def test_structure(keep_full: KEEP) -> None:
@@ -67,27 +82,39 @@ def test_chunk_stage_parity(run: dict, golden: dict[str, torch.Tensor]) -> None:
 
 
 @pytest.mark.slow
-def test_step_parity(run: dict, golden: dict[str, torch.Tensor]) -> None:
-    traces = run["traces"]
+def test_recurrent_stage_parity(run_official_flows: dict, golden: dict[str, torch.Tensor]) -> None:
+    """Given the official flows, every recurrent stage and every frame matches the official implementation."""
+    traces, out = run_official_flows["traces"], run_official_flows["out"]
     for t, tr in enumerate(traces):
-        z_hat_tokens = tr["z_hat"].flatten(2).permute(2, 0, 1)
-        assert rel_l2(z_hat_tokens, golden["z_hat_tokens"][t]) < 1e-4
-        logits = tr["logits"].permute(1, 0, 2)
-        assert (logits - golden["logits"][t]).abs().max() < 1e-3
-        agree = (tr["idx"].permute(1, 0) == golden["top_idx"][t]).float().mean()
-        assert agree >= 0.999
+        assert rel_l2(tr["z_hat"].flatten(2).permute(2, 0, 1), golden["z_hat_tokens"][t]) < 1e-4
+        assert (tr["logits"].permute(1, 0, 2) - golden["logits"][t]).abs().max() < 1e-4
+        assert torch.equal(tr["idx"].permute(1, 0), golden["top_idx"][t])
         if t > 0:
-            assert rel_l2(tr["z_prime"], golden["z_prime"][t - 1]) < 1e-3
-            assert rel_l2(tr["cfa_16"], golden["cross_fuse_16"][t - 1]) < 2e-2
-            assert rel_l2(tr["cfa_32"], golden["cross_fuse_32"][t - 1]) < 2e-2
+            assert rel_l2(tr["z_prime"], golden["z_prime"][t - 1]) < 1e-4
+            assert rel_l2(tr["cfa_16"], golden["cross_fuse_16"][t - 1]) < 1e-4
+            assert rel_l2(tr["cfa_32"], golden["cross_fuse_32"][t - 1]) < 1e-4
+        assert rel_l2(out[t], golden["output"][0, t]) < 1e-4
 
 
 @pytest.mark.slow
 def test_end_to_end_parity(run: dict, golden: dict[str, torch.Tensor]) -> None:
-    out, ref = run["out"], golden["output"][0]
+    """Our own flows end to end. The fixture has one knife-edge token (frame 2, top-1/top-2 logit margin 4.8e-5):
+    GMFlow's fp32 rounding (0.03 px) moves the logits by ~5e-3, and even exact fp64 flows pick the other code
+    there, so a flip is allowed only where the official margin is that small; frames before it must match."""
+    out, ref, traces = run["out"], golden["output"][0], run["traces"]
     assert rel_l2(out[0], ref[0]) <= 1e-3
-    for t in range(out.shape[0]):
-        assert rel_l2(out[t], ref[t]) <= 2e-2
+    agree = 0
+    first_flip = len(traces)
+    for t, tr in enumerate(traces):
+        assert (tr["logits"].permute(1, 0, 2) - golden["logits"][t]).abs().max() < 2e-2
+        same = tr["idx"][0] == golden["top_idx"][t][:, 0]
+        agree += int(same.sum())
+        assert (official_margins(golden, t)[~same] < 1e-4).all(), "a code flipped where the official margin is not tiny"
+        if not same.all():
+            first_flip = min(first_flip, t)
+    assert agree / (256 * len(traces)) >= 0.998
+    for t in range(first_flip):
+        assert rel_l2(out[t], ref[t]) <= 2e-2, t
 
 
 def test_small_config_round_trip(tmp_path) -> None:
