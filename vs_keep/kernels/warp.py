@@ -2,7 +2,8 @@
 
 Why these exact settings: KEEP warps its previous raw output (in [-1, 1], so a zero tap is mid-grey) with the
 backward GMFlow flow, and any other convention (align_corners=False, border padding) changes the filter state.
-A CuPy twin with the same signature can be chosen in `vs_keep.kernels`.
+The CuPy twin (`cupy_impl.flow_warp_cupy`) repeats grid_sample's coordinate arithmetic; `vs_keep.kernels`
+chooses between them.
 """
 
 from __future__ import annotations
@@ -13,16 +14,10 @@ from torch import Tensor
 
 from ..errors import InputError
 
-__all__ = ["flow_warp"]
+__all__ = ["check_warp_args", "flow_warp_torch"]
 
 
-def flow_warp(x: Tensor, flow: Tensor) -> Tensor:
-    """Sample `x` (N, C, H, W) at pixel positions grid + `flow` (N, 2, H, W; channel 0 = dx, 1 = dy).
-
-    Output pixel (x, y) is the bilinear mix of x around (x+dx, y+dy); each of the 4 taps outside
-    [0, W-1] x [0, H-1] contributes 0. Coordinates are built and sampled in float32 whatever x's dtype (16-bit
-    normalised coordinates would lose a quarter pixel at 512 px); the result has x's dtype.
-    """
+def check_warp_args(x: Tensor, flow: Tensor) -> None:
     if x.ndim != 4 or flow.ndim != 4:
         raise InputError(f"flow_warp: x must be (N, C, H, W) and flow (N, 2, H, W), got {tuple(x.shape)} and {tuple(flow.shape)}")
     n, _, h, w = x.shape
@@ -31,6 +26,19 @@ def flow_warp(x: Tensor, flow: Tensor) -> Tensor:
             f"flow_warp: flow must be (N, 2, H, W) = {(n, 2, h, w)} to match x {tuple(x.shape)}, got {tuple(flow.shape)} "
             "(channel-first; permute a (N, H, W, 2) flow first)"
         )
+    if x.device != flow.device:
+        raise InputError(f"flow_warp: x is on {x.device} but flow on {flow.device}; move both to one device")
+
+
+def flow_warp_torch(x: Tensor, flow: Tensor) -> Tensor:
+    """Sample `x` (N, C, H, W) at pixel positions grid + `flow` (N, 2, H, W; channel 0 = dx, 1 = dy).
+
+    Output pixel (x, y) is the bilinear mix of x around (x+dx, y+dy); each of the 4 taps outside
+    [0, W-1] x [0, H-1] contributes 0. Coordinates are built and sampled in float32 whatever x's dtype (16-bit
+    normalised coordinates would lose a quarter pixel at 512 px); the result has x's dtype.
+    """
+    check_warp_args(x, flow)
+    _, _, h, w = x.shape
     src = x if x.dtype == torch.float32 else x.float()
     ys, xs = torch.meshgrid(
         torch.arange(h, device=x.device, dtype=torch.float32),

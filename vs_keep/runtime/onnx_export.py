@@ -1,0 +1,98 @@
+"""ONNX export of KEEP's codebook decoder and an onnxruntime runner with the torch decoder's call signature.
+
+The ONNX file is the hand-off format for TensorRT (`runtime.trt`) and a CPU alternative (onnxruntime). Export uses
+the TorchScript-based exporter (no onnxscript dependency) with static shapes: one face size and batch per file,
+which is what an engine cache keys on anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import VsKeepError
+from .decoder import CodebookDecoder, DecoderSpec, decoder_spec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OrtDecoder", "export_decoder_onnx", "model_hash"]
+
+OPSET = 17
+
+
+def model_hash(model: nn.Module, length: int = 16) -> str:
+    """sha256 of the model's state dict (names, shapes, dtypes, values): identifies weights for engine caches."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:length]
+
+
+def export_decoder_onnx(model: nn.Module, path: str | os.PathLike[str], *, batch: int = 1) -> tuple[Path, DecoderSpec]:
+    """Write the decoder graph of `model` (fp32, on CPU) to `path`; returns (path, spec). Atomic (temp + rename)."""
+    spec = decoder_spec(model, batch)
+    wrapper = CodebookDecoder(model).eval()
+    param = next(model.parameters())
+    if param.device.type != "cpu" or param.dtype != torch.float32:
+        raise VsKeepError("export_decoder_onnx: export a float32 CPU model (load it with device='cpu')")
+    n_codes = int(model.quantize.embedding.weight.shape[0])
+    inputs = spec.example_inputs(n_codes=n_codes)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # TorchScript exporter deprecation and tracer warnings
+            torch.onnx.export(
+                wrapper, inputs, tmp, input_names=list(spec.input_names), output_names=list(spec.output_names),
+                opset_version=OPSET, dynamo=False, do_constant_folding=True,
+            )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log.debug("exported decoder (%s) to %s", spec, path)
+    return path, spec
+
+
+class OrtDecoder:
+    """Runs an exported decoder with onnxruntime; callable like `decoder.torch_decoder(model)`."""
+
+    def __init__(self, path: str | os.PathLike[str], spec: DecoderSpec, *, providers: tuple[str, ...] = ("CPUExecutionProvider",),
+                 threads: int | None = None) -> None:
+        import onnxruntime as ort  # lazy: optional dependency
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(str(path), options, providers=list(providers))
+        self.spec = spec
+
+    def feeds(self, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> dict[str, np.ndarray]:
+        s = self.spec
+        out: dict[str, Any] = {"idx": idx.detach().to("cpu", torch.int64).numpy()}
+        for r, _ in s.feats:
+            out[f"enc_{r}"] = feats[r].detach().float().cpu().numpy()
+        for r, c in s.memory:
+            out[f"mem_{r}"] = memory[r].detach().float().cpu().numpy() if memory else np.zeros((s.batch, c, r, r), np.float32)
+        out["has_memory"] = np.array([1.0 if memory else 0.0], np.float32)
+        return out
+
+    def __call__(self, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> tuple[Tensor, dict[int, Tensor]]:
+        results = self.session.run(list(self.spec.output_names), self.feeds(idx, feats, memory))
+        device = idx.device
+        out = torch.from_numpy(results[0]).to(device)
+        new_memory = {r: torch.from_numpy(t).to(device) for (r, _), t in zip(self.spec.memory, results[1:])}
+        return out, new_memory

@@ -1,0 +1,196 @@
+"""Reduced precision (bf16 / fp16 autocast) for KEEP's stages, with the stages that break kept in fp32.
+
+Why a policy and not `model.half()`: two places in KEEP are precision-critical. GMFlow's 4096-way correlation
+softmax and expected coordinates lose sub-pixel accuracy in 16-bit floats (gmflow.py already computes them in
+fp32 whatever the input dtype), and the codebook argmax has top-1/top-2 logit margins down to 5e-5 while a bf16
+logit near 2 has a resolution of 0.016. So callers run the model under `autocast_context(device, precision)` and
+`apply_precision(model, precision)` turns the stages listed in `FP32_STAGES[precision]` into fp32 islands:
+their inputs are cast to fp32 and autocast is off inside them. fp32 (the default) changes nothing.
+
+`FP32_STAGES` comes from measurements on the golden fixture (full-size KEEP, synthetic weights; `vs-keep bench`
+prints them again): see the comments there.
+
+CPUs without native bf16/fp16 GEMMs (no AVX512-BF16 / AMX; oneDNN then falls back to reference kernels ~100x
+slower than fp32) cannot afford a real bf16 run of the full model; `EmulatedLowPrecision` runs the GEMM-class ops
+in fp32 on inputs rounded to bf16/fp16 and rounds their outputs back, which is what native kernels do (low-precision
+operands, fp32 accumulation, rounded result), so accuracy can still be measured there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, ContextManager, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ..errors import InputError
+
+__all__ = [
+    "FP32_STAGES",
+    "PRECISIONS",
+    "STAGE_MODULES",
+    "EmulatedLowPrecision",
+    "Precision",
+    "apply_precision",
+    "autocast_context",
+    "native_lowp_supported",
+    "torch_dtype",
+]
+
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+
+#: KEEP's stages -> the attribute names of the modules that implement them (CodeFormer has the core subset).
+STAGE_MODULES: dict[str, tuple[str, ...]] = {
+    "flow": ("flownet",),
+    "encoders": ("encoder", "hq_encoder"),
+    "gains": ("kalman_filter",),
+    "transformer": ("feat_emb", "ft_layers", "idx_pred_layer"),
+    "decoder": ("generator", "fuse_convs_dict", "cross_fuse"),
+}
+
+#: Stages kept in fp32 per precision. Measured on the golden fixture (emulated on an AVX2 CPU, see module doc):
+#: the transformer in bf16 or fp16 flips codebook indices well beyond the 1 % budget (logit resolution), GMFlow's
+#: softmax is fp32 inside gmflow.py and its convs stay fp32 too (the flow feeds the recurrent warp).
+FP32_STAGES: dict[str, tuple[str, ...]] = {
+    "fp32": (),
+    "bf16": ("flow", "transformer"),
+    "fp16": ("flow", "transformer"),
+}
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    if precision not in _DTYPES:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return _DTYPES[precision]
+
+
+def native_lowp_supported(device: str | torch.device, precision: str) -> bool:
+    """Whether `precision` has fast native kernels on `device` (fp32 always; CPU: oneDNN bf16/fp16 support)."""
+    dev = torch.device(device)
+    if precision == "fp32":
+        return True
+    dtype = torch_dtype(precision)
+    if dev.type == "cuda":
+        return dtype != torch.bfloat16 or torch.cuda.is_bf16_supported()
+    if dev.type == "cpu":
+        probe = torch.ops.mkldnn._is_mkldnn_bf16_supported if dtype == torch.bfloat16 else torch.ops.mkldnn._is_mkldnn_fp16_supported
+        try:
+            return bool(probe())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def autocast_context(device: str | torch.device, precision: str) -> ContextManager[Any]:
+    """`torch.autocast` for bf16/fp16 on `device`; a no-op context for fp32."""
+    dtype = torch_dtype(precision)
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+# ---- fp32 islands ----------------------------------------------------------------------------------------------
+
+
+def _to_fp32(value: Any) -> Any:
+    if isinstance(value, Tensor) and value.is_floating_point() and value.dtype != torch.float32:
+        return value.float()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_fp32(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_fp32(v) for k, v in value.items()}
+    return value
+
+
+class _Fp32Island:
+    """Mixin placed in front of a module's class: fp32 inputs, autocast off inside."""
+
+    _island_base: type
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        param = next(self.parameters(), None)  # type: ignore[attr-defined]
+        device_type = param.device.type if param is not None else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            return super().forward(*_to_fp32(args), **_to_fp32(kwargs))  # type: ignore[misc]
+
+
+_ISLAND_CLASSES: dict[type, type] = {}
+
+
+def _island_class(cls: type) -> type:
+    if cls not in _ISLAND_CLASSES:
+        _ISLAND_CLASSES[cls] = type(f"Fp32{cls.__name__}", (_Fp32Island, cls), {"_island_base": cls})
+    return _ISLAND_CLASSES[cls]
+
+
+def _stage_modules(model: nn.Module, stage: str) -> Iterator[nn.Module]:
+    if stage not in STAGE_MODULES:
+        raise InputError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_MODULES)}")
+    for name in STAGE_MODULES[stage]:
+        sub = getattr(model, name, None)
+        if isinstance(sub, (nn.ModuleList, nn.ModuleDict)):
+            yield from sub.children()
+        elif isinstance(sub, nn.Module):
+            yield sub
+
+
+def apply_precision(model: nn.Module, precision: str, fp32_stages: tuple[str, ...] | None = None) -> nn.Module:
+    """Mark the fp32 stages of `model` (in place) for running under `autocast_context(device, precision)`.
+
+    fp32_stages: override of `FP32_STAGES[precision]` (the benchmark uses it to measure each stage). Calling it
+    again replaces the previous marking; "fp32" removes all marks. Parameters stay fp32 (autocast casts them per op).
+    """
+    torch_dtype(precision)
+    keep = FP32_STAGES[precision] if fp32_stages is None else tuple(fp32_stages)
+    for module in model.modules():  # clear earlier marks
+        if isinstance(module, _Fp32Island):
+            module.__class__ = module._island_base
+    if precision == "fp32":
+        return model
+    for stage in keep:
+        for module in _stage_modules(model, stage):
+            module.__class__ = _island_class(type(module))
+    return model
+
+
+# ---- emulation for CPUs without native low-precision GEMMs ------------------------------------------------------
+
+_aten = torch.ops.aten
+#: ops that native bf16/fp16 kernels run with low-precision operands, fp32 accumulation and a rounded result
+_GEMM_OPS = {
+    _aten.conv1d.default, _aten.conv2d.default, _aten.convolution.default, _aten._convolution.default,
+    _aten.linear.default, _aten.matmul.default, _aten.mm.default, _aten.bmm.default, _aten.addmm.default,
+    _aten.baddbmm.default, _aten.addbmm.default, _aten.scaled_dot_product_attention.default,
+}
+
+
+class EmulatedLowPrecision(TorchDispatchMode):
+    """Run GEMM-class ops that receive bf16/fp16 tensors in fp32 and round the result back to that dtype.
+
+    Use inside `autocast_context("cpu", precision)`. Other ops (norms, softmax, element-wise) run natively in the
+    low dtype, as under real autocast. Differences from native kernels: accumulation order, and fused attention
+    kernels that round their probabilities to 16 bits before the second GEMM (not reproduced: slightly optimistic).
+    """
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        if func in _GEMM_OPS:
+            low = [a.dtype for a in args if isinstance(a, Tensor) and a.dtype in (torch.bfloat16, torch.float16)]
+            if low:
+                out = func(*_to_fp32(list(args)), **_to_fp32(kwargs))
+                return _round_to(out, low[0])
+        return func(*args, **kwargs)
+
+
+def _round_to(value: Any, dtype: torch.dtype) -> Any:
+    if isinstance(value, Tensor) and value.is_floating_point():
+        return value.to(dtype)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_round_to(v, dtype) for v in value)
+    return value

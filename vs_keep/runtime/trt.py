@@ -1,0 +1,196 @@
+"""TensorRT engine for KEEP's codebook decoder: build with the Python API, cache, run on torch's stream.
+
+Cache: `<cache dir>/trt/decoder-<model hash>-<identity hash>.engine` with the timing cache beside it
+(`.timing`) and the identity in clear text (`.json`). The identity covers everything that changes the engine:
+model weights hash, input shapes, precision, builder options, GPU name and compute capability, driver version,
+TensorRT version. The cache dir is `$VS_KEEP_CACHE` or the platform user cache dir (never site-packages).
+Builds are written to a temporary file, renamed into place and serialised by a file lock, so several VapourSynth
+instances can start at once.
+
+`tensorrt` is imported inside functions only; `TensorRTUnavailable` tells callers to fall back to torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import VsKeepError
+from .decoder import DecoderSpec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TensorRTUnavailable", "TrtDecoder", "build_engine", "cache_root", "device_identity", "engine_paths"]
+
+CACHE_ENV = "VS_KEEP_CACHE"
+MIN_ENGINE_BYTES = 1024
+
+
+class TensorRTUnavailable(VsKeepError):
+    """TensorRT (or a CUDA device for it) is missing; the caller should fall back to torch."""
+
+
+def import_tensorrt() -> Any:
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise TensorRTUnavailable("TensorRT is not installed (pip install tensorrt)") from exc
+    return tensorrt
+
+
+def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
+    """Where engines live: the override, else $VS_KEEP_CACHE, else the user cache dir (platformdirs)."""
+    if override:
+        return Path(override)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    try:
+        from platformdirs import user_cache_dir
+
+        return Path(user_cache_dir("vs-keep", appauthor=False))
+    except ImportError:
+        return Path.home() / ".cache" / "vs-keep"
+
+
+def _driver_version() -> str:
+    """CUDA driver version from libcuda (torch does not expose it); 'unknown' if it cannot be read."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        v = ctypes.c_int()
+        if lib.cuDriverGetVersion(ctypes.byref(v)) == 0:
+            return f"{v.value // 1000}.{(v.value % 1000) // 10}"
+    return "unknown"
+
+
+def device_identity(device_id: int) -> dict[str, str]:
+    """GPU name, compute capability and driver of `device_id` (asked from the runtime, not nvidia-smi)."""
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailable("TensorRT needs a CUDA device; none is available")
+    props = torch.cuda.get_device_properties(device_id)
+    return {"gpu": props.name, "cc": f"{props.major}.{props.minor}", "driver": _driver_version()}
+
+
+def engine_paths(identity: dict[str, Any], model_hash: str, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
+    """engine / timing cache / identity json / lock paths for an identity dict."""
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    base = cache_root(cache_dir) / "trt" / f"decoder-{model_hash}-{key}"
+    return {
+        "engine": base.with_suffix(".engine"),
+        "timing": base.with_suffix(".timing"),
+        "identity": base.with_suffix(".json"),
+        "lock": base.with_suffix(".lock"),
+    }
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            import fcntl
+
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except ImportError:  # no fcntl (Windows): builds are still atomic, just not serialised
+            pass
+        yield
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def build_engine(onnx_path: Path, paths: dict[str, Path], identity: dict[str, Any], *, precision: str, workspace_gib: float,
+                 opt_level: int, force: bool = False) -> Path:
+    """Build (or reuse) the engine for `onnx_path`; returns the engine path."""
+    trt = import_tensorrt()
+    engine = paths["engine"]
+    with _file_lock(paths["lock"]):
+        if not force and engine.exists() and engine.stat().st_size >= MIN_ENGINE_BYTES:
+            return engine
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(onnx_path)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise VsKeepError(f"TensorRT could not parse {onnx_path}: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+        config.builder_optimization_level = int(opt_level)
+        if precision == "fp16":
+            config.set_flag(trt.BuilderFlag.FP16)
+        elif precision == "bf16":
+            config.set_flag(trt.BuilderFlag.BF16)
+        timing_blob = paths["timing"].read_bytes() if paths["timing"].exists() else b""
+        timing = config.create_timing_cache(timing_blob)
+        config.set_timing_cache(timing, ignore_mismatch=False)
+        log.info("building the TensorRT decoder engine (%s, %s); this takes a few minutes once", precision, identity["gpu"])
+        start = time.perf_counter()
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise VsKeepError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
+        _atomic_write(engine, bytes(serialized))
+        _atomic_write(paths["timing"], bytes(config.get_timing_cache().serialize()))
+        _atomic_write(paths["identity"], json.dumps(identity, indent=1, sort_keys=True).encode())
+        log.info("TensorRT engine ready in %.0f s: %s", time.perf_counter() - start, engine)
+    return engine
+
+
+_TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT64": torch.int64, "INT32": torch.int32}
+
+
+class TrtDecoder:
+    """Runs the decoder engine on torch's current CUDA stream; callable like `decoder.torch_decoder(model)`."""
+
+    def __init__(self, engine_path: Path, spec: DecoderSpec, device_id: int) -> None:
+        trt = import_tensorrt()
+        self.spec = spec
+        self.device = torch.device("cuda", device_id)
+        logger = trt.Logger(trt.Logger.WARNING)
+        with torch.cuda.device(self.device):
+            self.runtime = trt.Runtime(logger)
+            self.engine = self.runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+            if self.engine is None:
+                raise VsKeepError(f"TensorRT could not load {engine_path}; delete it to rebuild")
+            self.context = self.engine.create_execution_context()
+        self.dtypes = {
+            name: _TORCH_DTYPES[self.engine.get_tensor_dtype(name).name] for name in (*spec.input_names, *spec.output_names)
+        }
+
+    def __call__(self, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> tuple[Tensor, dict[int, Tensor]]:
+        s, dev = self.spec, self.device
+        inputs: dict[str, Tensor] = {"idx": idx}
+        inputs.update({f"enc_{r}": feats[r] for r, _ in s.feats})
+        for r, c in s.memory:
+            inputs[f"mem_{r}"] = memory[r] if memory else torch.zeros((s.batch, c, r, r), device=dev)
+        inputs["has_memory"] = torch.tensor([1.0 if memory else 0.0], device=dev)
+        keep = {n: t.to(device=dev, dtype=self.dtypes[n]).contiguous() for n, t in inputs.items()}
+        outputs = {n: torch.empty(shape, device=dev, dtype=self.dtypes[n]) for n, shape in s.output_shapes().items()}
+        for name, t in (*keep.items(), *outputs.items()):
+            self.context.set_tensor_address(name, t.data_ptr())
+        if not self.context.execute_async_v3(torch.cuda.current_stream(dev).cuda_stream):
+            raise VsKeepError("TensorRT decoder execution failed")
+        out = outputs["out"]
+        return out, {r: outputs[f"new_mem_{r}"] for r, _ in s.memory}
