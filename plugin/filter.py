@@ -125,6 +125,9 @@ def build_filter(clip: vs.VideoNode, engine: Any, *, debug_props: bool, matrix_i
             out.props[P.DETECTED] = [int(pf.detected) for pf in faces] or [-1]
             if faces:
                 out.props[P.LANDMARKS] = [float(v) for pf in faces for v in np.asarray(pf.landmarks).reshape(-1)]
+            if result.tiny:
+                out.props[P.TINY_FACES] = len(result.tiny)
+                out.props[P.TINY_LANDMARKS] = [float(v) for tf in result.tiny for v in tf.landmarks68.reshape(-1)]
             out.props[P.CHUNK_START] = result.span.start
             out.props[P.CHUNK_END] = result.span.stop
         return out

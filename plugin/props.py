@@ -13,6 +13,8 @@ FACES = "KeepFaces"  # int: faces pasted into this frame
 TRACK_IDS = "KeepTrackIds"  # int array: track index of each face within its chunk
 DETECTED = "KeepDetected"  # int array: 1 = detected in this frame, 0 = bridged over a missed detection
 LANDMARKS = "KeepLandmarks"  # float array: 10 values (5 x/y pairs, input pixels) per face, smoothed
+TINY_FACES = "KeepTinyFaces"  # int: tiny faces restored by DIC in this frame
+TINY_LANDMARKS = "KeepTinyLandmarks"  # float array: 136 values (68 x/y pairs, input pixels) per tiny face
 CHUNK_START = "KeepChunkStart"  # int: first frame of this frame's chunk (the recurrent state starts there)
 CHUNK_END = "KeepChunkEnd"  # int: one past the last frame of the chunk
 

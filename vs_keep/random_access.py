@@ -27,6 +27,7 @@ import numpy as np
 from .errors import InputError
 from .face import FacePaste, PlacedFace, chunk_window, detect_faces, paste_faces, plan_chunk, restore_segment
 from .face.smooth import ENDS, SIGMA
+from .face.tiny import TinyFace, TinyFaceRestorer, box_side
 from .face.track import FACES_MODES, LinkParams
 from .face.types import Detection, Detector
 
@@ -60,6 +61,7 @@ class ChunkFaces:
     span: Span
     per_frame: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray | None, PlacedFace]]]
     restored_frames: int  # face-frames that went through the restorer (for seek-cost accounting)
+    tiny: dict[int, list[tuple[FacePaste, TinyFace]]]  # tiny faces (DIC), per frame
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,6 +69,7 @@ class RenderedFrame:
     image: np.ndarray
     faces: tuple[PlacedFace, ...]
     span: Span
+    tiny: tuple[TinyFace, ...] = ()
 
 
 class _LRU:
@@ -108,7 +111,8 @@ class RandomAccessRestorer:
     """Restore frame n of a clip on demand (see the module docstring for the exact semantics).
 
     restorer_factory: `vs_keep.face.restorer_factory(...)` (KEEP per chunk, or CodeFormer per frame). Other options
-    as `vs_keep.face.FacePipeline`.
+    as `vs_keep.face.FacePipeline`. tiny: a `TinyFaceRestorer` (DIC); faces whose box side is in [tiny_min,
+    min_face_size) then go through it per frame instead of being left alone.
     """
 
     def __init__(
@@ -130,6 +134,8 @@ class RandomAccessRestorer:
         background: Callable | None = None,
         cache_chunks: int = 3,
         cache_detections: int = 512,
+        tiny: TinyFaceRestorer | None = None,
+        tiny_min: float = 12.0,
     ) -> None:
         if faces not in FACES_MODES:
             raise InputError(f"faces must be one of {', '.join(FACES_MODES)}, got {faces!r}")
@@ -149,6 +155,9 @@ class RandomAccessRestorer:
             raise InputError(f"smoothing_ends must be one of {', '.join(ENDS)}, got {smoothing_ends!r}")
         self.upscale, self.antialias, self.exact = int(upscale), bool(antialias), bool(exact)
         self.parser, self.background = parser, background
+        self.tiny, self.tiny_min = tiny, float(tiny_min)
+        if tiny is not None and not 0 < self.tiny_min < self.min_face_size:
+            raise InputError(f"tiny_min must be in (0, min_face={self.min_face_size:g}), got {tiny_min}")
         self._chunks = _LRU(cache_chunks)
         self._detections = _LRU(cache_detections)
         self._restore_lock = threading.Lock()  # one model run at a time (the model is not re-entrant on one device)
@@ -180,7 +189,8 @@ class RandomAccessRestorer:
     def detections(self, n: int, access: FrameAccess) -> list[Detection]:
         def run() -> list[Detection]:
             self.stats["detections"] += 1
-            return detect_faces(self.detector, access.frame(n), faces=self.faces, min_face_size=self.min_face_size)
+            low = self.tiny_min if self.tiny is not None else self.min_face_size
+            return detect_faces(self.detector, access.frame(n), faces=self.faces, min_face_size=low)
 
         return self._detections.get(n, run)  # type: ignore[return-value]
 
@@ -191,7 +201,8 @@ class RandomAccessRestorer:
         lo, hi = chunk_window(span.start, span.stop, max_gap=self.link.max_gap, sigma=self.sigma)
         hi = min(hi, access.num_frames)
         a, b = self._scene_limits(span, lo, hi, access)
-        dets = {m: (self.detections(m, access) if a <= m < b else []) for m in range(lo, hi)}
+        every = {m: (self.detections(m, access) if a <= m < b else []) for m in range(lo, hi)}
+        dets = {m: [d for d in v if box_side(d) >= self.min_face_size] for m, v in every.items()}
         segments = plan_chunk(dets, span.start, span.stop, length=access.num_frames, link=self.link, sigma=self.sigma, ends=self.ends)
         per_frame: dict[int, list] = {m: [] for m in range(span.start, span.stop)}
         restored = 0
@@ -210,24 +221,82 @@ class RandomAccessRestorer:
                 img = np.rint(faces[k] * 255).astype(np.uint8) if self.exact else faces[k]  # exact faces are k/255
                 placed = PlacedFace(track=track, frame=int(f), landmarks=seg.landmarks[k], detected=bool(seg.detected[k]))
                 per_frame[int(f)].append((img, mats[k], mask, placed))
+        tiny: dict[int, list[tuple[FacePaste, TinyFace]]] = {}
+        if self.tiny is not None:
+            for m in range(span.start, span.stop):
+                small = [d for d in every[m] if box_side(d) < self.min_face_size]
+                if small:
+                    with self._restore_lock:
+                        tiny[m] = self.tiny.restore(frames[m] if m in frames else access.frame(m), small, m)
         self.stats["restored_face_frames"] += restored
         self.stats["chunks_restored"] += 1
-        return ChunkFaces(span=span, per_frame=per_frame, restored_frames=restored)
+        return ChunkFaces(span=span, per_frame=per_frame, restored_frames=restored, tiny=tiny)
 
     def render(self, n: int, access: FrameAccess, frame: np.ndarray | None = None) -> RenderedFrame:
         """Output frame n (input size x upscale, input dtype) and the faces pasted into it."""
         span = self.span(n, access)
-        faces = self.chunk_faces(span, access).per_frame.get(n, [])
+        chunk = self.chunk_faces(span, access)
+        faces = chunk.per_frame.get(n, [])
+        tiny = chunk.tiny.get(n, [])
         frame = access.frame(n) if frame is None else frame
-        pastes = [
+        pastes = [t[0] for t in tiny] + [
             FacePaste((img.astype(np.float32) / 255.0) if img.dtype == np.uint8 else img, mat, mask)
             for img, mat, mask, _ in faces
         ]
         image = paste_faces(frame, pastes, upscale=self.upscale, exact=self.exact, antialias=self.antialias, background=self.background)
-        return RenderedFrame(image=image, faces=tuple(f[3] for f in faces), span=span)
+        return RenderedFrame(image=image, faces=tuple(f[3] for f in faces), span=span, tiny=tuple(t[1] for t in tiny))
 
     def close(self) -> None:
         """Drop caches and the restorer (frees GPU memory held by tensors they reference)."""
         self._chunks.clear()
         self._detections.clear()
         self.restorer_factory = None  # type: ignore[assignment]
+
+
+class StreamAccess:
+    """`FrameAccess` over frames arriving in order (a decoder): reads ahead on demand and keeps only the frames a
+    linear pass can still ask for. `restore_stream` drops everything before the current chunk's start; detections
+    of older frames are served from the restorer's cache."""
+
+    def __init__(self, frames, num_frames: int) -> None:
+        self._it = iter(frames)
+        self.num_frames = int(num_frames)
+        self._buf: dict[int, np.ndarray] = {}
+        self._next = 0
+        self._floor = 0
+
+    def frame(self, n: int) -> np.ndarray:
+        if n < self._floor:
+            raise InputError(f"frame {n} was already released (a linear pass never needs it again)")
+        while self._next <= n:
+            try:
+                img = next(self._it)
+            except StopIteration:
+                raise InputError(
+                    f"the input ended after {self._next} frames but {self.num_frames} were announced"
+                ) from None
+            self._buf[self._next] = np.asarray(img)
+            self._next += 1
+        return self._buf[n]
+
+    def scene_start(self, n: int) -> bool:
+        return False
+
+    def release_before(self, n: int) -> None:
+        self._floor = max(self._floor, n)
+        for k in [k for k in self._buf if k < n]:
+            del self._buf[k]
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+
+def restore_stream(engine: RandomAccessRestorer, frames, num_frames: int):
+    """Linear pass over `frames` (an iterable of RGB arrays): yields RenderedFrame n = 0..num_frames-1 in order,
+    identical to random access on the same frames, with memory bounded by one chunk plus its look-ahead."""
+    access = StreamAccess(frames, num_frames)
+    for n in range(num_frames):
+        result = engine.render(n, access)
+        access.release_before(result.span.start)
+        yield result

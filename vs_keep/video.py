@@ -80,6 +80,17 @@ class FrameSource:
             except av.error.FFmpegError as exc:
                 raise InputError(f"cannot open {self.path} as a video: {exc}") from None
 
+    def count_frames(self) -> int:
+        """Exact number of frames: files in a folder, or video packets (demuxed, not decoded)."""
+        if self._files is not None:
+            return len(self._files)
+        import av
+
+        with av.open(str(self.path)) as c:
+            n = sum(1 for p in c.demux(c.streams.video[0]) if p.pts is not None)
+        self.info.frames = n
+        return n
+
     @property
     def is_folder(self) -> bool:
         return self._files is not None

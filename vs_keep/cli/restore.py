@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", default="mtcnn", help="mtcnn (bundled), retinaface_resnet50 or retinaface_mobilenet0.25")
     p.add_argument("--parse", action="store_true", help="ParseNet mask in paste-back (needs `vs-keep download parsenet`)")
     p.add_argument("--exact", action="store_true", help="official arithmetic: LMEDS alignment, plain bilinear, truncation")
+    p.add_argument("--tiny-weights", help="restore faces smaller than --min-face with DIC (x8) from this checkpoint")
+    p.add_argument("--tiny-min", type=float, default=12.0, help="smallest face (px) given to DIC (default 12)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--codec", default="libx264", help="video encoder (default libx264)")
     p.add_argument("--crf", type=int, default=18, help="x264/x265 CRF (default 18)")
@@ -36,32 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def pick_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return name
-
-
-def load_restorer(model: str, weights: str | None, device: str):
-    import torch
-
-    from ..models import load
-    from ..weights import resolve
-
-    path = resolve(weights or model)
-    net = load(path, device=device, dtype=torch.float32)
-    if getattr(net, "model_id", None) != model:
-        raise InputError(f"--weights {path} holds a '{getattr(net, 'model_id', '?')}' model, not '{model}' (see --model)")
-    return net
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..engine import EngineOptions, build_engine, pick_device, validate
     from ..video import FrameSink, FrameSource
 
     if args.chunk < 1:
@@ -69,27 +49,28 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.fidelity <= 1.0:
         raise InputError(f"--fidelity must be in [0,1], got {args.fidelity}")
     source = FrameSource(args.input)
-    device = pick_device(args.device)
-    net = load_restorer(args.model, args.weights, device)
+    options = EngineOptions(
+        weights=args.weights, model=args.model, device=args.device, faces=args.faces, chunk=args.chunk,
+        scene_reset=False, upscale=args.upscale, min_face=args.min_face, detector=args.detector,
+        fidelity=args.fidelity, parse=args.parse, exact=args.exact, tiny_faces="dic" if args.tiny_weights else None,
+        tiny_weights=args.tiny_weights, tiny_min=args.tiny_min,
+    )
     if args.aligned:
         from ..aligned import restore_aligned
+        from ..models import load
+        from ..weights import resolve
 
+        validate(options)
+        net = load(resolve(args.weights or args.model), device=pick_device(args.device))
+        if getattr(net, "model_id", None) != args.model:
+            raise InputError(f"--weights holds a '{getattr(net, 'model_id', '?')}' model, not '{args.model}' (see --model)")
         frames = restore_aligned(net, source, chunk=args.chunk, fidelity=args.fidelity)
     else:
-        from ..face import FacePipeline, restorer_factory
+        from ..random_access import restore_stream
 
-        pipeline = FacePipeline(
-            restorer_factory=restorer_factory(net, fidelity=args.fidelity),
-            detector=args.detector,
-            device=device,
-            chunk=args.chunk,
-            faces=args.faces,
-            min_face_size=args.min_face,
-            upscale=args.upscale,
-            parse=args.parse,
-            exact=args.exact,
-        )
-        frames = pipeline(source)
+        engine = build_engine(options)
+        total = source.count_frames()
+        frames = (r.image for r in restore_stream(engine, source, total))
     audio = None if source.is_folder else args.input
     bar = tqdm(total=source.info.frames, unit="frame", file=sys.stderr, disable=args.no_progress, desc="restore")
     with FrameSink(args.output, fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, audio_from=audio) as sink:

@@ -77,8 +77,15 @@ def write_synthetic_checkpoint(path: str | Path, model: str = "keep", size: str 
         with torch.device("meta"):
             net = CodeFormer(config=config)
         wrapper = "params_ema"
+    elif model == "dic":
+        from .dic import DICNet
+
+        small = dict(num_features=8, num_groups=2, num_fusion_blocks=2, fusion_mid_channels=40, hg_features=32)
+        with torch.device("meta"):
+            net = DICNet(**(small if size == "small" else {}))
+        wrapper = "state_dict"  # the official DIC checkpoint layout
     else:
-        raise ValueError(f"model must be 'keep' or 'codeformer', not {model!r}")
+        raise ValueError(f"model must be 'keep', 'codeformer' or 'dic', not {model!r}")
     sd = synthetic_state_dict(shapes_of(net), salt)
     obj = {wrapper: sd} if wrapper else sd
     path = Path(path)

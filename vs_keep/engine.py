@@ -1,0 +1,102 @@
+"""One place that turns user options into a ready `RandomAccessRestorer` (shared by the CLI and the VapourSynth
+filter, so both restore a video identically)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InputError
+from .random_access import RandomAccessRestorer
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Everything that decides how frames are restored (see `vs_keep.keep` for the meaning of each field)."""
+
+    weights: str | os.PathLike[str] | None = None
+    model: str = "keep"
+    device: str | None = None
+    fp16: bool = False
+    faces: str = "all"
+    chunk: int = 20
+    scene_reset: bool = True
+    upscale: int = 1
+    min_face: float = 20.0
+    detector: str = "mtcnn"
+    fidelity: float = 0.5
+    parse: bool | str | os.PathLike[str] = False
+    exact: bool = False
+    antialias: bool = True
+    max_gap: int = 10
+    tiny_faces: str | None = None
+    tiny_weights: str | os.PathLike[str] | None = None
+    tiny_min: float = 12.0
+    download: bool = True
+    cache_chunks: int = 3
+
+
+def pick_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device={device!r} but CUDA is not available (torch {torch.__version__}); use device='cpu'")
+    if str(device).split(":")[0] not in ("cpu", "cuda"):
+        raise InputError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return str(device)
+
+
+def validate(o: EngineOptions) -> None:
+    if o.model not in ("keep", "codeformer"):
+        raise InputError(f"model must be 'keep' or 'codeformer', got {o.model!r}")
+    if o.faces not in ("all", "largest", "center"):
+        raise InputError(f"faces must be 'all', 'largest' or 'center', got {o.faces!r}")
+    for name, value, low in (("chunk", o.chunk, 1), ("upscale", o.upscale, 1), ("max_gap", o.max_gap, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not 0.0 <= float(o.fidelity) <= 1.0:
+        raise InputError(f"fidelity must be in [0, 1], got {o.fidelity}")
+    if o.min_face < 0:
+        raise InputError(f"min_face must be >= 0, got {o.min_face}")
+    if o.tiny_faces not in (None, "dic"):
+        raise InputError(f"tiny_faces must be None or 'dic', got {o.tiny_faces!r}")
+    if o.tiny_faces and not 0 < o.tiny_min < o.min_face:
+        raise InputError(f"tiny_min must be in (0, min_face={o.min_face:g}): faces in between go to DIC, got {o.tiny_min}")
+
+
+def build_engine(o: EngineOptions) -> RandomAccessRestorer:
+    """Load the restorer (and DIC, ParseNet when asked) and the detector, up front."""
+    from .face import create_detector, restorer_factory
+    from .models import load
+    from .weights import resolve
+
+    validate(o)
+    device = pick_device(o.device)
+    dtype = torch.float16 if (o.fp16 and device.startswith("cuda")) else torch.float32
+    path = resolve(o.weights or o.model, download=o.download)
+    net = load(path, device=device, dtype=dtype)
+    kind = getattr(net, "model_id", None)
+    if kind != o.model:
+        raise InputError(f"weights {path} hold a '{kind}' model, not '{o.model}' (set model='{kind}')")
+    factory = restorer_factory(net, fidelity=o.fidelity)
+    tiny = None
+    if o.tiny_faces:
+        from .face.tiny import TinyFaceRestorer
+
+        dic = load(resolve(o.tiny_weights or "dic_celeba_x8", download=o.download), device=device)
+        tiny = TinyFaceRestorer(dic)
+    low = o.tiny_min if tiny is not None else o.min_face
+    det_opts = {"min_face_size": max(12.0, float(low))} if o.detector == "mtcnn" else {}
+    detector = create_detector(o.detector, device, **det_opts)
+    parser = None
+    if o.parse:
+        from .face.facexlib_backend import ParseNetMasker
+
+        parser = ParseNetMasker(weights=None if o.parse is True else o.parse, device=device)
+    return RandomAccessRestorer(
+        restorer_factory=factory, detector=detector, chunk=o.chunk, scene_reset=o.scene_reset, faces=o.faces,
+        min_face_size=o.min_face, max_gap=o.max_gap, upscale=o.upscale, antialias=o.antialias, exact=o.exact,
+        parser=parser, cache_chunks=o.cache_chunks, tiny=tiny, tiny_min=o.tiny_min,
+    )
