@@ -20,6 +20,15 @@ from vs_keep.kernels.warp import flow_warp_torch
 LANDMARKS = np.array([[150, 120], [210, 125], [180, 160], [155, 200], [205, 203]], np.float32)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one intra-op thread (on a busy 2-core machine two threads mostly wait on each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def frame() -> np.ndarray:
     """A smooth 300x400 RGB float frame in [0, 1] (bicubic upsampled noise: realistic gradients)."""

@@ -84,5 +84,6 @@ def erode(x: Tensor, k: int) -> Tensor:
         return x.clone()
     lo = k // 2
     hi = k - 1 - lo
-    padded = F.pad(-x[None, None], (lo, hi, lo, hi), value=-math.inf)
-    return -F.max_pool2d(padded, k, stride=1)[0, 0]
+    # a square's minimum is separable: rows, then columns (2k comparisons per pixel instead of k²)
+    rows = F.max_pool2d(F.pad(-x[None, None], (lo, hi, 0, 0), value=-math.inf), (1, k), stride=1)
+    return -F.max_pool2d(F.pad(rows, (0, 0, lo, hi), value=-math.inf), (k, 1), stride=1)[0, 0]

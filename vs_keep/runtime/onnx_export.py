@@ -96,3 +96,71 @@ class OrtDecoder:
         out = torch.from_numpy(results[0]).to(device)
         new_memory = {r: torch.from_numpy(t).to(device) for (r, _), t in zip(self.spec.memory, results[1:])}
         return out, new_memory
+
+
+# ---- GMFlow ----------------------------------------------------------------------------------------------------
+
+
+def _smooth_pair(size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Two frames (1, 3, size, size) in [-1, 1]: smooth noise and a copy shifted by (3, 2) px (a plausible flow)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(1, 3, size // 8 + 2, size // 8 + 2, generator=g) * 2 - 1
+    big = torch.nn.functional.interpolate(base, size=(size + 16, size + 16), mode="bicubic", align_corners=False).clamp(-1, 1)
+    return big[..., 8 : 8 + size, 8 : 8 + size].contiguous(), big[..., 6 : 6 + size, 5 : 5 + size].contiguous()
+
+
+def export_flow_onnx(flownet: nn.Module, path: str | os.PathLike[str], *, size: int, verify: bool = True) -> Path:
+    """Write KEEP's flow net (`model.flownet`, fp32 CPU) for one pair of size² frames to `path`.
+
+    Uses the torch.export-based exporter (needs `onnxscript`): GMFlow adds its shift mask in place through a view,
+    which the TorchScript exporter silently drops (flows off by hundreds of pixels). With `verify`, the file is
+    checked against torch on a smooth shifted pair before it is moved into place.
+    """
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise VsKeepError("exporting the flow net needs onnxscript (pip install onnxscript)") from exc
+    cur, prev = _smooth_pair(size)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".onnx.tmp")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                flownet.eval(), (cur, prev), input_names=["cur", "prev"], output_names=["flow"], opset_version=18,
+                dynamo=True, external_data=False, verbose=False,
+            )
+            program.save(str(tmp))
+        if verify:
+            with torch.inference_mode():
+                ref = flownet(cur, prev).numpy()
+            got = OrtFlow(tmp).session.run(["flow"], {"cur": cur.numpy(), "prev": prev.numpy()})[0]
+            err = np.abs(got - ref)
+            if not (err.mean() < 0.05 and err.max() < 2.0):
+                raise VsKeepError(f"exported flow net disagrees with torch (mean {err.mean():.3g} px, max {err.max():.3g} px); not used")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+class OrtFlow:
+    """onnxruntime flow for frame pairs: `(cur (N,3,S,S), prev (N,3,S,S)) -> flow (N,2,S,S)`, one pair per run."""
+
+    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, cur: Tensor, prev: Tensor) -> Tensor:
+        outs = []
+        for i in range(cur.shape[0]):
+            feeds = {"cur": cur[i : i + 1].detach().float().cpu().numpy(), "prev": prev[i : i + 1].detach().float().cpu().numpy()}
+            outs.append(torch.from_numpy(self.session.run(["flow"], feeds)[0]))
+        return torch.cat(outs).to(cur.device)

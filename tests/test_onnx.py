@@ -1,0 +1,162 @@
+"""ONNX export of the codebook decoder (and GMFlow) checked with onnxruntime; TensorRT cache identity and fallback."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from vs_keep.runtime import backends
+from vs_keep.runtime.backends import TensorRTBackend
+from vs_keep.runtime.decoder import CodebookDecoder, decoder_spec, torch_decoder
+from vs_keep.runtime.measure import build_synthetic_keep
+from vs_keep.runtime.onnx_export import OrtDecoder, export_decoder_onnx, model_hash
+from vs_keep.runtime.trt import cache_root, engine_paths
+
+pytest.importorskip("onnxruntime")
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def check_decoder(model: torch.nn.Module, path, spec, states: tuple[float, ...] = (1.0, 0.0)) -> float:
+    """Run the exported decoder with the given has_memory states in onnxruntime and torch; worst relative error."""
+    ort = OrtDecoder(path, spec, threads=2)
+    wrapper = CodebookDecoder(model)
+    inputs = spec.example_inputs(n_codes=int(model.quantize.embedding.weight.shape[0]))
+    worst = 0.0
+    for has_memory in states:
+        args = inputs[:-1] + (torch.tensor([has_memory]),)
+        got = ort.session.run(list(spec.output_names), {n: a.numpy() for n, a in zip(spec.input_names, args)})
+        with torch.inference_mode():
+            want = wrapper(*args)
+        for g, w in zip(got, want):
+            assert g.shape == tuple(w.shape)
+            worst = max(worst, rel(g, w.numpy()))
+    return worst
+
+
+@pytest.fixture(scope="module")
+def small() -> torch.nn.Module:
+    return build_synthetic_keep("small")
+
+
+@pytest.fixture(scope="module")
+def small_onnx(small: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory):
+    return export_decoder_onnx(small, tmp_path_factory.mktemp("onnx") / "decoder.onnx")
+
+
+def test_decoder_onnx_small_matches_torch(small: torch.nn.Module, small_onnx) -> None:
+    assert check_decoder(small, *small_onnx) < 1e-4
+
+
+def test_decoder_graph_is_the_step_decoder(small: torch.nn.Module, small_onnx) -> None:
+    """On a real chunk, the exported decoder replaces KEEP.step's decode half: frame 0 (no memory) and frame 1."""
+    frames = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.inference_mode():
+        chunk = small.prepare_chunk(frames)
+        state = small.initial_state()
+        ort, eager = OrtDecoder(*small_onnx), torch_decoder(small)
+        for t in range(2):
+            trace: dict[str, torch.Tensor] = {}
+            out, new_state = small.step(chunk, state, trace)
+            feats = {r: chunk.feats[r][t : t + 1] for r in small.connect_list}
+            memory = state.memory if t else None
+            o_eager, m_eager = eager(trace["idx"], feats, memory)
+            assert torch.equal(o_eager, out)  # the eager decoder is KEEP.step's, bit for bit
+            o_ort, m_ort = ort(trace["idx"], feats, memory)
+            assert rel(o_ort.numpy(), out.numpy()) < 1e-4
+            for r in m_eager:
+                assert rel(m_ort[r].numpy(), m_eager[r].numpy()) < 1e-4
+            state = new_state
+
+
+@pytest.mark.slow
+def test_decoder_onnx_full_matches_torch(tmp_path) -> None:
+    start = time.perf_counter()
+    model = build_synthetic_keep("full")
+    assert decoder_spec(model).input_shapes()["enc_64"] == (1, 256, 64, 64)
+    path, spec = export_decoder_onnx(model, tmp_path / "decoder.onnx")
+    assert check_decoder(model, path, spec, states=(1.0,)) < 1e-4  # the small test covers has_memory = 0
+    assert time.perf_counter() - start < 300  # ~35 s on 2 quiet cores; far more means something is wrong
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="needs onnxscript (torch.export-based exporter)")
+def test_flow_onnx_small_matches_torch(small: torch.nn.Module, tmp_path) -> None:
+    from vs_keep.runtime.onnx_export import OrtFlow, export_flow_onnx
+
+    path = export_flow_onnx(small.flownet, tmp_path / "flow.onnx", size=128)  # verified against torch inside
+    frames = torch.rand(3, 3, 128, 128, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    with torch.inference_mode():
+        want = small.compute_flows(frames)
+    got = OrtFlow(path)(frames[1:], frames[:-1])
+    assert got.shape == want.shape and (got - want).abs().mean() < 0.05
+
+
+# ---- TensorRT: identity and fallback (no TensorRT needed) ---------------------------------------------------------
+
+
+def test_engine_identity_and_cache_dir(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VS_KEEP_CACHE", str(tmp_path))
+    assert cache_root() == tmp_path
+    ident = {"model": "abc", "inputs": {"idx": [1, 256]}, "precision": "fp16", "gpu": "X", "driver": "1", "tensorrt": "10"}
+    paths = engine_paths(ident, "abc")
+    assert paths["engine"].parent == tmp_path / "trt" and paths["timing"].suffix == ".timing"
+    for key, value in (("precision", "fp32"), ("gpu", "Y"), ("driver", "2"), ("tensorrt", "11"), ("inputs", {"idx": [2, 256]})):
+        assert engine_paths({**ident, key: value}, "abc")["engine"] != paths["engine"], key
+    assert engine_paths(dict(ident), "abc") == paths  # deterministic
+    assert "cache_dir" not in repr(TensorRTBackend(cache_dir="/x"))  # fields that do not change the engine stay out
+
+
+def test_model_hash_tracks_weights(small: torch.nn.Module) -> None:
+    h = model_hash(small)
+    assert h == model_hash(small) and len(h) == 16
+    other = build_synthetic_keep("small")
+    with torch.no_grad():
+        other.quantize.embedding.weight[0, 0] += 1
+    assert model_hash(other) != h
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed: the fallback is not taken")
+def test_tensorrt_missing_falls_back_to_torch_once(small: torch.nn.Module, caplog: pytest.LogCaptureFixture) -> None:
+    backends._NOTICES.clear()
+    with caplog.at_level(logging.WARNING, logger="vs_keep.runtime.backends"):
+        first = TensorRTBackend().decoder(small)
+        second = TensorRTBackend(precision="fp32").decoder(small)
+    lines = [r.getMessage() for r in caplog.records if r.name == "vs_keep.runtime.backends"]
+    assert len(lines) == 1 and "TensorRT is not installed" in lines[0] and "PyTorch" in lines[0]
+    spec = decoder_spec(small)
+    args = spec.example_inputs(n_codes=256)
+    feats = {r: a for (r, _), a in zip(spec.feats, args[1:])}
+    with torch.inference_mode():
+        for dec in (first, second):
+            out, _ = dec(args[0], feats, None)
+            want, _ = torch_decoder(small)(args[0], feats, None)
+            assert torch.equal(out, want)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("tensorrt") is None, reason="needs CUDA and TensorRT")
+def test_tensorrt_decoder_matches_torch(small: torch.nn.Module, tmp_path) -> None:
+    from vs_keep.runtime.trt import TrtDecoder
+
+    model = build_synthetic_keep("small").cuda()
+    spec = decoder_spec(model)
+    args = [a.cuda() for a in spec.example_inputs(n_codes=256)]
+    feats = {r: a for (r, _), a in zip(spec.feats, args[1:])}
+    memory = {r: a for (r, _), a in zip(spec.memory, args[1 + len(spec.feats):])}
+    with torch.inference_mode():
+        want, _ = torch_decoder(model)(args[0], feats, memory)
+        for precision, tol in (("fp32", 1e-3), ("fp16", 5e-2)):
+            backend = TensorRTBackend(precision=precision, cache_dir=str(tmp_path))
+            dec = backend.decoder(model)
+            assert isinstance(dec, TrtDecoder)
+            got, _ = dec(args[0], feats, memory)
+            torch.cuda.synchronize()
+            assert float((got.float() - want).norm() / want.norm()) < tol
+            assert backend.engine_path(model).stat().st_size > 1024  # cached: second call reuses it

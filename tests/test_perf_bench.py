@@ -1,0 +1,82 @@
+"""`scripts/bench.py --quick` (= `vs-keep bench --quick`): runs end to end and prints JSON of the expected schema."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = {"flow", "encoders", "gains", "warp", "transformer", "decoder"}
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--memory-frames", "20,60"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.lstrip().startswith("{")  # stdout is JSON only; progress went to stderr
+    assert "bench: cpu: reference" in proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_environment_and_model(report: dict) -> None:
+    assert report["schema"] == "vs-keep-bench/1"
+    env = report["env"]
+    for key in ("torch", "cpu", "cpu_capability", "threads", "load_avg_start", "load_avg_end", "native_bf16_cpu", "quick"):
+        assert key in env, key
+    assert env["quick"] is True
+    assert report["model"]["face_size"] == 128 and report["model"]["parameters"] > 1_000_000
+
+
+def test_runs_have_stages_fps_and_speedups(report: dict) -> None:
+    runs = {r["setting"]: r for r in report["runs"]}
+    assert {"reference", "reference+malloc", "fp32-fast"} <= set(runs)
+    ref = runs["reference"]
+    assert set(ref["stages_s_per_frame"]) == STAGES and ref["precision"] == "fp32" and ref["device"] == "cpu"
+    for r in report["runs"]:
+        if "error" in r:
+            continue
+        assert _number(r["fps"]) and r["fps"] > 0 and _number(r["per_frame_s"])
+        assert all(_number(v) and v >= 0 for v in r["stages_s_per_frame"].values())
+        if r["setting"] != "reference":
+            assert _number(r["speedup_vs_reference"]) and r["speedup_vs_reference"] > 0
+            acc = r["vs_reference"]
+            assert len(acc["index_agreement"]) == report["model"]["chunk_frames"]
+            assert 0.0 <= acc["index_agreement_min"] <= 1.0
+    assert runs["reference+malloc"]["vs_reference"]["index_agreement_min"] == 1.0  # allocator settings change no math
+
+
+def test_precision_and_shipped(report: dict) -> None:
+    names = {e["setting"] for e in report["precision_accuracy"]} | {r["setting"] for r in report["runs"]}
+    assert {"bf16-shipped", "fp16-shipped"} <= names
+    for e in report["precision_accuracy"]:
+        assert e["native"] is False and "fps" not in e and 0.0 <= e["vs_reference"]["index_agreement_min"] <= 1.0
+    shipped = report["shipped_cpu"]
+    assert "setting" in shipped and "target_2x_met" in shipped
+
+
+def test_options_kernels_and_memory(report: dict) -> None:
+    opts = report["cpu_options"]
+    assert {"eager_nchw", "eager_channels_last", "fast"} <= set(opts["encoder_s"])
+    assert {"eager", "fast"} <= set(opts["decoder_s"])
+    assert _number(report["kernels_cpu"]["crop_512_from_1080p_ms"])
+    mem = report["memory"]
+    assert mem["frames_20"]["frames"] == 20 and mem["frames_60"]["frames"] == 60
+    assert _number(mem["peak_rss_ratio_long_vs_short"]) and isinstance(mem["flat"], bool)
+    assert report["faces"] == {"skipped": "--quick"}
+    assert "available" in report["cuda"] or "runs" in report["cuda"]
+
+
+def test_cli_dispatch_has_bench() -> None:
+    proc = subprocess.run([sys.executable, "-m", "vs_keep", "bench", "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0 and "--quick" in proc.stdout
