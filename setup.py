@@ -20,6 +20,8 @@ EXTRAS = {
     # GPU kernels and the TensorRT decoder engine.
     "cuda": ["cupy-cuda12x>=13"],
     "tensorrt": ["tensorrt>=10", "onnx>=1.16"],
+    # CPU fast path: GMFlow / decoder through onnxruntime (GMFlow's export needs the torch.export-based exporter).
+    "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"],
     # Evaluation plots and reference metrics.
     "eval": ["matplotlib>=3.8", "scikit-image>=0.22"],
     # Offline identity (dlib 128-d descriptor, CC0) and 68-point landmarks for `vs-keep eval`.
@@ -31,7 +33,7 @@ EXTRAS["test"] = sorted(
         + EXTRAS["facexlib"]
         + EXTRAS["eval"]
         + EXTRAS["identity"]
-        + ["pytest>=8", "pytest-timeout>=2.3", "onnx>=1.16", "onnxruntime>=1.18"]
+        + ["pytest>=8", "pytest-timeout>=2.3", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"]
     )
 )
 
