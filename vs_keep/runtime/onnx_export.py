@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import VsKeepError
+from .cpu import reference_ops
 from .decoder import CodebookDecoder, DecoderSpec, decoder_spec
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def export_decoder_onnx(model: nn.Module, path: str | os.PathLike[str], *, batch
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
     os.close(fd)
     try:
-        with warnings.catch_warnings(), torch.inference_mode():
+        with warnings.catch_warnings(), torch.inference_mode(), reference_ops():
             warnings.simplefilter("ignore")  # TorchScript exporter deprecation and tracer warnings
             torch.onnx.export(
                 wrapper, inputs, tmp, input_names=list(spec.input_names), output_names=list(spec.output_names),
@@ -101,16 +102,17 @@ class OrtDecoder:
 # ---- GMFlow ----------------------------------------------------------------------------------------------------
 
 
-def _smooth_pair(size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Two frames (1, 3, size, size) in [-1, 1]: smooth noise and a copy shifted by (3, 2) px (a plausible flow)."""
+def _smooth_pair(size: int | tuple[int, int], seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Two frames (1, 3, H, W) in [-1, 1]: smooth noise and a copy shifted by (3, 2) px (a plausible flow)."""
+    h, w = (size, size) if isinstance(size, int) else size
     g = torch.Generator().manual_seed(seed)
-    base = torch.rand(1, 3, size // 8 + 2, size // 8 + 2, generator=g) * 2 - 1
-    big = torch.nn.functional.interpolate(base, size=(size + 16, size + 16), mode="bicubic", align_corners=False).clamp(-1, 1)
-    return big[..., 8 : 8 + size, 8 : 8 + size].contiguous(), big[..., 6 : 6 + size, 5 : 5 + size].contiguous()
+    base = torch.rand(1, 3, h // 8 + 2, w // 8 + 2, generator=g) * 2 - 1
+    big = torch.nn.functional.interpolate(base, size=(h + 16, w + 16), mode="bicubic", align_corners=False).clamp(-1, 1)
+    return big[..., 8 : 8 + h, 8 : 8 + w].contiguous(), big[..., 6 : 6 + h, 5 : 5 + w].contiguous()
 
 
-def export_flow_onnx(flownet: nn.Module, path: str | os.PathLike[str], *, size: int, verify: bool = True) -> Path:
-    """Write KEEP's flow net (`model.flownet`, fp32 CPU) for one pair of size² frames to `path`.
+def export_flow_onnx(flownet: nn.Module, path: str | os.PathLike[str], *, size: int | tuple[int, int], verify: bool = True) -> Path:
+    """Write KEEP's flow net (`model.flownet`, fp32 CPU) for one pair of frames of `size` (side or (H, W)) to `path`.
 
     Uses the torch.export-based exporter (needs `onnxscript`): GMFlow adds its shift mask in place through a view,
     which the TorchScript exporter silently drops (flows off by hundreds of pixels). With `verify`, the file is
@@ -125,7 +127,7 @@ def export_flow_onnx(flownet: nn.Module, path: str | os.PathLike[str], *, size: 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".onnx.tmp")
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), reference_ops():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 flownet.eval(), (cur, prev), input_names=["cur", "prev"], output_names=["flow"], opset_version=18,
@@ -164,3 +166,14 @@ class OrtFlow:
             feeds = {"cur": cur[i : i + 1].detach().float().cpu().numpy(), "prev": prev[i : i + 1].detach().float().cpu().numpy()}
             outs.append(torch.from_numpy(self.session.run(["flow"], feeds)[0]))
         return torch.cat(outs).to(cur.device)
+
+
+def cached_flow_onnx(flownet: nn.Module, shape: tuple[int, int], cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The verified flow-net ONNX file for frames of `shape` (H, W), exported once into the cache dir."""
+    from .trt import cache_root
+
+    path = cache_root(cache_dir) / "onnx" / f"flow-{model_hash(flownet)}-{shape[0]}x{shape[1]}.onnx"
+    if not path.exists():
+        log.info("exporting the flow net for %dx%d frames to %s (once)", shape[0], shape[1], path)
+        export_flow_onnx(flownet, path, size=shape)
+    return path
