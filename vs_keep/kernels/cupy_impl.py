@@ -189,9 +189,9 @@ def _launch(kernel: Any, total: int, device: torch.device, args: tuple[Any, ...]
         return
     stream_ptr = torch.cuda.current_stream(device).cuda_stream
     with cupy.cuda.Device(device.index if device.index is not None else torch.cuda.current_device()):
-        stream = cupy.cuda.ExternalStream(stream_ptr)
-        blocks = (total + _THREADS - 1) // _THREADS
-        kernel((blocks,), (_THREADS,), args, stream=stream)
+        with cupy.cuda.ExternalStream(stream_ptr):  # kernels launch on CuPy's current stream
+            blocks = (total + _THREADS - 1) // _THREADS
+            kernel((blocks,), (_THREADS,), args)
 
 
 def _ptr(t: Tensor) -> np.uint64:
