@@ -35,6 +35,7 @@ __all__ = ["CpuOptions", "FastConv2d", "FastResBlock", "OrtFlowNet", "nnpack_ava
 
 _NNPACK_STATE: dict[str, bool] = {}
 _REFERENCE_ONLY = threading.local()
+_ORT_FLOW_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -214,7 +215,9 @@ class OrtFlowNet(_flow_net_class()):  # type: ignore[misc]
             return super().forward(cur, prev)
         shape = (int(cur.shape[-2]), int(cur.shape[-1]))
         if shape not in self._ort_flows:
-            self._ort_flows[shape] = _make_ort_flow(self, shape)
+            with _ORT_FLOW_LOCK:  # concurrent first calls (VapourSynth threads) export once
+                if shape not in self._ort_flows:
+                    self._ort_flows[shape] = _make_ort_flow(self, shape)
         flow = self._ort_flows[shape]
         return super().forward(cur, prev) if flow is None else flow(cur, prev)
 

@@ -125,7 +125,9 @@ def export_flow_onnx(flownet: nn.Module, path: str | os.PathLike[str], *, size: 
     cur, prev = _smooth_pair(size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".onnx.tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
     try:
         with warnings.catch_warnings(), torch.no_grad(), reference_ops():
             warnings.simplefilter("ignore")
