@@ -7,11 +7,13 @@ which is what an engine cache keys on anyway.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +113,20 @@ def _smooth_pair(size: int | tuple[int, int], seed: int = 0) -> tuple[Tensor, Te
     return big[..., 8 : 8 + h, 8 : 8 + w].contiguous(), big[..., 6 : 6 + h, 5 : 5 + w].contiguous()
 
 
+@contextlib.contextmanager
+def _quiet(names: tuple[str, ...] = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._dynamo")) -> Iterator[None]:
+    """The exporters log every graph rewrite at INFO; keep that out of a user's log."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def export_flow_onnx(flownet: nn.Module, path: str | os.PathLike[str], *, size: int | tuple[int, int], verify: bool = True) -> Path:
     """Write KEEP's flow net (`model.flownet`, fp32 CPU) for one pair of frames of `size` (side or (H, W)) to `path`.
 
@@ -129,7 +145,7 @@ def export_flow_onnx(flownet: nn.Module, path: str | os.PathLike[str], *, size: 
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with warnings.catch_warnings(), torch.no_grad(), reference_ops():
+        with warnings.catch_warnings(), torch.no_grad(), reference_ops(), _quiet():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 flownet.eval(), (cur, prev), input_names=["cur", "prev"], output_names=["flow"], opset_version=18,
