@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -55,7 +56,7 @@ def export_decoder_onnx(model: nn.Module, path: str | os.PathLike[str], *, batch
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
     os.close(fd)
     try:
-        with warnings.catch_warnings(), torch.inference_mode(), reference_ops():
+        with warnings.catch_warnings(), torch.inference_mode(), reference_ops(), _quiet():
             warnings.simplefilter("ignore")  # TorchScript exporter deprecation and tracer warnings
             torch.onnx.export(
                 wrapper, inputs, tmp, input_names=list(spec.input_names), output_names=list(spec.output_names),
@@ -121,7 +122,8 @@ def _quiet(names: tuple[str, ...] = ("onnxscript", "onnx_ir", "torch.onnx", "tor
     for lg in loggers:
         lg.setLevel(logging.WARNING)
     try:
-        yield
+        with contextlib.redirect_stdout(sys.stderr):  # stdout may be vspipe's video stream
+            yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
