@@ -108,17 +108,20 @@ def test_any_order_and_threads_equal_linear(net, detector, frames, linear) -> No
         assert np.array_equal(results[n], linear[n]), n
 
 
-def test_seek_costs_at_most_one_chunk(net, detector, frames) -> None:
-    eng, counting = engine(net, detector)
+def test_seek_costs_at_most_one_chunk_and_steps_advance_one_by_one(net, detector, frames) -> None:
+    eng = RandomAccessRestorer(restorer_factory=restorer_factory(net), detector=detector, chunk=CHUNK)
     access = ListAccess(frames)
-    eng.render(9, access)  # a cold seek into the middle of chunk [6, 12)
-    faces = len(eng.render(9, access).faces)
+    faces = len(eng.render(9, access).faces)  # a cold seek into the middle of chunk [6, 12)
     assert faces >= 1
-    assert sum(counting.calls) <= faces * CHUNK and max(counting.calls) <= CHUNK
-    before = sum(counting.calls)
-    for n in (6, 7, 8, 10, 11):  # the rest of the chunk is served from the cache
+    assert eng.stats["model_steps"] <= faces * CHUNK  # here: (9 - 6 + 1) steps per track
+    for n in (10, 11):  # consecutive requests: one recurrent step per track present in the frame
+        before = eng.stats["model_steps"]
+        present = len(eng.render(n, access).faces)
+        assert present >= 1 and eng.stats["model_steps"] - before == present
+    before = eng.stats["model_steps"]
+    for n in (6, 7, 8, 9):  # earlier frames of the chunk were computed on the way: no model work
         eng.render(n, access)
-    assert sum(counting.calls) == before
+    assert eng.stats["model_steps"] == before and eng.stats["chunks_planned"] == 1
 
 
 def test_scene_cut_resets_state(net, detector, frames, linear) -> None:

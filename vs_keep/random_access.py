@@ -19,13 +19,16 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from .errors import InputError
-from .face import FacePaste, PlacedFace, chunk_window, detect_faces, paste_faces, plan_chunk, restore_segment
+import torch
+
+from .face import FacePaste, PlacedFace, align_face, alignment_matrix, chunk_window, detect_faces, paste_faces, plan_chunk
+from .face.restorers import ClipRun
 from .face.smooth import ENDS, SIGMA
 from .face.tiny import TinyFace, TinyFaceRestorer, box_side
 from .face.track import FACES_MODES, LinkParams
@@ -56,12 +59,13 @@ class Span:
 
 @dataclass(frozen=True, eq=False)
 class ChunkFaces:
-    """Restored faces of one chunk, per frame: (face image, alignment matrix, parse mask, placement)."""
+    """One planned chunk: per frame, (track clip run, index in the clip, alignment matrix, placement); tiny-face
+    detections per frame and their DIC results once computed."""
 
     span: Span
-    per_frame: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray | None, PlacedFace]]]
-    restored_frames: int  # face-frames that went through the restorer (for seek-cost accounting)
-    tiny: dict[int, list[tuple[FacePaste, TinyFace]]]  # tiny faces (DIC), per frame
+    per_frame: dict[int, list[tuple[ClipRun, int, np.ndarray, PlacedFace]]]
+    small: dict[int, list[Detection]]
+    tiny: "_LRU" = field(default_factory=lambda: _LRU(1 << 30))
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,7 +165,7 @@ class RandomAccessRestorer:
         self._chunks = _LRU(cache_chunks)
         self._detections = _LRU(cache_detections)
         self._restore_lock = threading.Lock()  # one model run at a time (the model is not re-entrant on one device)
-        self.stats = {"restored_face_frames": 0, "chunks_restored": 0, "detections": 0}
+        self.stats = {"model_steps": 0, "chunks_planned": 0, "detections": 0}
 
     # -- geometry of chunks -----------------------------------------------------------------------------------
 
@@ -198,6 +202,8 @@ class RandomAccessRestorer:
         return self._chunks.get((span.start, span.stop), lambda: self._restore_chunk(span, access))  # type: ignore[return-value]
 
     def _restore_chunk(self, span: Span, access: FrameAccess) -> ChunkFaces:
+        """Plan the chunk (tracks, smoothed landmarks) and align its faces; the restoration itself is lazy: each
+        track's clip advances only as far as the frames asked for (`ClipRun`)."""
         lo, hi = chunk_window(span.start, span.stop, max_gap=self.link.max_gap, sigma=self.sigma)
         hi = min(hi, access.num_frames)
         a, b = self._scene_limits(span, lo, hi, access)
@@ -205,44 +211,54 @@ class RandomAccessRestorer:
         dets = {m: [d for d in v if box_side(d) >= self.min_face_size] for m, v in every.items()}
         segments = plan_chunk(dets, span.start, span.stop, length=access.num_frames, link=self.link, sigma=self.sigma, ends=self.ends)
         per_frame: dict[int, list] = {m: [] for m in range(span.start, span.stop)}
-        restored = 0
-        frames: dict[int, np.ndarray] = {}
+        method = "lmeds" if self.exact else "lstsq"
         for track, seg in enumerate(segments):
-            for f in seg.frames:
-                if int(f) not in frames:
-                    frames[int(f)] = access.frame(int(f))
-            with self._restore_lock:
-                faces, mats = restore_segment(
-                    frames, seg, self.restorer_factory(track), face_size=self.face_size, antialias=self.antialias, exact=self.exact
-                )
-            restored += len(seg.frames)
+            mats = np.stack([alignment_matrix(lm, self.face_size, method) for lm in seg.landmarks])
+            crops = np.stack(
+                [align_face(access.frame(int(f)), m, self.face_size, antialias=self.antialias, exact=self.exact) for f, m in zip(seg.frames, mats)]
+            )
+            clip = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))) * 2.0 - 1.0
+            run = ClipRun(self.restorer_factory(track), clip)
             for k, f in enumerate(seg.frames):
-                mask = self.parser(faces[k], exact=self.exact) if self.parser is not None else None
-                img = np.rint(faces[k] * 255).astype(np.uint8) if self.exact else faces[k]  # exact faces are k/255
                 placed = PlacedFace(track=track, frame=int(f), landmarks=seg.landmarks[k], detected=bool(seg.detected[k]))
-                per_frame[int(f)].append((img, mats[k], mask, placed))
-        tiny: dict[int, list[tuple[FacePaste, TinyFace]]] = {}
-        if self.tiny is not None:
-            for m in range(span.start, span.stop):
-                small = [d for d in every[m] if box_side(d) < self.min_face_size]
-                if small:
-                    with self._restore_lock:
-                        tiny[m] = self.tiny.restore(frames[m] if m in frames else access.frame(m), small, m)
-        self.stats["restored_face_frames"] += restored
-        self.stats["chunks_restored"] += 1
-        return ChunkFaces(span=span, per_frame=per_frame, restored_frames=restored, tiny=tiny)
+                per_frame[int(f)].append((run, k, mats[k], placed))
+        small = {m: [d for d in every[m] if box_side(d) < self.min_face_size] for m in range(span.start, span.stop)}
+        self.stats["chunks_planned"] += 1
+        return ChunkFaces(span=span, per_frame=per_frame, small=small if self.tiny is not None else {})
+
+    def _face_image(self, run: ClipRun, k: int) -> np.ndarray:
+        before = run.steps
+        with self._restore_lock:
+            y = run.frame(k)
+        self.stats["model_steps"] += run.steps - before
+        face = ((y.detach().float().cpu().clamp(-1, 1) + 1) * 0.5).numpy().transpose(1, 2, 0)
+        if self.exact:  # the official code converts the restored face to uint8 before pasting
+            face = np.rint(face * 255.0) / 255.0
+        return np.ascontiguousarray(face, dtype=np.float32)
+
+    def _tiny_faces(self, chunk: ChunkFaces, n: int, frame: np.ndarray) -> list[tuple[FacePaste, TinyFace]]:
+        small = chunk.small.get(n)
+        if not small or self.tiny is None:
+            return []
+
+        def run() -> list:
+            with self._restore_lock:
+                return self.tiny.restore(frame, small, n)
+
+        return chunk.tiny.get(n, run)  # type: ignore[return-value]
 
     def render(self, n: int, access: FrameAccess, frame: np.ndarray | None = None) -> RenderedFrame:
         """Output frame n (input size x upscale, input dtype) and the faces pasted into it."""
         span = self.span(n, access)
         chunk = self.chunk_faces(span, access)
         faces = chunk.per_frame.get(n, [])
-        tiny = chunk.tiny.get(n, [])
         frame = access.frame(n) if frame is None else frame
-        pastes = [t[0] for t in tiny] + [
-            FacePaste((img.astype(np.float32) / 255.0) if img.dtype == np.uint8 else img, mat, mask)
-            for img, mat, mask, _ in faces
-        ]
+        tiny = self._tiny_faces(chunk, n, access.frame(n))
+        pastes = [t[0] for t in tiny]
+        for run, k, mat, _ in faces:
+            img = self._face_image(run, k)
+            mask = self.parser(img, exact=self.exact) if self.parser is not None else None
+            pastes.append(FacePaste(img, mat, mask))
         image = paste_faces(frame, pastes, upscale=self.upscale, exact=self.exact, antialias=self.antialias, background=self.background)
         return RenderedFrame(image=image, faces=tuple(f[3] for f in faces), span=span, tiny=tuple(t[1] for t in tiny))
 

@@ -105,3 +105,63 @@ def restorer_factory(
     restorer = ModuleRestorer(module, fidelity=fidelity)
     log.debug("restorer: %s, face size %d", restorer.kind, restorer.face_size)
     return SharedRestorerFactory(restorer, restorer.face_size)
+
+
+class ClipRun:
+    """One track's clip of one chunk, restored lazily: `frame(k)` returns restored frame k, (3, S, S) in model
+    range, doing only the work needed so far. For KEEP that is `prepare_chunk` once, then one recurrent step per new
+    frame (consecutive requests advance the state one step each; frame k costs at most k + 1 steps). CodeFormer
+    runs per frame; any other restorer runs on the whole clip at the first request. Thread-safe."""
+
+    def __init__(self, restorer: Restorer, clip: torch.Tensor) -> None:
+        import threading
+
+        self.clip = clip
+        self.restorer = restorer
+        self.length = int(clip.shape[0])
+        self.outputs: list[torch.Tensor | None] = [None] * self.length
+        self.steps = 0  # model frames computed (seek-cost accounting)
+        self._lock = threading.Lock()
+        self._chunk = None
+        self._state = None
+        module = getattr(restorer, "module", None)
+        self._kind = getattr(restorer, "kind", None) if module is not None else None
+        self._module = module
+
+    def frame(self, k: int) -> torch.Tensor:
+        if not 0 <= k < self.length:
+            raise IndexError(f"frame {k} outside the clip of {self.length}")
+        with self._lock:
+            if self.outputs[k] is None:
+                self._compute(k)
+            out = self.outputs[k]
+        assert out is not None
+        return out
+
+    def _compute(self, k: int) -> None:
+        r = self.restorer
+        if self._kind == "keep" and hasattr(self._module, "step"):
+            m = self._module
+            with torch.inference_mode():
+                if self._chunk is None:
+                    self._chunk = m.prepare_chunk(self.clip.to(r.device, r.dtype))
+                    self._state = m.initial_state()
+                while self._state.t <= k:
+                    t = self._state.t
+                    out, self._state = m.step(self._chunk, self._state)
+                    self.outputs[t] = out[0].float().cpu()
+                    self.steps += 1
+                if self._state.t >= self.length:  # done: drop the chunk's features and flows
+                    self._chunk = self._state = None
+        elif self._kind == "codeformer":
+            self.outputs[k] = r(self.clip[k : k + 1])[0]
+            self.steps += 1
+        else:
+            y = r(self.clip)
+            if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(self.clip.shape):
+                raise InputError(
+                    f"restorer returned {getattr(y, 'shape', type(y).__name__)}, expected a tensor of shape {tuple(self.clip.shape)}"
+                )
+            for i in range(self.length):
+                self.outputs[i] = y[i]
+            self.steps += self.length
