@@ -31,9 +31,9 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
     """Lossless video (FFV1 .mkv / libx264rgb .mp4) through the package's own PyAV writer."""
     from fractions import Fraction
 
-    from vs_keep.evaluation.io import FrameWriter
+    from vs_keep.video import FrameSink
 
-    with FrameWriter(path, fps=Fraction(fps)) as writer:
+    with FrameSink(path, fps=Fraction(fps), lossless=True) as writer:
         for f in frames:
             writer.write(f)
     return path

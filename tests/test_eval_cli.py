@@ -12,7 +12,7 @@ from eval_clips import panning_frames, write_video
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from vs_keep.cli import main
-from vs_keep.evaluation.io import iter_frames
+from vs_keep.video import iter_frames
 
 FRAMES = 8
 SIZE = 192

@@ -12,7 +12,7 @@ import pytest
 from eval_clips import panning_frames, write_video
 
 from vs_keep.evaluation import degrade, metrics
-from vs_keep.evaluation.io import iter_frames
+from vs_keep.video import iter_frames
 
 FRAMES = 8
 SIZE = 192

@@ -1,18 +1,24 @@
-"""Streaming video/image-folder input and output with PyAV (imported lazily), RGB uint8 frames.
+"""Streaming video/image-folder input and output, always as HxWx3 RGB uint8 frames (the one I/O module).
 
-Inputs: a video file (any container PyAV/ffmpeg reads) or a folder of images (sorted by name). Outputs: a video file
-(libx264 by default, frame rate and time base of the input kept, audio streams copied) or a folder of PNGs.
-Frames stream through; nothing holds the whole video.
+Restoration (`vs-keep restore`), evaluation and degradation must not hold whole clips in memory, so readers are
+generators and writers take one frame at a time. PyAV and OpenCV are imported inside functions: the engine must
+stay importable without them.
+
+Inputs: a video file (any container PyAV/ffmpeg reads), a folder of images (natural order: frame9 before frame10)
+or a single image. Outputs: a folder of numbered PNGs, or a video file, either lossy for delivery (libx264 by
+default, audio copied from the source) or lossless and byte-reproducible for test material (`lossless=True`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -20,11 +26,17 @@ from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+DEFAULT_FPS = Fraction(25)  # image folders carry no rate
+LOSSLESS_SUFFIXES = (".mkv", ".mp4", ".mov")
+
+PathLike = str | os.PathLike[str]
 
 
-@dataclass
-class SourceInfo:
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a reader knows before decoding: size, rate and (when the container says so) the frame count."""
+
     width: int
     height: int
     fps: Fraction
@@ -32,148 +44,221 @@ class SourceInfo:
     time_base: Fraction | None = None
 
 
-def _read_image(path: Path) -> np.ndarray:
+# ---------------------------------------------------------------------------------------------------- images
+
+
+def _natural_key(path: Path) -> list:
+    # "frame10.png" must sort after "frame9.png": image sequences are rarely zero-padded consistently.
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", path.name)]
+
+
+def list_images(folder: PathLike) -> list[Path]:
+    """Image files of a folder in natural order."""
+    folder = Path(folder)
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+    if not files:
+        raise InputError(
+            f"{folder}: folder holds no images ({', '.join(IMAGE_SUFFIXES)}); pass a video or a frame folder"
+        )
+    return files
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """One image file as RGB uint8: 16-bit scaled (rounded) to 8-bit, gray replicated to 3 channels, alpha dropped."""
     import cv2
 
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise InputError(f"cannot read image {path}")
+        raise InputError(f"{path}: not a readable image")
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 65535.0 * 255.0).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise InputError(f"{path}: {img.dtype} pixels are not supported; convert the frames to 8- or 16-bit images")
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
+    elif img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
     elif img.shape[2] == 4:
         img = img[..., :3]
     return np.ascontiguousarray(img[..., ::-1])  # BGR -> RGB
 
 
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _exists(path: PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder; pass a video file or a folder of images")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+
+
+def probe(path: PathLike) -> VideoInfo:
+    """Size, frame rate and frame count of a video file, image folder or single image, without decoding the clip."""
+    path = _exists(path)
+    if path.is_dir() or _is_image_file(path):
+        files = list_images(path) if path.is_dir() else [path]
+        h, w = read_image(files[0]).shape[:2]
+        return VideoInfo(width=w, height=h, fps=DEFAULT_FPS, frames=len(files))
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
+            return VideoInfo(
+                width=stream.codec_context.width, height=stream.codec_context.height, fps=Fraction(rate),
+                frames=int(stream.frames) or None, time_base=stream.time_base,
+            )
+    except av.FFmpegError as exc:
+        raise InputError(f"{path}: cannot open as a video ({exc})") from None
+
+
+def iter_frames(path: PathLike, *, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Yield the frames of a video file, image folder or single image as HxWx3 RGB uint8."""
+    path = _exists(path)
+    if path.is_dir() or _is_image_file(path):
+        files = list_images(path) if path.is_dir() else [path]
+        for file in files[:max_frames]:
+            yield read_image(file)
+        return
+    import av
+
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as exc:
+        raise InputError(f"{path}: cannot open as a video ({exc})") from None
+    with container:
+        if not container.streams.video:
+            raise InputError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # decoding is bit-exact whatever the threading
+        for i, frame in enumerate(container.decode(stream)):
+            if max_frames is not None and i >= max_frames:
+                return
+            yield frame.to_ndarray(format="rgb24")
+
+
 class FrameSource:
-    """Iterate RGB uint8 frames of a video file or an image folder."""
+    """A clip to iterate more than once: `info` up front, exact `count_frames()`, RGB uint8 frames on iteration."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            raise InputError(f"input not found: {self.path}")
-        self._files: list[Path] | None = None
-        if self.path.is_dir():
-            self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not self._files:
-                raise InputError(f"input folder {self.path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            h, w = _read_image(self._files[0]).shape[:2]
-            self.info = SourceInfo(width=w, height=h, fps=Fraction(25), frames=len(self._files))
-        else:
-            import av
+    def __init__(self, path: PathLike) -> None:
+        self.path = _exists(path)
+        self.info = probe(self.path)
 
-            try:
-                with av.open(str(self.path)) as c:
-                    if not c.streams.video:
-                        raise InputError(f"{self.path} has no video stream")
-                    s = c.streams.video[0]
-                    fps = s.average_rate or s.guessed_rate or Fraction(25)
-                    self.info = SourceInfo(
-                        width=s.codec_context.width,
-                        height=s.codec_context.height,
-                        fps=Fraction(fps),
-                        frames=s.frames or None,
-                        time_base=s.time_base,
-                    )
-            except av.error.FFmpegError as exc:
-                raise InputError(f"cannot open {self.path} as a video: {exc}") from None
+    @property
+    def is_folder(self) -> bool:
+        return self.path.is_dir()
 
     def count_frames(self) -> int:
-        """Exact number of frames: files in a folder, or video packets (demuxed, not decoded)."""
-        if self._files is not None:
-            return len(self._files)
+        """Exact number of frames: images in a folder, or video packets (demuxed, not decoded)."""
+        if self.path.is_dir() or _is_image_file(self.path):
+            return self.info.frames
         import av
 
         with av.open(str(self.path)) as c:
             n = sum(1 for p in c.demux(c.streams.video[0]) if p.pts is not None)
-        self.info.frames = n
+        self.info = dataclasses.replace(self.info, frames=n)
         return n
 
-    @property
-    def is_folder(self) -> bool:
-        return self._files is not None
-
     def __iter__(self) -> Iterator[np.ndarray]:
-        if self._files is not None:
-            for f in self._files:
-                yield _read_image(f)
-            return
-        import av
+        return iter_frames(self.path)
 
-        with av.open(str(self.path)) as c:
-            stream = c.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in c.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+
+# ---------------------------------------------------------------------------------------------------- writing
 
 
 class FrameSink:
-    """Write RGB uint8 frames to a video file (libx264 etc.) or to a folder of numbered PNGs.
+    """Write RGB uint8 frames to a folder of numbered PNGs (path without suffix, or an existing folder) or a video.
 
-    With `audio_from`, audio streams of that file are copied (packets remuxed, not re-encoded).
+    Lossy (default): `codec` (libx264) at `crf`/`preset`, yuv420p, or yuv444p when a side is odd; with
+    `audio_from`, the audio streams of that file are copied (packets remuxed, not re-encoded).
+    `lossless=True`: the suffix picks the codec (`.mkv` FFV1, `.mp4`/`.mov` libx264rgb qp 0); encoder single-threaded
+    and encoder and muxer in bit-exact mode, so the same frames always give the same bytes (no random UIDs, no
+    thread-count-dependent output). `codec`, `crf` and `preset` do not apply then.
     """
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: PathLike,
         *,
-        fps: Fraction = Fraction(25),
+        fps: Fraction = DEFAULT_FPS,
         codec: str = "libx264",
         crf: int = 18,
         preset: str = "medium",
-        audio_from: str | os.PathLike[str] | None = None,
+        audio_from: PathLike | None = None,
+        lossless: bool = False,
     ) -> None:
         self.path = Path(path)
         self.fps, self.codec, self.crf, self.preset = Fraction(fps), codec, crf, preset
         self.audio_from = Path(audio_from) if audio_from else None
+        self.lossless = lossless
         self.count = 0
         self._container = None
         self._stream = None
         self.is_folder = self.path.suffix == "" or self.path.is_dir()
+        if not self.is_folder and lossless and self.path.suffix.lower() not in LOSSLESS_SUFFIXES:
+            raise InputError(f"{self.path}: lossless output must be a folder (no suffix) or end in "
+                             f"{', '.join(LOSSLESS_SUFFIXES)}")
         if self.is_folder:
             self.path.mkdir(parents=True, exist_ok=True)
 
     def _open(self, width: int, height: int) -> None:
         import av
 
-        self._container = av.open(str(self.path), mode="w")
-        stream = self._container.add_stream(self.codec, rate=self.fps)
-        stream.width, stream.height = width, height
-        even = width % 2 == 0 and height % 2 == 0
-        stream.pix_fmt = "yuv420p" if even else "yuv444p"
-        if self.codec in ("libx264", "libx265"):
-            stream.options = {"crf": str(self.crf), "preset": self.preset}
-        self._stream = stream
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        container = av.open(str(self.path), mode="w")
+        if self.lossless:
+            container.flags |= av.container.Flags.bitexact.value
+            if self.path.suffix.lower() == ".mkv":
+                stream = container.add_stream("ffv1", rate=self.fps)
+                stream.pix_fmt = "bgr0"
+            else:
+                stream = container.add_stream("libx264rgb", rate=self.fps, options={"qp": "0", "preset": "medium"})
+                stream.pix_fmt = "rgb24"
+            stream.width, stream.height = width, height
+            stream.thread_count = 1
+            stream.codec_context.flags |= av.codec.context.Flags.bitexact.value
+        else:
+            stream = container.add_stream(self.codec, rate=self.fps)
+            stream.width, stream.height = width, height
+            stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            if self.codec in ("libx264", "libx265"):
+                stream.options = {"crf": str(self.crf), "preset": self.preset}
+        self._container, self._stream = container, stream
         if self.audio_from is not None:
             self._copy_audio_streams()
 
     def _copy_audio_streams(self) -> None:
         import av
 
-        src = av.open(str(self.audio_from))
-        pairs = []
-        for s in src.streams.audio:
-            try:
-                out = self._container.add_stream_from_template(s)
-            except (ValueError, av.error.FFmpegError) as exc:
-                log.warning("audio stream %d not copied: %s", s.index, exc)
-                continue
-            pairs.append((s, out))
-        if not pairs:
-            src.close()
-            return
-        # Audio packets are remuxed up front; the muxer interleaves them with video by timestamp.
-        by_index = {s.index: out for s, out in pairs}
-        for packet in src.demux([s for s, _ in pairs]):
-            if packet.dts is None:  # demuxer flush packets
-                continue
-            packet.stream = by_index[packet.stream.index]
-            self._container.mux(packet)
-        src.close()
+        with av.open(str(self.audio_from)) as src:
+            pairs = []
+            for s in src.streams.audio:
+                try:
+                    out = self._container.add_stream_from_template(s)
+                except (ValueError, av.error.FFmpegError) as exc:
+                    log.warning("audio stream %d not copied: %s", s.index, exc)
+                    continue
+                pairs.append((s, out))
+            if not pairs:
+                return
+            # Audio packets are remuxed up front; the muxer interleaves them with video by timestamp.
+            by_index = {s.index: out for s, out in pairs}
+            for packet in src.demux([s for s, _ in pairs]):
+                if packet.dts is None:  # demuxer flush packets
+                    continue
+                packet.stream = by_index[packet.stream.index]
+                self._container.mux(packet)
 
     def write(self, rgb: np.ndarray) -> None:
+        """Append one HxWx3 RGB uint8 frame."""
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise InputError(f"frames must be HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}")
         if self.is_folder:
@@ -186,18 +271,21 @@ class FrameSink:
             if self._container is None:
                 self._open(rgb.shape[1], rgb.shape[0])
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts = self.count
+            frame.time_base = 1 / self.fps
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
         self.count += 1
 
     def close(self) -> None:
+        """Flush the encoder and finish the file."""
         if self._container is not None:
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
             self._container.close()
             self._container = None
 
-    def __enter__(self) -> "FrameSink":
+    def __enter__(self) -> FrameSink:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -197,7 +197,7 @@ def degrade_file(
 
     from tqdm import tqdm
 
-    from .io import FrameWriter, iter_frames, probe
+    from ..video import FrameSink, iter_frames, probe
 
     info = probe(src)
     params = sample_params(level, seed, downsample=downsample, preset=preset)
@@ -207,7 +207,7 @@ def degrade_file(
     frames = iter_frames(src, max_frames=max_frames)
     lr_file = open(save_lr, "wb") if save_lr else None
     try:
-        with FrameWriter(dst, fps=info.fps) as writer:
+        with FrameSink(dst, fps=info.fps, lossless=True) as writer:
             bar = tqdm(total=total, desc=f"degrade {level}", unit="f", disable=not progress, leave=False)
             for out in degrade_frames(frames, params, fps=info.fps, upscale=upscale, lr_sink=lr_file, stats=stats):
                 writer.write(out)

@@ -164,7 +164,7 @@ def evaluate(reference: str | Path, restored: str | Path, *, degraded_input: str
     """Compare `restored` with `reference` frame by frame (videos or image folders, frame-aligned)."""
     from tqdm import tqdm
 
-    from .io import iter_frames, probe
+    from ..video import iter_frames, probe
 
     opts = options or EvalOptions()
     info_ref, info_out = probe(reference), probe(restored)
