@@ -90,7 +90,7 @@ def _is_image_file(path: Path) -> bool:
 def _exists(path: PathLike) -> Path:
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: no such file or folder; pass a video file or a folder of images")
+        raise InputError(f"input not found: {path}; pass a video file, an image or a folder of images")
     return path
 
 
