@@ -87,15 +87,28 @@ def test_decoder_onnx_full_matches_torch(tmp_path) -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="needs onnxscript (torch.export-based exporter)")
-def test_flow_onnx_small_matches_torch(small: torch.nn.Module, tmp_path) -> None:
-    from vs_keep.runtime.onnx_export import OrtFlow, export_flow_onnx
+def test_flow_onnx_small_matches_torch(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GMFlow exported (and verified) once into the cache, then served by onnxruntime inside optimize_cpu."""
+    from vs_keep.runtime.cpu import OrtFlowNet, optimize_cpu, restore_reference
+    from vs_keep.runtime.onnx_export import OrtFlow, cached_flow_onnx
 
-    path = export_flow_onnx(small.flownet, tmp_path / "flow.onnx", size=128)  # verified against torch inside
+    monkeypatch.setenv("VS_KEEP_CACHE", str(tmp_path))
+    model = build_synthetic_keep("small")
     frames = torch.rand(3, 3, 128, 128, generator=torch.Generator().manual_seed(5)) * 2 - 1
     with torch.inference_mode():
-        want = small.compute_flows(frames)
+        want = model.compute_flows(frames)
+    path = cached_flow_onnx(model.flownet.model, (128, 128))
+    assert path.parent == tmp_path / "onnx" and path.stat().st_size > 1024
     got = OrtFlow(path)(frames[1:], frames[:-1])
     assert got.shape == want.shape and (got - want).abs().mean() < 0.05
+    optimize_cpu(model)  # picks the cached file up, no second export
+    assert type(model.flownet) is OrtFlowNet
+    with torch.inference_mode():
+        served = model.compute_flows(frames)
+    assert model.flownet._ort_flows[(128, 128)] is not None and (served - got).abs().max() < 1e-3
+    restore_reference(model)
+    with torch.inference_mode():
+        assert torch.equal(model.compute_flows(frames), want)
 
 
 # ---- TensorRT: identity and fallback (no TensorRT needed) ---------------------------------------------------------

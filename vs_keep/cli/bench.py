@@ -157,16 +157,29 @@ def _timed(runner: Any, frames: Any, repeats: int) -> dict[str, Any]:
 
 
 def _fixture_metrics(res: dict[str, Any], golden: dict) -> dict[str, Any]:
-    """Accuracy against the official outputs, plus the engine issue's parity tolerances (end to end)."""
+    """Accuracy against the official outputs, and the engine's parity rule (tests/test_keep.py, end to end):
+    z_obs < 1e-4, gains < 1e-5, flow max < 0.1 px and mean < 5e-3 px, logits < 2e-2, frame 0 output <= 1e-3;
+    codes may flip only where the official top-1/top-2 margin is < 1e-4, agreement >= 99.8 %, and frames before
+    the first flip within 2e-2 (a flip legitimately changes everything after it through the recurrence)."""
     from ..runtime.measure import accuracy
 
     t = res["out"].shape[0]
-    acc = accuracy(res["idx"], res["out"], golden["top_idx"][:t, :, 0], golden["output"][0][:t]).as_dict()
+    out = res["out"].float()
+    acc = accuracy(res["idx"], out, golden["top_idx"][:t, :, 0], golden["output"][0][:t]).as_dict()
     chunk = res["chunk"]
     z_err = float((chunk.z_obs.float() - golden["z_codes"][:t]).abs().max())
     g_err = float((chunk.gains.float() - golden["gains"][:t]).abs().max())
     flow_err = (chunk.flows.float() - golden["flows"][: t - 1]).abs() if chunk.flows is not None else None
-    logit_err = max(float((tr["logits"].float().permute(1, 0, 2) - golden["logits"][i]).abs().max()) for i, tr in enumerate(res["traces"]))
+    logit_err, flips_ok, first_flip = 0.0, True, t
+    for i, tr in enumerate(res["traces"]):
+        logits = golden["logits"][i][:, 0]
+        logit_err = max(logit_err, float((tr["logits"].float()[0] - logits).abs().max()))
+        top2 = logits.topk(2, dim=1).values
+        same = tr["idx"][0] == golden["top_idx"][i][:, 0]
+        flips_ok = flips_ok and bool(((top2[:, 0] - top2[:, 1])[~same] < 1e-4).all())
+        if not bool(same.all()):
+            first_flip = min(first_flip, i)
+    errs = acc["output_rel_err"]
     metrics = {
         **acc,
         "z_obs_max_abs_err": _round(z_err),
@@ -174,11 +187,12 @@ def _fixture_metrics(res: dict[str, Any], golden: dict) -> dict[str, Any]:
         "flow_max_abs_err_px": _round(float(flow_err.max())) if flow_err is not None else None,
         "flow_mean_abs_err_px": _round(float(flow_err.mean())) if flow_err is not None else None,
         "logits_max_abs_err": _round(logit_err),
+        "flips_only_at_knife_edge_codes": flips_ok,
     }
-    errs = acc["output_rel_err"]
     metrics["parity_ok"] = bool(
         z_err < 1e-4 and g_err < 1e-5 and (flow_err is None or (float(flow_err.max()) < 0.1 and float(flow_err.mean()) < 5e-3))
-        and logit_err < 2e-2 and errs[0] <= 1e-3 and max(errs) <= 2e-2 and sum(acc["index_agreement"]) / t >= 0.998
+        and logit_err < 2e-2 and errs[0] <= 1e-3 and flips_ok and sum(acc["index_agreement"]) / t >= 0.998
+        and all(e <= 2e-2 for e in errs[:first_flip])
     )
     return metrics
 

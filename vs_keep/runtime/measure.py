@@ -86,7 +86,17 @@ def accuracy(idx: Tensor, out: Tensor, ref_idx: Tensor, ref_out: Tensor) -> Accu
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
+    """Peak resident set size of this process's own address space so far, in MiB.
+
+    Linux: VmHWM from /proc/self/status. Not getrusage's ru_maxrss: that survives execve, so a child started by a
+    big parent reports at least the parent's RSS at fork time. Elsewhere ru_maxrss (KiB on Linux, bytes on macOS).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if os.uname().sysname == "Darwin" else peak / 1024
 
