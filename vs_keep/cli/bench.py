@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-faces", action="store_true", help="skip the 720p/1080p face-stage timings")
     parser.add_argument("--no-memory", action="store_true", help="skip the RSS comparison")
     parser.add_argument("--no-options", action="store_true", help="skip the CPU option measurements")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the one-stage-at-a-time 16-bit accuracy sweep")
     parser.add_argument("--compile", action="store_true", help="also try torch.compile on the encoder (minutes of compiling)")
     parser.add_argument("--out", help="also write the JSON to this file")
 
@@ -224,11 +225,13 @@ def _record(name: str, device: str, precision: str, res: dict[str, Any], ref: di
 
 
 def _cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisions: list[str], quick: bool,
-              workdir: Path, threads: int) -> tuple[list[dict], list[dict], dict[str, Any]]:
+              workdir: Path, threads: int, sweep: bool = True) -> tuple[list[dict], list[dict], dict[str, Any]]:
     import torch
 
     from ..runtime.cpu import CpuOptions, optimize_cpu, restore_reference, tune_malloc
-    from ..runtime.precision import EmulatedLowPrecision, FP32_STAGES, apply_precision, autocast_context, native_lowp_supported
+    from ..runtime.precision import (
+        FP32_STAGES, STAGE_MODULES, EmulatedLowPrecision, apply_precision, autocast_context, native_lowp_supported,
+    )
     from ..runtime.staged import StagedKeep
 
     size = int(model.face_size)
@@ -273,7 +276,11 @@ def _cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precis
     # 16-bit: real timings with native kernels, else accuracy by emulation (oneDNN's reference kernels are ~100x slower)
     for precision in [p for p in precisions if p != "fp32"]:
         native = native_lowp_supported("cpu", precision)
-        configs = {"shipped": FP32_STAGES[precision]} if quick else {"shipped": FP32_STAGES[precision], "all-but-flow": ("flow",)}
+        configs = {"shipped": FP32_STAGES[precision]}
+        if not quick:  # the guard's evidence: everything but the flow in 16 bits, then one stage at a time
+            configs["all-but-flow"] = ("flow",)
+            if sweep:
+                configs.update({f"only-{st}": tuple(x for x in STAGE_MODULES if x != st) for st in STAGE_MODULES if st != "flow"})
         for label, stages in configs.items():
             _progress(f"cpu: {precision} ({label}: fp32 stages {', '.join(stages) or 'none'}; {'native' if native else 'emulated'})")
             restore_reference(model)
@@ -597,7 +604,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="vs-keep-bench-") as tmp:
         workdir = Path(tmp)
         if "cpu" in devices:
-            runs, lowp, shipped = _cpu_runs(model, frames, golden, repeats, precisions, quick, workdir, threads)
+            runs, lowp, shipped = _cpu_runs(model, frames, golden, repeats, precisions, quick, workdir, threads, not args.no_sweep)
             report["runs"] = runs
             report["precision_accuracy"] = lowp
             report["shipped_cpu"] = shipped

@@ -114,7 +114,8 @@ class TensorRTBackend:
     name: ClassVar[str] = "tensorrt"
 
     device_id: int = 0
-    #: engine precision: "fp16" (default; see the benchmark's accuracy numbers), "bf16" or "fp32"
+    #: engine precision: "fp16" (default: the generator in fp16, SFT/CFA pinned to fp32 by the accuracy guard),
+    #: "bf16" (fails the guard: every layer pinned to fp32) or "fp32"
     precision: str = "fp16"
     workspace_gib: float = 4.0
     #: TensorRT builder optimisation level (0-5)
@@ -127,6 +128,13 @@ class TensorRTBackend:
             raise InputError(f"TensorRT precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0 <= self.opt_level <= 5:
             raise InputError(f"TensorRT opt_level must be 0..5, got {self.opt_level}")
+
+    def fp32_layers(self) -> tuple[str, ...]:
+        """ONNX scope fragments of decoder layers kept fp32 in a 16-bit engine (runtime.precision.FP32_STAGES)."""
+        from .precision import FP32_STAGES
+
+        keep = FP32_STAGES[self.precision]
+        return (("fuse_convs_dict", "cross_fuse") if "fusion" in keep else ()) + (("generator",) if "generator" in keep else ())
 
     def identity(self, model: nn.Module) -> tuple[dict[str, Any], str]:
         """Everything the engine depends on, and the model hash; raises TensorRTUnavailable without TRT/CUDA."""
@@ -143,6 +151,7 @@ class TensorRTBackend:
             "workspace_gib": self.workspace_gib,
             "opt_level": self.opt_level,
             "opset": OPSET,
+            "fp32_layers": list(self.fp32_layers()),
             "tensorrt": trt.__version__,
             "torch": torch.__version__,
             **device_identity(self.device_id),
@@ -161,7 +170,7 @@ class TensorRTBackend:
             cpu_model = _cpu_copy_if_needed(model)
             export_decoder_onnx(cpu_model, onnx_path)
         return build_engine(onnx_path, paths, ident, precision=self.precision, workspace_gib=self.workspace_gib,
-                            opt_level=self.opt_level, force=self.force_rebuild)
+                            opt_level=self.opt_level, force=self.force_rebuild, fp32_layers=self.fp32_layers())
 
     def decoder(self, model: nn.Module) -> DecoderFn:
         """The TensorRT decoder, or the torch decoder (one log line per reason) when TensorRT cannot run."""

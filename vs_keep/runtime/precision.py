@@ -8,7 +8,8 @@ logit near 2 has a resolution of 0.016. So callers run the model under `autocast
 their inputs are cast to fp32 and autocast is off inside them. fp32 (the default) changes nothing.
 
 `FP32_STAGES` comes from measurements on the golden fixture (full-size KEEP, synthetic weights; `vs-keep bench`
-prints them again): see the comments there.
+prints them again): see the comments there. Synthetic weights make KEEP's recurrence chaotic (one flipped code
+changes the next frame by ~13 %), so this guard is strict; real weights are likely better conditioned.
 
 CPUs without native bf16/fp16 GEMMs (no AVX512-BF16 / AMX; oneDNN then falls back to reference kernels ~100x
 slower than fp32) cannot afford a real bf16 run of the full model; `EmulatedLowPrecision` runs the GEMM-class ops
@@ -43,22 +44,31 @@ __all__ = [
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
-#: KEEP's stages -> the attribute names of the modules that implement them (CodeFormer has the core subset).
+#: KEEP's stages -> the (dotted) attribute paths of the modules that implement them; containers mean each of
+#: their children (the generator's blocks are called one by one by `decode`, never through `generator.forward`).
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "flow": ("flownet",),
-    "encoders": ("encoder", "hq_encoder"),
+    "encoders": ("encoder.blocks", "hq_encoder.blocks"),
     "gains": ("kalman_filter",),
     "transformer": ("feat_emb", "ft_layers", "idx_pred_layer"),
-    "decoder": ("generator", "fuse_convs_dict", "cross_fuse"),
+    "generator": ("generator.blocks",),
+    "fusion": ("fuse_convs_dict", "cross_fuse"),
 }
 
-#: Stages kept in fp32 per precision. Measured on the golden fixture (emulated on an AVX2 CPU, see module doc):
-#: the transformer in bf16 or fp16 flips codebook indices well beyond the 1 % budget (logit resolution), GMFlow's
-#: softmax is fp32 inside gmflow.py and its convs stay fp32 too (the flow feeds the recurrent warp).
+#: Stages kept in fp32 per precision: the accuracy guard. Measured on the golden fixture (full-size KEEP, synthetic
+#: weights, 3 frames; 16-bit GEMMs emulated on an AVX2 CPU, see the module doc), codebook-index agreement per frame
+#: with one stage at a time in 16 bits (fp32 itself: 1.0 / 1.0 / 0.996, one knife-edge code at frame 2):
+#:   fp16: generator 1.0/1.0/0.996 and gains 1.0/1.0/0.996 (= fp32); encoders 1.0/0.996/0.746, SFT+CFA fusion
+#:         1.0/0.996/0.742, transformer and all-but-flow worse: a few flipped codes at frame 1 are amplified by the
+#:         recurrence (warp -> HQ encoder -> Kalman mix) into a different frame 2.
+#:   bf16: every stage fails on its own (gains 1.0/0.992/0.844, generator 1.0/0.980/0.691, transformer
+#:         0.984/0.742/0.355): its 8-bit mantissa is too coarse for the argmax and the recurrence.
+#: So fp16 runs the generator (35 % of the FLOPs) and the gain net in fp16, and bf16 keeps everything in fp32.
+_ALL_STAGES = tuple(STAGE_MODULES)
 FP32_STAGES: dict[str, tuple[str, ...]] = {
     "fp32": (),
-    "bf16": ("flow", "transformer"),
-    "fp16": ("flow", "transformer"),
+    "bf16": _ALL_STAGES,
+    "fp16": ("flow", "encoders", "transformer", "fusion"),
 }
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -133,7 +143,9 @@ def _stage_modules(model: nn.Module, stage: str) -> Iterator[nn.Module]:
     if stage not in STAGE_MODULES:
         raise InputError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_MODULES)}")
     for name in STAGE_MODULES[stage]:
-        sub = getattr(model, name, None)
+        sub: object = model
+        for part in name.split("."):
+            sub = getattr(sub, part, None)
         if isinstance(sub, (nn.ModuleList, nn.ModuleDict)):
             yield from sub.children()
         elif isinstance(sub, nn.Module):

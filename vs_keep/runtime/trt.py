@@ -121,9 +121,27 @@ def _atomic_write(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
+def _pin_fp32(trt: Any, network: Any, patterns: tuple[str, ...]) -> int:
+    """Keep layers whose (ONNX scope) name contains one of `patterns` in fp32; returns how many were pinned."""
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if not any(p in layer.name for p in patterns):
+            continue
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if not outputs or any(o.dtype != trt.float32 for o in outputs):
+            continue  # shape / index arithmetic: nothing to pin
+        layer.precision = trt.float32
+        for j in range(layer.num_outputs):
+            layer.set_output_type(j, trt.float32)
+        pinned += 1
+    return pinned
+
+
 def build_engine(onnx_path: Path, paths: dict[str, Path], identity: dict[str, Any], *, precision: str, workspace_gib: float,
-                 opt_level: int, force: bool = False) -> Path:
-    """Build (or reuse) the engine for `onnx_path`; returns the engine path."""
+                 opt_level: int, force: bool = False, fp32_layers: tuple[str, ...] = ()) -> Path:
+    """Build (or reuse) the engine for `onnx_path`; returns the engine path. `fp32_layers`: name fragments of
+    layers that stay fp32 in a 16-bit engine (the accuracy guard of runtime.precision)."""
     trt = import_tensorrt()
     engine = paths["engine"]
     with _file_lock(paths["lock"]):
@@ -143,6 +161,9 @@ def build_engine(onnx_path: Path, paths: dict[str, Path], identity: dict[str, An
             config.set_flag(trt.BuilderFlag.FP16)
         elif precision == "bf16":
             config.set_flag(trt.BuilderFlag.BF16)
+        if precision != "fp32" and fp32_layers:
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+            log.debug("TensorRT: %d layers pinned to fp32", _pin_fp32(trt, network, fp32_layers))
         timing_blob = paths["timing"].read_bytes() if paths["timing"].exists() else b""
         timing = config.create_timing_cache(timing_blob)
         config.set_timing_cache(timing, ignore_mismatch=False)
