@@ -1,7 +1,7 @@
 """CPU fast path: cheaper convolutions and fewer memory passes, applied to a loaded model in place.
 
 Why: on CPU the network is ~75 % 3x3 convolutions at 64²-512² (≈1 TFLOP per 512² frame) and ~20 % memory-bound
-element-wise work (GroupNorm, swish as sigmoid·x, residual adds). Three rewrites keep fp32 and the same graph:
+element-wise work (GroupNorm, swish as sigmoid·x, residual adds). Four rewrites keep fp32 and the same graph:
 
 - 3x3 stride-1 convolutions on inputs of at least `winograd_min_side`² use NNPACK's Winograd F(6x6,3x3) transform
   (about 5x fewer multiplies). It rounds differently: relative error ~4e-6 per layer instead of ~6e-7 (measured
@@ -9,6 +9,9 @@ element-wise work (GroupNorm, swish as sigmoid·x, residual adds). Three rewrite
 - Smaller 3x3 and all 1x1 stride-1 convolutions run as one GEMM (im2col), which beats oneDNN's per-call weight
   reorder at 16²/32².
 - VQGAN ResBlocks use the fused SiLU in place and an in-place residual add (swish = x·sigmoid(x) = SiLU).
+- GMFlow runs as an exported, verified ONNX graph in onnxruntime (`OrtFlowNet`), when onnxruntime and onnxscript
+  are installed.
+`tune_malloc` (process-wide, opt-in) removes the page-fault cost of fresh activations.
 
 Nothing here changes parameters or state-dict keys: modules only get a subclass with a different `forward`
 (`optimize_cpu`), and `restore_reference` undoes it. The rewrites run only for fp32 CPU tensors without autograd;
