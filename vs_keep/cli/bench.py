@@ -534,7 +534,10 @@ def _cuda(args: argparse.Namespace, model_size: str, repeats: int, precisions: l
         if "error" not in k:
             total = best["per_frame_s"] + (k["crop_512_from_1080p_ms"] + k["paste_512_into_1080p_ms"]) / 1000
             one_face = {"kernels": k, "setting": best["setting"], "fps_1080p_1_face_excluding_detection": _round(1 / total)}
-    return {"device": torch.cuda.get_device_name(0), "runs": runs, "1080p": one_face}
+    return {
+        "device": torch.cuda.get_device_name(0), "runs": runs, "1080p": one_face,
+        "tf32_convolutions": bool(torch.backends.cudnn.allow_tf32),  # torch's default; the official GPU runs had it too
+    }
 
 
 def _kernels_cuda(repeats: int) -> dict[str, Any]:
