@@ -89,7 +89,7 @@ def test_decoder_onnx_full_matches_torch(tmp_path) -> None:
 @pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="needs onnxscript (torch.export-based exporter)")
 def test_flow_onnx_small_matches_torch(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """GMFlow exported (and verified) once into the cache, then served by onnxruntime inside optimize_cpu."""
-    from vs_keep.runtime.cpu import OrtFlowNet, optimize_cpu, restore_reference
+    from vs_keep.runtime.cpu import CpuOptions, OrtFlowNet, optimize_cpu, restore_reference
     from vs_keep.runtime.onnx_export import OrtFlow, cached_flow_onnx
 
     monkeypatch.setenv("VS_KEEP_CACHE", str(tmp_path))
@@ -101,7 +101,7 @@ def test_flow_onnx_small_matches_torch(tmp_path, monkeypatch: pytest.MonkeyPatch
     assert path.parent == tmp_path / "onnx" and path.stat().st_size > 1024
     got = OrtFlow(path)(frames[1:], frames[:-1])
     assert got.shape == want.shape and (got - want).abs().mean() < 0.05
-    optimize_cpu(model)  # picks the cached file up, no second export
+    optimize_cpu(model, CpuOptions(onnx_flow=True))  # picks the cached file up, no second export
     assert type(model.flownet) is OrtFlowNet
     with torch.inference_mode():
         served = model.compute_flows(frames)

@@ -40,7 +40,7 @@ def test_environment_and_model(report: dict) -> None:
 
 def test_runs_have_stages_fps_and_speedups(report: dict) -> None:
     runs = {r["setting"]: r for r in report["runs"]}
-    assert {"reference", "reference+malloc", "fp32-fast-convs"} <= set(runs)
+    assert {"reference", "reference+malloc", "fp32-fast"} <= set(runs)
     ref = runs["reference"]
     assert set(ref["stages_s_per_frame"]) == STAGES and ref["precision"] == "fp32" and ref["device"] == "cpu"
     for r in report["runs"]:

@@ -250,23 +250,22 @@ def _cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precis
 
     _progress("cpu: reference + allocator tuning")
     add("reference+malloc", _timed(StagedKeep(model), frames, repeats), "fp32 eager with runtime.cpu.tune_malloc")
-    optimize_cpu(model, CpuOptions(onnx_flow=False))
-    _progress("cpu: fp32-fast-convs (Winograd/GEMM convolutions, fused SiLU, allocator tuning)")
-    add("fp32-fast-convs", _timed(StagedKeep(model), frames, repeats), "runtime.cpu.optimize_cpu(onnx_flow=False) + tune_malloc")
-    flow_ok = False
+    optimize_cpu(model)
+    _progress("cpu: fp32-fast (Winograd/GEMM convolutions, fused SiLU, allocator tuning)")
+    add("fp32-fast", _timed(StagedKeep(model), frames, repeats), "runtime.cpu.optimize_cpu defaults + tune_malloc")
     if not quick:
-        optimize_cpu(model)  # the default options: + GMFlow through onnxruntime
-        _progress("cpu: fp32-fast (+ GMFlow in onnxruntime; exporting and checking the graph first)")
+        optimize_cpu(model, CpuOptions(onnx_flow=True))
+        _progress("cpu: fp32-fast+ort-flow (GMFlow in onnxruntime; exporting and checking the graph first)")
         warm = _safe("onnxruntime flow", lambda: _warm_flow(model, frames))
-        flow_ok = warm is True
-        if flow_ok:
-            add("fp32-fast", _timed(StagedKeep(model), frames, repeats),
-                "optimize_cpu defaults: fast convs + GMFlow through onnxruntime (torch.export-based ONNX) + tune_malloc")
+        if warm is True:
+            add("fp32-fast+ort-flow", _timed(StagedKeep(model), frames, repeats),
+                "fast convs + GMFlow through onnxruntime (torch.export-based ONNX)")
         else:
-            runs.append({"setting": "fp32-fast", "device": "cpu", "precision": "fp32", **(warm if isinstance(warm, dict) else {"error": "onnxruntime flow unavailable"})})
-            optimize_cpu(model, CpuOptions(onnx_flow=False))
+            runs.append({"setting": "fp32-fast+ort-flow", "device": "cpu", "precision": "fp32",
+                         **(warm if isinstance(warm, dict) else {"error": "onnxruntime flow unavailable"})})
+        optimize_cpu(model)
     dec_fn = _safe("ort-decoder export", lambda: _ort_decoder(model, workdir, threads))
-    name = "fp32-fast+ort-decoder" if flow_ok else "fp32-fast-convs+ort-decoder"
+    name = "fp32-fast+ort-decoder"
     if isinstance(dec_fn, dict):
         runs.append({"setting": name, "device": "cpu", "precision": "fp32", **dec_fn})
     else:
@@ -318,8 +317,7 @@ def _pick_shipped(runs: list[dict], have_fixture: bool) -> dict[str, Any]:
         return {"setting": None, "reason": "no setting kept index agreement >= 99 %"}
     best = max(ok, key=lambda r: r["fps"])
     acc = best.get("vs_fixture") if have_fixture else best.get("vs_reference")
-    fp32 = [r for r in ok if r["setting"] in ("fp32-fast", "fp32-fast-convs")]
-    fp32.sort(key=lambda r: r["setting"] != "fp32-fast")
+    fp32 = [r for r in ok if r["setting"] == "fp32-fast"]
     return {
         "setting": best["setting"],
         "speedup_vs_reference": best.get("speedup_vs_reference"),

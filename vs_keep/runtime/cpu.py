@@ -9,8 +9,8 @@ element-wise work (GroupNorm, swish as sigmoid·x, residual adds). Four rewrites
 - Smaller 3x3 and all 1x1 stride-1 convolutions run as one GEMM (im2col), which beats oneDNN's per-call weight
   reorder at 16²/32².
 - VQGAN ResBlocks use the fused SiLU in place and an in-place residual add (swish = x·sigmoid(x) = SiLU).
-- GMFlow runs as an exported, verified ONNX graph in onnxruntime (`OrtFlowNet`), when onnxruntime and onnxscript
-  are installed.
+- Optionally (`CpuOptions(onnx_flow=True)`), GMFlow runs as an exported, verified ONNX graph in onnxruntime
+  (`OrtFlowNet`).
 `tune_malloc` (process-wide, opt-in) removes the page-fault cost of fresh activations.
 
 Nothing here changes parameters or state-dict keys: modules only get a subclass with a different `forward`
@@ -141,8 +141,9 @@ class CpuOptions:
     gemm: bool = True
     #: SiLU + in-place residual in VQGAN ResBlocks
     fused_swish: bool = True
-    #: GMFlow through onnxruntime (about 2x faster here; needs onnxruntime + onnxscript, else torch is kept)
-    onnx_flow: bool = True
+    #: GMFlow through onnxruntime (needs onnxruntime + onnxscript). Off by default: 2x faster than eager GMFlow, but
+    #: no faster than GMFlow with the rewritten convolutions (1.1 s per 512² pair on 2 quiet cores either way)
+    onnx_flow: bool = False
 
 
 def optimize_cpu(model: nn.Module, options: CpuOptions = CpuOptions()) -> nn.Module:
@@ -204,10 +205,10 @@ def _flow_net_class() -> type:
 class OrtFlowNet(_flow_net_class()):  # type: ignore[misc]
     """KEEP's FlowNet whose fp32 CPU forward runs an exported, verified copy of GMFlow in onnxruntime.
 
-    Why: GMFlow is a fifth of a frame's FLOPs but, being matmul/softmax/reshape heavy, takes ~40 % of the time in
-    eager torch on CPU; onnxruntime runs the same graph about twice as fast (flow error vs the fixture 0.022 px
-    max, eager fp32 0.033). The graph is exported per frame shape on first use and cached on disk; any failure
-    falls back to the torch module (logged once).
+    Why: eager GMFlow (oneDNN convolutions) takes ~40 % of a frame's CPU time; onnxruntime runs the same graph
+    about twice as fast (flow error vs the fixture 0.022 px max, eager fp32 0.033). With the Winograd/GEMM
+    convolution rewrites torch is as fast, so this is opt-in. The graph is exported per frame shape on first use
+    and cached on disk; any failure falls back to the torch module (logged once).
     """
 
     _ort_flows: dict

@@ -105,11 +105,11 @@ def streaming_memory_run(frames: int, *, size: int = 48, chunk: int = 20, fast: 
     """Restore `frames` synthetic size² frames through the streaming aligned-mode engine with the tiny KEEP and
     report time and peak RSS (run each length in a fresh process to compare peaks)."""
     from ..aligned import restore_aligned
-    from .cpu import CpuOptions, optimize_cpu
+    from .cpu import optimize_cpu
 
     model = build_synthetic_keep("tiny")
-    if fast:  # the flow stays in torch: a first-use ONNX export inside one run would skew the peak comparison
-        optimize_cpu(model, CpuOptions(onnx_flow=False))
+    if fast:
+        optimize_cpu(model)
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (size + 64, size + 64, 3), dtype=np.uint8)
 

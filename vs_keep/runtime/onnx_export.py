@@ -70,6 +70,19 @@ def export_decoder_onnx(model: nn.Module, path: str | os.PathLike[str], *, batch
     return path, spec
 
 
+def session_options(threads: int | None) -> Any:
+    """onnxruntime options for sharing the CPU with torch: full graph optimisation, and no spin-waiting of idle
+    intra-op threads after a run (they would steal the cores from the torch stages that follow)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    return options
+
+
 class OrtDecoder:
     """Runs an exported decoder with onnxruntime; callable like `decoder.torch_decoder(model)`."""
 
@@ -77,11 +90,7 @@ class OrtDecoder:
                  threads: int | None = None) -> None:
         import onnxruntime as ort  # lazy: optional dependency
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(str(path), options, providers=list(providers))
+        self.session = ort.InferenceSession(str(path), session_options(threads), providers=list(providers))
         self.spec = spec
 
     def feeds(self, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> dict[str, np.ndarray]:
@@ -174,11 +183,7 @@ class OrtFlow:
     def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
     def __call__(self, cur: Tensor, prev: Tensor) -> Tensor:
         outs = []
