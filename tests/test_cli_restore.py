@@ -14,7 +14,7 @@ import torch
 
 from media import probe, write_video
 from vs_keep.aligned import restore_aligned
-from vs_keep.models import load
+from vs_keep.engine import EngineOptions, load_model
 from vs_keep.models.synthetic import write_synthetic_checkpoint
 
 
@@ -47,7 +47,8 @@ def test_folder_to_folder_matches_engine(weights: Path, tmp_path: Path) -> None:
     outs = sorted((tmp_path / "out").glob("*.png"))
     assert len(outs) == 11
     torch.set_num_threads(2)
-    want = list(restore_aligned(load(weights), frames, chunk=8))
+    net, autocast = load_model(EngineOptions(weights=weights, device="cpu"))  # what the CLI ships (CPU rewrites on)
+    want = list(restore_aligned(net, frames, chunk=8, autocast=autocast))
     got = [cv2.imread(str(p))[..., ::-1] for p in outs]
     for w, g in zip(want, got):
         assert np.abs(w.astype(int) - g.astype(int)).max() <= 1

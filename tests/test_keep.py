@@ -9,9 +9,11 @@ import torch
 
 from conftest import fixture_path
 from synth import load_shapes, save_legacy, synth_state_dict
+from vs_keep.engine import EngineOptions, load_model
 from vs_keep.models import load
 from vs_keep.models.keep import KEEP, keep_config_from_state_dict
 from vs_keep.models.synthetic import small_keep_config, write_synthetic_checkpoint
+from vs_keep.runtime.cpu import is_optimized
 
 
 def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -24,10 +26,31 @@ def golden() -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def keep_full(tmp_path_factory: pytest.TempPathFactory) -> KEEP:
+def keep_path(tmp_path_factory: pytest.TempPathFactory):
     sd = synth_state_dict(load_shapes(fixture_path("keep_state_dict_shapes.json")))
-    path = save_legacy(sd, tmp_path_factory.mktemp("keep") / "KEEP-synthetic.pth")  # legacy format, flat, like the release
-    model = load(path, device="cpu", dtype=torch.float32)
+    return save_legacy(sd, tmp_path_factory.mktemp("keep") / "KEEP-synthetic.pth")  # legacy format, flat, like the release
+
+
+#: max abs logit error given the official flows. Plain fp32 lands at ~1e-5; the shipped CPU path's Winograd
+#: convolutions round ~7x coarser per layer (runtime.cpu) and land at ~1e-4, still 50x below the smallest
+#: official top-2 margin that does not flip (the knife-edge token's 4.8e-5 is the exception handled below).
+LOGIT_TOL = {"reference": 1e-4, "shipped": 5e-4}
+
+
+@pytest.fixture(scope="module", params=["reference", "shipped"])
+def variant(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def keep_full(variant: str, keep_path) -> KEEP:
+    """The plain fp32 eager model, and the model as the engine ships it on CPU (fp32 with the convolution
+    rewrites of vs_keep.runtime.cpu): both must meet the official numbers."""
+    if variant == "reference":
+        model = load(keep_path, device="cpu", dtype=torch.float32)
+    else:
+        model, _ = load_model(EngineOptions(weights=keep_path, device="cpu"))
+        assert is_optimized(model)
     assert isinstance(model, KEEP)
     return model
 
@@ -82,12 +105,12 @@ def test_chunk_stage_parity(run: dict, golden: dict[str, torch.Tensor]) -> None:
 
 
 @pytest.mark.slow
-def test_recurrent_stage_parity(run_official_flows: dict, golden: dict[str, torch.Tensor]) -> None:
+def test_recurrent_stage_parity(run_official_flows: dict, golden: dict[str, torch.Tensor], variant: str) -> None:
     """Given the official flows, every recurrent stage and every frame matches the official implementation."""
     traces, out = run_official_flows["traces"], run_official_flows["out"]
     for t, tr in enumerate(traces):
         assert rel_l2(tr["z_hat"].flatten(2).permute(2, 0, 1), golden["z_hat_tokens"][t]) < 1e-4
-        assert (tr["logits"].permute(1, 0, 2) - golden["logits"][t]).abs().max() < 1e-4
+        assert (tr["logits"].permute(1, 0, 2) - golden["logits"][t]).abs().max() < LOGIT_TOL[variant]
         assert torch.equal(tr["idx"].permute(1, 0), golden["top_idx"][t])
         if t > 0:
             assert rel_l2(tr["z_prime"], golden["z_prime"][t - 1]) < 1e-4

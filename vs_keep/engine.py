@@ -3,13 +3,23 @@ filter, so both restore a video identically)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ContextManager
 
 import torch
+from torch import nn
 
 from .errors import InputError
 from .random_access import RandomAccessRestorer
+
+log = logging.getLogger(__name__)
+
+#: codebook decoder runtimes for KEEP ("auto": TensorRT on CUDA when installed, else eager torch)
+DECODERS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,9 @@ class EngineOptions:
     tiny_min: float = 12.0
     download: bool = True
     cache_chunks: int = 3
+    decoder: str = "auto"
+    #: fp32 CPU convolution rewrites (`vs_keep.runtime.cpu`, ~2x faster; parity kept); False = reference ops
+    cpu_fast: bool = True
 
 
 def pick_device(device: str | None) -> str:
@@ -60,10 +73,77 @@ def validate(o: EngineOptions) -> None:
         raise InputError(f"fidelity must be in [0, 1], got {o.fidelity}")
     if o.min_face < 0:
         raise InputError(f"min_face must be >= 0, got {o.min_face}")
+    if o.decoder not in DECODERS:
+        raise InputError(f"decoder must be one of {', '.join(DECODERS)}, got {o.decoder!r}")
+    if o.decoder in ("onnxruntime", "tensorrt") and o.model != "keep":
+        raise InputError(f"decoder={o.decoder!r} runs KEEP's codebook decoder; use decoder='auto' with model={o.model!r}")
     if o.tiny_faces not in (None, "dic"):
         raise InputError(f"tiny_faces must be None or 'dic', got {o.tiny_faces!r}")
     if o.tiny_faces and not 0 < o.tiny_min < o.min_face:
         raise InputError(f"tiny_min must be in (0, min_face={o.min_face:g}): faces in between go to DIC, got {o.tiny_min}")
+
+
+AutocastFactory = Callable[[], ContextManager[Any]]
+
+
+def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
+    """Load the KEEP/CodeFormer weights and prepare them for the device: what every entry point runs.
+
+    Returns the model and the autocast context to run it under. CPU: fp32 with the CPU rewrites (`cpu_fast`).
+    CUDA: fp32, or with `fp16` the precision policy of `vs_keep.runtime.precision` (autocast with fp32 islands for
+    the stages whose codebook indices break in 16 bits); KEEP's decoder per `decoder`.
+    """
+    from .models import load
+    from .runtime.backends import TorchBackend
+    from .weights import resolve
+
+    validate(o)
+    device = pick_device(o.device)
+    precision = "fp16" if (o.fp16 and device.startswith("cuda")) else "fp32"
+    if o.fp16 and precision == "fp32":
+        log.info("fp16 applies to CUDA only; running fp32 on %s", device)
+    path = resolve(o.weights or o.model, download=o.download)
+    net = load(path, device=device, dtype=torch.float32)
+    kind = getattr(net, "model_id", None)
+    if kind != o.model:
+        raise InputError(f"weights {path} hold a '{kind}' model, not '{o.model}' (set model='{kind}')")
+    if device.startswith("cuda") and precision == "fp32" and torch.backends.cudnn.allow_tf32:
+        # cuDNN convolutions default to TF32 (10-bit mantissa), which flips codebook indices like fp16 encoders do
+        torch.backends.cudnn.allow_tf32 = False
+        log.info("fp32 on CUDA: TF32 convolutions turned off (process-wide) to keep official numerics")
+    backend = TorchBackend(device=device, precision=precision, cpu_fast=o.cpu_fast)
+    net = backend.prepare(net)
+    if kind == "keep":
+        _install_decoder(net, o.decoder, device, precision)
+    autocast: AutocastFactory = backend.autocast if precision != "fp32" else contextlib.nullcontext
+    return net, autocast
+
+
+def _install_decoder(net: nn.Module, decoder: str, device: str, precision: str) -> None:
+    """Hand KEEP's codebook decoder to onnxruntime / TensorRT when asked (`auto`: TensorRT on CUDA if installed)."""
+    from .runtime.backends import OrtBackend, TensorRTBackend
+
+    if decoder == "torch" or (decoder == "auto" and not device.startswith("cuda")):
+        return
+    if decoder == "onnxruntime":
+        if device.startswith("cuda"):
+            raise InputError("decoder='onnxruntime' runs on CPU; use device='cpu', or decoder='tensorrt' on CUDA")
+        net.set_decoder(OrtBackend().decoder(net))
+        return
+    if not device.startswith("cuda"):
+        raise InputError("decoder='tensorrt' needs CUDA; use device='cuda', or decoder='auto' on CPU")
+    import importlib.util
+
+    if decoder == "auto" and importlib.util.find_spec("tensorrt") is None:
+        return
+    device_id = torch.device(device).index or 0
+    trt = TensorRTBackend(device_id=device_id, precision="fp16" if precision == "fp16" else "fp32")
+    try:
+        net.set_decoder(trt.decoder(net))
+    except Exception as exc:  # noqa: BLE001 - auto: any build problem leaves the eager decoder
+        if decoder == "tensorrt":
+            raise
+        log.warning("TensorRT decoder unavailable (%s); the codebook decoder runs in PyTorch", exc)
 
 
 def build_engine(o: EngineOptions) -> RandomAccessRestorer:
@@ -72,15 +152,9 @@ def build_engine(o: EngineOptions) -> RandomAccessRestorer:
     from .models import load
     from .weights import resolve
 
-    validate(o)
+    net, autocast = load_model(o)
     device = pick_device(o.device)
-    dtype = torch.float16 if (o.fp16 and device.startswith("cuda")) else torch.float32
-    path = resolve(o.weights or o.model, download=o.download)
-    net = load(path, device=device, dtype=dtype)
-    kind = getattr(net, "model_id", None)
-    if kind != o.model:
-        raise InputError(f"weights {path} hold a '{kind}' model, not '{o.model}' (set model='{kind}')")
-    factory = restorer_factory(net, fidelity=o.fidelity)
+    factory = restorer_factory(net, fidelity=o.fidelity, autocast=autocast)
     tiny = None
     if o.tiny_faces:
         from .face.tiny import TinyFaceRestorer

@@ -32,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiny-weights", help="restore faces smaller than --min-face with DIC (x8) from this checkpoint")
     p.add_argument("--tiny-min", type=float, default=12.0, help="smallest face (px) given to DIC (default 12)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--fp16", action="store_true", help="CUDA: fp16 where the accuracy guard allows (generator, gains)")
+    p.add_argument("--decoder", choices=["auto", "torch", "onnxruntime", "tensorrt"], default="auto",
+                   help="KEEP codebook decoder runtime (auto: TensorRT on CUDA when installed, else PyTorch)")
+    p.add_argument("--reference-ops", action="store_true", help="CPU: plain fp32 eager ops instead of the ~2x faster rewrites")
     p.add_argument("--codec", default="libx264", help="video encoder (default libx264)")
     p.add_argument("--crf", type=int, default=18, help="x264/x265 CRF (default 18)")
     p.add_argument("--preset", default="medium", help="x264/x265 preset (default medium)")
@@ -41,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..engine import EngineOptions, build_engine, pick_device, validate
+    from ..engine import EngineOptions, build_engine, load_model, pick_device
     from ..video import FrameSink, FrameSource
 
     if args.chunk < 1:
@@ -53,18 +57,18 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights, model=args.model, device=args.device, faces=args.faces, chunk=args.chunk,
         scene_reset=False, upscale=args.upscale, min_face=args.min_face, detector=args.detector,
         fidelity=args.fidelity, parse=args.parse, exact=args.exact, tiny_faces="dic" if args.tiny_weights else None,
-        tiny_weights=args.tiny_weights, tiny_min=args.tiny_min,
+        tiny_weights=args.tiny_weights, tiny_min=args.tiny_min, fp16=args.fp16, decoder=args.decoder,
+        cpu_fast=not args.reference_ops,
     )
+    if pick_device(args.device) == "cpu":
+        from ..runtime.cpu import tune_malloc
+
+        tune_malloc(True)  # this process is ours: reuse activation memory instead of page-faulting it in (~1.5x)
     if args.aligned:
         from ..aligned import restore_aligned
-        from ..models import load
-        from ..weights import resolve
 
-        validate(options)
-        net = load(resolve(args.weights or args.model), device=pick_device(args.device))
-        if getattr(net, "model_id", None) != args.model:
-            raise InputError(f"--weights holds a '{getattr(net, 'model_id', '?')}' model, not '{args.model}' (see --model)")
-        frames = restore_aligned(net, source, chunk=args.chunk, fidelity=args.fidelity)
+        net, autocast = load_model(options)
+        frames = restore_aligned(net, source, chunk=args.chunk, fidelity=args.fidelity, autocast=autocast)
     else:
         from ..random_access import restore_stream
 

@@ -8,11 +8,12 @@ frame); CodeFormer restores frame by frame.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ContextManager
 
 import torch
 from torch import nn
@@ -40,10 +41,13 @@ class ModuleRestorer:
     """Runs a loaded KEEP module (whole chunk per call) or CodeFormer module (`batch` frames per call).
 
     fidelity: CodeFormer's w (0 = most generative, 1 = closest to the input); ignored by KEEP.
+    autocast: context factory entered around every model call (the precision policy of `vs_keep.runtime`).
     """
 
-    def __init__(self, module: nn.Module, *, kind: str | None = None, fidelity: float = 0.5, batch: int = 4) -> None:
+    def __init__(self, module: nn.Module, *, kind: str | None = None, fidelity: float = 0.5, batch: int = 4,
+                 autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> None:
         self.module = module
+        self.autocast = autocast
         self.kind = kind or ("codeformer" if _is_codeformer(module) else "keep")
         if self.kind not in ("keep", "codeformer"):
             raise InputError(f"restorer kind must be 'keep' or 'codeformer', got {self.kind!r}")
@@ -65,7 +69,7 @@ class ModuleRestorer:
 
     def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
         x = chunk.to(self.device, self.dtype)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             if self.kind == "codeformer":
                 out = torch.cat([self._forward(x[i : i + self.batch]) for i in range(0, len(x), self.batch)])
             else:
@@ -92,9 +96,10 @@ def restorer_factory(
     dtype: torch.dtype = torch.float32,
     fidelity: float = 0.5,
     download: bool = False,
+    autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
 ) -> SharedRestorerFactory:
     """Factory for a KEEP or CodeFormer model: a loaded module, a weights path or a registry name ("keep",
-    "codeformer"; looked up in the weights cache, downloaded only when `download`)."""
+    "codeformer"; looked up in the weights cache, downloaded only when `download`). `autocast`: see ModuleRestorer."""
     if isinstance(model, nn.Module):
         module = model
     else:
@@ -102,7 +107,7 @@ def restorer_factory(
         from ..weights import resolve
 
         module = load(resolve(model, download=download), device=device, dtype=dtype)
-    restorer = ModuleRestorer(module, fidelity=fidelity)
+    restorer = ModuleRestorer(module, fidelity=fidelity, autocast=autocast)
     log.debug("restorer: %s, face size %d", restorer.kind, restorer.face_size)
     return SharedRestorerFactory(restorer, restorer.face_size)
 
@@ -142,7 +147,7 @@ class ClipRun:
         r = self.restorer
         if self._kind == "keep" and hasattr(self._module, "step"):
             m = self._module
-            with torch.inference_mode():
+            with torch.inference_mode(), r.autocast():
                 if self._chunk is None:
                     self._chunk = m.prepare_chunk(self.clip.to(r.device, r.dtype))
                     self._state = m.initial_state()

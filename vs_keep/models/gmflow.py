@@ -134,7 +134,9 @@ def _window_attention(
     scores = torch.matmul(qw, kw.transpose(1, 2)).div_(c**0.5)
     if shift and mask is not None:
         n, lw = mask.shape[0], mask.shape[1]
-        scores.view(b, n, lw, lw).add_(mask)  # the same mask per window index for every batch entry
+        # the same mask per window index for every batch entry; out of place because the TorchScript ONNX exporter
+        # drops an in-place add on a view (same values, one more score buffer)
+        scores = (scores.view(b, n, lw, lw) + mask).view(b * n, lw, lw)
     out = torch.matmul(torch.softmax(scores, dim=-1), vw)
     out = _merge_windows(out, b, h, w, splits)
     if shift:

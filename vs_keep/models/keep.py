@@ -15,6 +15,7 @@ The state is an explicit immutable value, so streaming callers (the VapourSynth 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +27,10 @@ from .fusion import CrossFrameAttention
 from .gmflow import GMFlow, gmflow_kwargs_from_state_dict
 from .kalman import KalmanGainNet, kalman_update
 from .vqgan import Encoder
+
+#: (idx (1, L), SFT features {res: (1, C, r, r)}, CFA memory or None at t = 0) -> (raw output, new memory);
+#: the signature of `vs_keep.runtime.decoder.DecoderFn`
+DecoderFn = Callable[[Tensor, dict[int, Tensor], "dict[int, Tensor] | None"], tuple[Tensor, dict[int, Tensor]]]
 
 KEY_MARKERS = ("kalman_filter.kalman_gain_calculator.3.weight", "hq_encoder.blocks.0.weight", "flownet.model.backbone.conv1.weight")
 
@@ -102,6 +107,12 @@ class KEEP(CodeTransformerCore):
             }
         )
         self.cross_fuse_list = tuple(config.cross_fuse)
+        self.codebook_decoder: DecoderFn | None = None
+
+    def set_decoder(self, decoder: "DecoderFn | None") -> None:
+        """Run the decode half of `step` (quantizer lookup, generator, SFT, CFA) with `decoder` instead of eager
+        torch: a TensorRT or onnxruntime graph from `vs_keep.runtime.backends`. None restores the eager path."""
+        self.__dict__["codebook_decoder"] = decoder  # a plain attribute even if `decoder` is an nn.Module
 
     # ---- chunk stage ---------------------------------------------------------------------------------------
 
@@ -157,6 +168,13 @@ class KEEP(CodeTransformerCore):
             if trace is not None:
                 trace["z_prime"] = z_prime
         logits = self.code_logits(z_hat)
+        if self.codebook_decoder is not None:
+            idx = logits.argmax(dim=2)
+            feats = {r: chunk.feats[r][t : t + 1] for r in self.connect_list}
+            out, memory = self.codebook_decoder(idx, feats, state.memory if t > 0 else None)
+            if trace is not None:
+                trace.update(z_hat=z_hat, logits=logits, idx=idx)
+            return out, KeepState(t=t + 1, prev_out=out, memory=memory)
         idx, quant = self.lookup(logits)
         memory = dict(state.memory)
 

@@ -13,7 +13,6 @@ TensorRT builder and the runners agree on one order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,9 +20,7 @@ from torch import Tensor, nn
 
 __all__ = ["CodebookDecoder", "DecoderFn", "DecoderSpec", "decoder_spec", "torch_decoder"]
 
-#: (idx (B, L) int64, SFT features {res: (B, C, r, r)}, CFA memory {res: (B, C, r, r)} or None at t = 0)
-#: -> (raw output (B, 3, S, S), new memory {res: ...})
-DecoderFn = Callable[[Tensor, dict[int, Tensor], "dict[int, Tensor] | None"], tuple[Tensor, dict[int, Tensor]]]
+from ..models.keep import DecoderFn  # (idx, SFT features, CFA memory | None) -> (raw output, new memory)
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,8 @@ def build_engine(onnx_path: Path, paths: dict[str, Path], identity: dict[str, An
             config.set_flag(trt.BuilderFlag.FP16)
         elif precision == "bf16":
             config.set_flag(trt.BuilderFlag.BF16)
+        else:  # TensorRT allows TF32 (10-bit mantissa) by default: too coarse for the codebook argmax
+            config.clear_flag(trt.BuilderFlag.TF32)
         if precision != "fp32" and fp32_layers:
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
             log.debug("TensorRT: %d layers pinned to fp32", _pin_fp32(trt, network, fp32_layers))

@@ -1,0 +1,101 @@
+"""How the engine runs the model: the CPU rewrites, the precision policy and the pluggable codebook decoder are
+what `vs-keep restore` and `vs_keep.keep` ship, so they are checked here through `vs_keep.engine.load_model`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vs_keep.engine import EngineOptions, build_engine, load_model
+from vs_keep.errors import InputError
+from vs_keep.models.synthetic import write_synthetic_checkpoint
+from vs_keep.runtime.cpu import is_optimized
+from vs_keep.runtime.decoder import torch_decoder
+
+
+@pytest.fixture(scope="module")
+def keep_weights(tmp_path_factory: pytest.TempPathFactory):
+    return write_synthetic_checkpoint(tmp_path_factory.mktemp("w") / "keep_small.pth", "keep", "small")
+
+
+@pytest.fixture(scope="module")
+def codeformer_weights(tmp_path_factory: pytest.TempPathFactory):
+    return write_synthetic_checkpoint(tmp_path_factory.mktemp("w") / "cf_small.pth", "codeformer", "small")
+
+
+def frames(n: int = 3, size: int = 128) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(5)) * 2 - 1
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def test_cpu_ships_the_fast_path_and_reference_on_request(keep_weights) -> None:
+    fast, autocast = load_model(EngineOptions(weights=keep_weights, device="cpu"))
+    ref, _ = load_model(EngineOptions(weights=keep_weights, device="cpu", cpu_fast=False))
+    assert is_optimized(fast) and not is_optimized(ref)
+    assert fast.codebook_decoder is None  # auto on CPU: eager torch decoder
+    x = frames()
+    with torch.inference_mode(), autocast():
+        got, want = fast(x), ref(x)
+    assert rel(got, want) < 1e-4
+
+
+def test_fp16_request_on_cpu_runs_fp32(keep_weights) -> None:
+    net, autocast = load_model(EngineOptions(weights=keep_weights, device="cpu", fp16=True))
+    assert next(net.parameters()).dtype == torch.float32
+    with autocast():
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_installed_decoder_replaces_the_decode_half(keep_weights) -> None:
+    net, _ = load_model(EngineOptions(weights=keep_weights, device="cpu", cpu_fast=False))
+    x = frames()
+    with torch.inference_mode():
+        want = net(x)
+        calls = []
+        eager = torch_decoder(net)
+
+        def counting(idx, feats, memory):
+            calls.append(memory is None)
+            return eager(idx, feats, memory)
+
+        net.set_decoder(counting)
+        got = net(x)
+        net.set_decoder(None)
+        again = net(x)
+    assert calls == [True, False, False]  # no CFA memory at the chunk's first frame only
+    assert torch.equal(got, want) and torch.equal(again, want)
+    assert "codebook_decoder" not in dict(net.named_modules()) and len(net.state_dict()) == len(net.state_dict(keep_vars=True))
+
+
+def test_onnxruntime_decoder_through_the_engine(keep_weights, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    from vs_keep.runtime.onnx_export import OrtDecoder
+
+    monkeypatch.setenv("VS_KEEP_CACHE", str(tmp_path))
+    net, _ = load_model(EngineOptions(weights=keep_weights, device="cpu", decoder="onnxruntime"))
+    assert isinstance(net.codebook_decoder, OrtDecoder)
+    ref, _ = load_model(EngineOptions(weights=keep_weights, device="cpu"))
+    x = frames()
+    with torch.inference_mode():
+        assert rel(net(x), ref(x)) < 1e-4
+
+
+def test_decoder_option_errors(keep_weights, codeformer_weights) -> None:
+    with pytest.raises(InputError, match="decoder must be one of"):
+        load_model(EngineOptions(weights=keep_weights, device="cpu", decoder="trt"))
+    with pytest.raises(InputError, match="needs CUDA"):
+        load_model(EngineOptions(weights=keep_weights, device="cpu", decoder="tensorrt"))
+    with pytest.raises(InputError, match="KEEP's codebook decoder"):
+        build_engine(EngineOptions(weights=codeformer_weights, model="codeformer", device="cpu", decoder="onnxruntime"))
+
+
+def test_codeformer_gets_the_cpu_path_too(codeformer_weights) -> None:
+    net, _ = load_model(EngineOptions(weights=codeformer_weights, model="codeformer", device="cpu"))
+    ref, _ = load_model(EngineOptions(weights=codeformer_weights, model="codeformer", device="cpu", cpu_fast=False))
+    assert is_optimized(net)
+    x = frames(2)
+    with torch.inference_mode():
+        assert rel(net(x, w=0.5, adain=True), ref(x, w=0.5, adain=True)) < 1e-4
