@@ -38,6 +38,8 @@ def keep(
     matrix_in_s: str | None = None,
     debug_props: bool = True,
     download: bool = True,
+    decoder: str = "auto",
+    cpu_fast: bool = True,
 ) -> Any:
     """Restore the faces of `clip` with KEEP (or CodeFormer per frame).
 
@@ -47,7 +49,11 @@ def keep(
     weights: checkpoint file; default: the official file for `model` from the weights cache (downloaded on first
         use unless download=False).
     model: "keep" (temporal, chunks) or "codeformer" (per frame, `fidelity` = w).
-    device: "cpu", "cuda" or "cuda:N"; default cuda when available. fp16: half precision on CUDA (default off).
+    device: "cpu", "cuda" or "cuda:N"; default cuda when available. fp16: CUDA only, 16-bit where the accuracy guard
+        allows (generator and Kalman gains; the rest stays fp32); default off.
+    decoder: KEEP's codebook decoder: "auto" (TensorRT on CUDA when installed, engine built once and cached; else
+        PyTorch), "torch", "tensorrt", "onnxruntime" (CPU). cpu_fast: fp32 CPU convolution rewrites (~2x; official
+        parity kept); False runs the plain eager ops.
     faces: "all", "largest" (official) or "center". min_face: smallest face (box side, px) restored by KEEP.
     chunk: frames per KEEP clip; the recurrent state resets at every multiple of `chunk` and, with scene_reset, at
         every frame with `_SceneChangePrev` set. Output n depends only on n's chunk: seeking is exact.
@@ -74,6 +80,7 @@ def keep(
         scene_reset=scene_reset, upscale=upscale, min_face=float(min_face), detector=detector, fidelity=fidelity,
         parse=parse, exact=exact, antialias=antialias, max_gap=max_gap, tiny_faces=tiny_faces,
         tiny_weights=tiny_weights, tiny_min=float(tiny_min), download=download, cache_chunks=max(3, num_streams + 2),
+        decoder=decoder, cpu_fast=bool(cpu_fast),
     )
     try:
         with stdout_to_stderr():  # load everything now, never lazily inside frame callbacks

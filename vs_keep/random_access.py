@@ -28,10 +28,11 @@ from .errors import InputError
 import torch
 
 from .face import FacePaste, PlacedFace, align_face, alignment_matrix, chunk_window, detect_faces, paste_faces, plan_chunk
+from .face.plan import check_restore_layout
 from .face.restorers import ClipRun
 from .face.smooth import ENDS, SIGMA
 from .face.tiny import TinyFace, TinyFaceRestorer, box_side
-from .face.track import FACES_MODES, LinkParams
+from .face.track import LinkParams
 from .face.types import Detection, Detector
 
 log = logging.getLogger(__name__)
@@ -141,12 +142,7 @@ class RandomAccessRestorer:
         tiny: TinyFaceRestorer | None = None,
         tiny_min: float = 12.0,
     ) -> None:
-        if faces not in FACES_MODES:
-            raise InputError(f"faces must be one of {', '.join(FACES_MODES)}, got {faces!r}")
-        if int(chunk) < 1:
-            raise InputError(f"chunk must be >= 1 frame, got {chunk}")
-        if int(upscale) != upscale or upscale < 1:
-            raise InputError(f"upscale must be a whole number >= 1, got {upscale}")
+        check_restore_layout(faces, chunk, upscale)
         self.restorer_factory = restorer_factory
         self.face_size = int(getattr(restorer_factory, "face_size", 512))
         self.detector = detector

@@ -24,10 +24,10 @@ from ..errors import InputError
 from .align import alignment_matrix, align_face
 from .detect import create_detector, detect_faces
 from .paste import FacePaste, paste_faces
-from .plan import Segment, TrackIds, chunk_window, plan_chunk
+from .plan import Segment, TrackIds, check_restore_layout, chunk_window, plan_chunk
 from .restorers import Restorer, restorer_factory as make_restorer_factory
 from .smooth import ENDS, SIGMA
-from .track import FACES_MODES, LinkParams
+from .track import LinkParams
 from .types import Detection, Detector, PlacedFace
 
 log = logging.getLogger(__name__)
@@ -107,12 +107,7 @@ class FacePipeline:
         exact: bool = False,
         with_alpha: bool = False,
     ) -> None:
-        if faces not in FACES_MODES:
-            raise InputError(f"faces must be one of {', '.join(FACES_MODES)}, got {faces!r}")
-        if int(chunk) < 1:
-            raise InputError(f"chunk must be >= 1 frame, got {chunk}")
-        if int(upscale) != upscale or upscale < 1:
-            raise InputError(f"upscale must be a whole number >= 1, got {upscale}")
+        check_restore_layout(faces, chunk, upscale)
         if background not in ("bilinear", "realesrgan"):
             raise InputError(f"background must be 'bilinear' or 'realesrgan', got {background!r}")
         if restorer_factory is None:

@@ -16,9 +16,19 @@ import numpy as np
 
 from ..errors import InputError
 from .smooth import SIGMA, gaussian_radius, smooth_at
-from .track import LinkParams, link_tracks
+from .track import FACES_MODES, LinkParams, link_tracks
 from .types import Detection
 
+
+
+def check_restore_layout(faces: str, chunk: int, upscale: int) -> None:
+    """The options every restoring front end (streaming pipeline, random-access engine) validates the same way."""
+    if faces not in FACES_MODES:
+        raise InputError(f"faces must be one of {', '.join(FACES_MODES)}, got {faces!r}")
+    if int(chunk) < 1:
+        raise InputError(f"chunk must be >= 1 frame, got {chunk}")
+    if int(upscale) != upscale or upscale < 1:
+        raise InputError(f"upscale must be a whole number >= 1, got {upscale}")
 
 @dataclass(frozen=True, eq=False)
 class Segment:
