@@ -47,7 +47,8 @@ class EngineOptions:
     download: bool = True
     cache_chunks: int = 3
     decoder: str = "auto"
-    #: fp32 CPU convolution rewrites (`vs_keep.runtime.cpu`, ~2x faster; parity kept); False = reference ops
+    #: CPU: fp32 convolution rewrites (`vs_keep.runtime.cpu`; parity kept) and glibc keeping freed activation
+    #: memory for reuse (process-wide); False = reference ops, allocator untouched
     cpu_fast: bool = True
 
 
@@ -113,6 +114,11 @@ def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
         log.info("fp32 on CUDA: TF32 convolutions turned off (process-wide) to keep official numerics")
     backend = TorchBackend(device=device, precision=precision, cpu_fast=o.cpu_fast)
     net = backend.prepare(net)
+    if o.cpu_fast and device == "cpu":
+        from .runtime.cpu import tune_malloc
+
+        # measured under vspipe (full KEEP, 2 faces, 640x480): 1.17x faster, peak RSS +11 %; flat over length
+        tune_malloc(True)
     if kind == "keep":
         _install_decoder(net, o.decoder, device, precision)
     autocast: AutocastFactory = backend.autocast if precision != "fp32" else contextlib.nullcontext

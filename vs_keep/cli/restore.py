@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..engine import EngineOptions, build_engine, load_model, pick_device
+    from ..engine import EngineOptions, build_engine, load_model
     from ..video import FrameSink, FrameSource
 
     if args.chunk < 1:
@@ -60,10 +60,6 @@ def run(args: argparse.Namespace) -> int:
         tiny_weights=args.tiny_weights, tiny_min=args.tiny_min, fp16=args.fp16, decoder=args.decoder,
         cpu_fast=not args.reference_ops,
     )
-    if pick_device(args.device) == "cpu":
-        from ..runtime.cpu import tune_malloc
-
-        tune_malloc(True)  # this process is ours: reuse activation memory instead of page-faulting it in (~1.5x)
     if args.aligned:
         from ..aligned import restore_aligned
 

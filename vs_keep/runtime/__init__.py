@@ -2,6 +2,6 @@
 ONNX / onnxruntime (`onnx_export`), TensorRT (`trt`), backends (`backends`), the staged runner and benchmark
 helpers (`staged`, `measure`). Nothing is imported here: each module pulls in its optional dependencies lazily.
 
-Typical CPU use: `TorchBackend(device="cpu").prepare(model)` after `vs_keep.models.load(...)`, plus
-`cpu.tune_malloc()` in a process you own (the CLI). `vs-keep bench` measures all of it.
+What the engine ships is assembled in `vs_keep.engine.load_model` (CPU: `TorchBackend(device="cpu").prepare(model)`
+plus `cpu.tune_malloc()`; CUDA: precision policy and decoder backend). `vs-keep bench` measures all of it.
 """
