@@ -12,7 +12,8 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="keep", help="weights name in the cache ('keep') or a .pth path (default: keep)")
-    parser.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp16", help="engine precision (default fp16)")
+    parser.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp32",
+                        help="engine precision: fp32 (default) is the engine keep()/restore use by default, fp16 the one for fp16=True / --fp16")
     parser.add_argument("--device-id", type=int, default=0, help="CUDA device (default 0)")
     parser.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default 4)")
     parser.add_argument("--opt-level", type=int, default=3, help="TensorRT builder optimisation level 0-5 (default 3)")
