@@ -80,3 +80,20 @@ def test_options_kernels_and_memory(report: dict) -> None:
 def test_cli_dispatch_has_bench() -> None:
     proc = subprocess.run([sys.executable, "-m", "vs_keep", "bench", "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0 and "--quick" in proc.stdout
+
+
+def test_gpu_section_logic_on_cpu() -> None:
+    """The CUDA section only runs where a GPU is lent, so its bookkeeping is exercised here on the CPU: every
+    setting recorded with speed and accuracy vs the reference, results moved to CPU for the metrics, the TensorRT
+    rows saying why they are missing, and the 1080p one-face estimate including detection."""
+    from vs_keep.cli.bench import _cuda
+
+    section = _cuda(None, "tiny", 1, ["fp32"], None, 2, device="cpu")
+    rows = {r["setting"]: r for r in section["runs"]}
+    assert set(rows) == {"reference", "fp32+torch-kernels", "fp32+cupy", "fp32+cupy+trt-decoder"}
+    for name in ("fp32+torch-kernels", "fp32+cupy"):
+        assert _number(rows[name]["fps"]) and rows[name]["vs_reference"]["index_agreement_min"] == 1.0
+    assert "error" in rows["fp32+cupy+trt-decoder"]
+    one = section["1080p"]
+    assert one["includes_detection"] and _number(one["fps_1080p_1_face"]) and one["fps_1080p_1_face"] < one["fps_512_crops"]
+    assert section["tf32_convolutions_shipped"] is False
