@@ -109,7 +109,7 @@ def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
     if kind != o.model:
         raise InputError(f"weights {path} hold a '{kind}' model, not '{o.model}' (set model='{kind}')")
     if device.startswith("cuda") and precision == "fp32" and torch.backends.cudnn.allow_tf32:
-        # cuDNN convolutions default to TF32 (10-bit mantissa), which flips codebook indices like fp16 encoders do
+        # cuDNN convolutions default to TF32: fp16's 10-bit mantissa, at which the encoders flip codebook indices
         torch.backends.cudnn.allow_tf32 = False
         log.info("fp32 on CUDA: TF32 convolutions turned off (process-wide) to keep official numerics")
     backend = TorchBackend(device=device, precision=precision, cpu_fast=o.cpu_fast)
