@@ -161,6 +161,10 @@ def test_clear_errors(media, tmp_path: Path) -> None:
         keep(src, weights=w, chunk=0)
     with pytest.raises(vs.Error, match="keep: faces must be"):
         keep(src, weights=w, faces="some")
+    with pytest.raises(vs.Error, match="keep: decoder must be one of auto, torch"):
+        keep(src, weights=w, decoder="trt")
+    with pytest.raises(vs.Error, match="keep: decoder='tensorrt' needs CUDA"):
+        keep(src, weights=w, device="cpu", decoder="tensorrt")
     with pytest.raises(vs.Error, match="keep: .*does not exist"):
         keep(src, weights=str(tmp_path / "missing.pth"))
     cf = write_synthetic_checkpoint(tmp_path / "cf.pth", "codeformer", "small")
