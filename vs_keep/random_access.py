@@ -28,9 +28,9 @@ from .errors import InputError
 import torch
 
 from .face import FacePaste, PlacedFace, align_face, alignment_matrix, chunk_window, detect_faces, paste_faces, plan_chunk
-from .face.plan import check_restore_layout
+from .face.plan import check_restore_layout, resolve_smoothing_ends
 from .face.restorers import ClipRun
-from .face.smooth import ENDS, SIGMA
+from .face.smooth import SIGMA
 from .face.tiny import TinyFace, TinyFaceRestorer, box_side
 from .face.track import LinkParams
 from .face.types import Detection, Detector
@@ -150,9 +150,7 @@ class RandomAccessRestorer:
         self.faces, self.min_face_size = faces, float(min_face_size)
         self.link = LinkParams(max_gap=int(max_gap))
         self.sigma = float(sigma)
-        self.ends = smoothing_ends or ("reflect" if exact else "linear")
-        if self.ends not in ENDS:
-            raise InputError(f"smoothing_ends must be one of {', '.join(ENDS)}, got {smoothing_ends!r}")
+        self.ends = resolve_smoothing_ends(smoothing_ends, exact)
         self.upscale, self.antialias, self.exact = int(upscale), bool(antialias), bool(exact)
         self.parser, self.background = parser, background
         self.tiny, self.tiny_min = tiny, float(tiny_min)

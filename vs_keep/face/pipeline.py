@@ -24,9 +24,9 @@ from ..errors import InputError
 from .align import alignment_matrix, align_face
 from .detect import create_detector, detect_faces
 from .paste import FacePaste, paste_faces
-from .plan import Segment, TrackIds, check_restore_layout, chunk_window, plan_chunk
+from .plan import Segment, TrackIds, check_restore_layout, chunk_window, plan_chunk, resolve_smoothing_ends
 from .restorers import Restorer, restorer_factory as make_restorer_factory
-from .smooth import ENDS, SIGMA
+from .smooth import SIGMA
 from .track import LinkParams
 from .types import Detection, Detector, PlacedFace
 
@@ -123,9 +123,7 @@ class FacePipeline:
         self.chunk, self.faces, self.min_face_size = int(chunk), faces, float(min_face_size)
         self.link = LinkParams(max_gap=int(max_gap))
         self.sigma = float(sigma)
-        self.ends = smoothing_ends or ("reflect" if exact else "linear")
-        if self.ends not in ENDS:
-            raise InputError(f"smoothing_ends must be one of {', '.join(ENDS)}, got {smoothing_ends!r}")
+        self.ends = resolve_smoothing_ends(smoothing_ends, exact)
         self.upscale, self.antialias, self.exact = int(upscale), bool(antialias), bool(exact)
         self.with_alpha = bool(with_alpha)
         self.background = None

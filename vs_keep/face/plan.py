@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .smooth import SIGMA, gaussian_radius, smooth_at
+from .smooth import ENDS, SIGMA, gaussian_radius, smooth_at
 from .track import FACES_MODES, LinkParams, link_tracks
 from .types import Detection
 
@@ -29,6 +29,14 @@ def check_restore_layout(faces: str, chunk: int, upscale: int) -> None:
         raise InputError(f"chunk must be >= 1 frame, got {chunk}")
     if int(upscale) != upscale or upscale < 1:
         raise InputError(f"upscale must be a whole number >= 1, got {upscale}")
+
+
+def resolve_smoothing_ends(smoothing_ends: str | None, exact: bool) -> str:
+    """How landmark smoothing treats a track's ends: as asked, else official ("reflect") with `exact`, else "linear"."""
+    ends = smoothing_ends or ("reflect" if exact else "linear")
+    if ends not in ENDS:
+        raise InputError(f"smoothing_ends must be one of {', '.join(ENDS)}, got {smoothing_ends!r}")
+    return ends
 
 @dataclass(frozen=True, eq=False)
 class Segment:
