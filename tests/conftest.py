@@ -25,3 +25,15 @@ def fixture_path(name: str) -> Path:
     if not p.exists():
         pytest.skip(f"golden fixture {p} not available (set VS_KEEP_SHARED to the shared/ folder)")
     return p
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: one intra-op thread (on a busy 2-core machine two threads mostly wait on each other).
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

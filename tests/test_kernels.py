@@ -20,13 +20,7 @@ from vs_keep.kernels.warp import flow_warp_torch
 LANDMARKS = np.array([[150, 120], [210, 125], [180, 160], [155, 200], [205, 203]], np.float32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread (on a busy 2-core machine two threads mostly wait on each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

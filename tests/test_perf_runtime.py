@@ -15,13 +15,7 @@ from vs_keep.runtime.precision import EmulatedLowPrecision, apply_precision, aut
 from vs_keep.runtime.staged import StagedKeep
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread (on a busy 2-core machine two threads mostly wait on each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
