@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout without installing
 
-from vs_keep.cli.bench import main  # noqa: E402
+from vs_keep.bench.main import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

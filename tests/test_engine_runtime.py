@@ -108,7 +108,7 @@ def test_fp16_policy_runs_through_the_engine_restorer(keep_weights) -> None:
     from vs_keep.face.restorers import ClipRun, ModuleRestorer
     from vs_keep.models import load
     from vs_keep.runtime.backends import TorchBackend
-    from vs_keep.runtime.precision import EmulatedLowPrecision
+    from vs_keep.bench.emulation import EmulatedLowPrecision
 
     x = frames(3)
     ref_net = load(keep_weights)

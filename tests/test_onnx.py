@@ -13,7 +13,7 @@ import torch
 from vs_keep.runtime import backends
 from vs_keep.runtime.backends import TensorRTBackend
 from vs_keep.runtime.decoder import CodebookDecoder, decoder_spec, torch_decoder
-from vs_keep.runtime.measure import build_synthetic_keep
+from vs_keep.bench.synthetic import build_synthetic_keep
 from vs_keep.runtime.onnx_export import OrtDecoder, export_decoder_onnx, model_hash
 from vs_keep.runtime.trt import cache_root, engine_paths
 

@@ -86,9 +86,9 @@ def test_gpu_section_logic_on_cpu() -> None:
     """The CUDA section only runs where a GPU is lent, so its bookkeeping is exercised here on the CPU: every
     setting recorded with speed and accuracy vs the reference, results moved to CPU for the metrics, the TensorRT
     rows saying why they are missing, and the 1080p one-face estimate including detection."""
-    from vs_keep.cli.bench import _cuda
+    from vs_keep.bench.cuda import cuda_section
 
-    section = _cuda(None, "tiny", 1, ["fp32"], None, 2, device="cpu")
+    section = cuda_section(None, "tiny", 1, ["fp32"], None, 2, device="cpu")
     rows = {r["setting"]: r for r in section["runs"]}
     assert set(rows) == {"reference", "fp32+torch-kernels", "fp32+cupy", "fp32+cupy+trt-decoder"}
     for name in ("fp32+torch-kernels", "fp32+cupy"):

@@ -7,12 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vs_keep.bench.emulation import EmulatedLowPrecision
+from vs_keep.bench.parity import accuracy
+from vs_keep.bench.staged import StagedKeep
+from vs_keep.bench.synthetic import build_synthetic_keep
 from vs_keep.models.vqgan import ResBlock
 from vs_keep.runtime.backends import TorchBackend
 from vs_keep.runtime.cpu import CpuOptions, FastConv2d, FastResBlock, is_optimized, optimize_cpu, restore_reference, tune_malloc
-from vs_keep.runtime.measure import accuracy, build_synthetic_keep
-from vs_keep.runtime.precision import EmulatedLowPrecision, apply_precision, autocast_context
-from vs_keep.runtime.staged import StagedKeep
+from vs_keep.runtime.precision import apply_precision, autocast_context
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,6 +14,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 
 from ..face import FacePaste, align_face, alignment_matrix, create_detector, paste_faces, plan_chunk
 from ..face.types import Detection
+from .common import round_sig
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -97,3 +99,20 @@ if __name__ == "__main__":
 
     json.dump(run(), sys.stdout, indent=2)  # run as a script only: JSON report on stdout
     sys.stdout.write("\n")
+
+
+def faces_section(per_face_s: float | None, face_size: int, repeats: int, device: str = "cpu") -> dict[str, Any]:
+    """Faces section of the bench: 720p/1080p face stages (two faces per frame), scaled to 1 and 3 faces, plus the
+    restoration time per face of the shipped setting -> end-to-end fps estimates."""
+    out: dict[str, Any] = {"method": "face stages measured with 2 faces per frame, scaled per face; restore = shipped setting"}
+    for h, w in ((720, 1280), (1080, 1920)):
+        st = face_stage_timings(h, w, repeats=repeats, face_size=face_size, device=device)
+        n = max(int(st.get("faces", 0)), 1)
+        fixed_ms = float(st.get("detect_ms_min_face_20", 0.0)) + float(st.get("track_smooth_ms", 0.0))
+        per_face_ms = (float(st.get("align_ms", 0.0)) + float(st.get("paste_ms", 0.0))) / n
+        entry: dict[str, Any] = {"stages_ms": st}
+        for faces in (1, 3):
+            total_ms = fixed_ms + faces * per_face_ms + (faces * per_face_s * 1000 if per_face_s else 0.0)
+            entry[f"fps_{faces}_face{'s' if faces > 1 else ''}"] = round_sig(1000.0 / total_ms) if total_ms > 0 else None
+        out[f"{h}p"] = entry
+    return out

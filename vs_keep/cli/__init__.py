@@ -1,4 +1,5 @@
-"""`vs-keep` command line: a thin dispatcher over one module per subcommand.
+"""`vs-keep` command line: a thin dispatcher over one module per subcommand
+(`vs_keep/cli/`, and `vs_keep.bench.main` for `bench`).
 
 Each subcommand module defines `add_arguments(parser)` and `run(args) -> int`. Modules are imported only when
 their command runs, so `vs-keep download` does not pay for torch-heavy imports it does not need. The CLI is the
@@ -18,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("vs_keep.cli.download", "download official weights into the cache (hash-checked)"),
     "degrade": ("vs_keep.cli.degrade", "make a VFHQ/KEEP-style degraded copy of a video"),
     "eval": ("vs_keep.cli.evaluate", "fidelity / identity / temporal metrics of a restoration"),
-    "bench": ("vs_keep.cli.bench", "per-stage timings and fps (JSON)"),
+    "bench": ("vs_keep.bench.main", "per-stage timings and fps (JSON)"),
     "build-engine": ("vs_keep.cli.build_engine", "pre-build the TensorRT decoder engine"),
 }
 

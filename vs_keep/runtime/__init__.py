@@ -1,6 +1,7 @@
-"""How KEEP runs fast: CPU rewrites (`cpu`), precision policy (`precision`), the exportable decoder (`decoder`),
-ONNX / onnxruntime (`onnx_export`), TensorRT (`trt`), backends (`backends`), the staged runner and benchmark
-helpers (`staged`, `measure`). Nothing is imported here: each module pulls in its optional dependencies lazily.
+"""What the engine runs to make KEEP fast: CPU rewrites (`cpu`), precision policy (`precision`), the exportable
+decoder (`decoder`), ONNX / onnxruntime (`onnx_export`), TensorRT (`trt`), backends (`backends`). Nothing is
+imported here: each module pulls in its optional dependencies lazily. Benchmark-only code (the staged runner,
+synthetic models, accuracy metrics, 16-bit emulation) lives in `vs_keep.bench`.
 
 What the engine ships is assembled in `vs_keep.engine.load_model` (CPU: `TorchBackend(device="cpu").prepare(model)`
 plus `cpu.tune_malloc()`; CUDA: precision policy and decoder backend). `vs-keep bench` measures all of it.

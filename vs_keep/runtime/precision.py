@@ -12,9 +12,8 @@ prints them again): see the comments there. Synthetic weights make KEEP's recurr
 changes the next frame by ~13 %), so this guard is strict; real weights are likely better conditioned.
 
 CPUs without native bf16/fp16 GEMMs (no AVX512-BF16 / AMX; oneDNN then falls back to reference kernels ~100x
-slower than fp32) cannot afford a real bf16 run of the full model; `EmulatedLowPrecision` runs the GEMM-class ops
-in fp32 on inputs rounded to bf16/fp16 and rounds their outputs back, which is what native kernels do (low-precision
-operands, fp32 accumulation, rounded result), so accuracy can still be measured there.
+slower than fp32) cannot afford a real bf16 run of the full model; the bench measures accuracy there by emulation
+(`vs_keep.bench.emulation`).
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from typing import Any, ContextManager, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..errors import InputError
 
@@ -33,11 +31,11 @@ __all__ = [
     "FP32_STAGES",
     "PRECISIONS",
     "STAGE_MODULES",
-    "EmulatedLowPrecision",
     "Precision",
     "apply_precision",
     "autocast_context",
     "native_lowp_supported",
+    "to_fp32",
     "torch_dtype",
 ]
 
@@ -108,13 +106,14 @@ def autocast_context(device: str | torch.device, precision: str) -> ContextManag
 # ---- fp32 islands ----------------------------------------------------------------------------------------------
 
 
-def _to_fp32(value: Any) -> Any:
+def to_fp32(value: Any) -> Any:
+    """Floating tensors (also inside tuples, lists and dicts) that are not fp32, cast to fp32."""
     if isinstance(value, Tensor) and value.is_floating_point() and value.dtype != torch.float32:
         return value.float()
     if isinstance(value, (tuple, list)):
-        return type(value)(_to_fp32(v) for v in value)
+        return type(value)(to_fp32(v) for v in value)
     if isinstance(value, dict):
-        return {k: _to_fp32(v) for k, v in value.items()}
+        return {k: to_fp32(v) for k, v in value.items()}
     return value
 
 
@@ -127,7 +126,7 @@ class _Fp32Island:
         param = next(self.parameters(), None)  # type: ignore[attr-defined]
         device_type = param.device.type if param is not None else "cpu"
         with torch.autocast(device_type=device_type, enabled=False):
-            return super().forward(*_to_fp32(args), **_to_fp32(kwargs))  # type: ignore[misc]
+            return super().forward(*to_fp32(args), **to_fp32(kwargs))  # type: ignore[misc]
 
 
 _ISLAND_CLASSES: dict[type, type] = {}
@@ -169,40 +168,3 @@ def apply_precision(model: nn.Module, precision: str, fp32_stages: tuple[str, ..
         for module in _stage_modules(model, stage):
             module.__class__ = _island_class(type(module))
     return model
-
-
-# ---- emulation for CPUs without native low-precision GEMMs ------------------------------------------------------
-
-_aten = torch.ops.aten
-#: ops that native bf16/fp16 kernels run with low-precision operands, fp32 accumulation and a rounded result
-_GEMM_OPS = {
-    _aten.conv1d.default, _aten.conv2d.default, _aten.convolution.default, _aten._convolution.default,
-    _aten.linear.default, _aten.matmul.default, _aten.mm.default, _aten.bmm.default, _aten.addmm.default,
-    _aten.baddbmm.default, _aten.addbmm.default, _aten.scaled_dot_product_attention.default,
-}
-
-
-class EmulatedLowPrecision(TorchDispatchMode):
-    """Run GEMM-class ops that receive bf16/fp16 tensors in fp32 and round the result back to that dtype.
-
-    Use inside `autocast_context("cpu", precision)`. Other ops (norms, softmax, element-wise) run natively in the
-    low dtype, as under real autocast. Differences from native kernels: accumulation order, and fused attention
-    kernels that round their probabilities to 16 bits before the second GEMM (not reproduced: slightly optimistic).
-    """
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        kwargs = kwargs or {}
-        if func in _GEMM_OPS:
-            low = [a.dtype for a in args if isinstance(a, Tensor) and a.dtype in (torch.bfloat16, torch.float16)]
-            if low:
-                out = func(*_to_fp32(list(args)), **_to_fp32(kwargs))
-                return _round_to(out, low[0])
-        return func(*args, **kwargs)
-
-
-def _round_to(value: Any, dtype: torch.dtype) -> Any:
-    if isinstance(value, Tensor) and value.is_floating_point():
-        return value.to(dtype)
-    if isinstance(value, (tuple, list)):
-        return type(value)(_round_to(v, dtype) for v in value)
-    return value

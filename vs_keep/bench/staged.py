@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..kernels import flow_warp
 from ..models.kalman import kalman_update
 from ..models.keep import Chunk, KeepState
-from .decoder import DecoderFn, torch_decoder
+from ..runtime.decoder import DecoderFn, torch_decoder
 
 __all__ = ["FlowFn", "STAGES", "StagedKeep"]
 

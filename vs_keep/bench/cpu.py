@@ -1,0 +1,213 @@
+"""CPU settings section of `vs-keep bench`: every CPU setting on the same chunk, with speed and accuracy.
+
+The reference (fp32 eager, default code path, default allocator), then each faster fp32 setting, the onnxruntime
+options, and the 16-bit policies (timed where the CPU has native 16-bit GEMMs, accuracy by emulation elsewhere);
+`pick_shipped` names the fastest setting that keeps accuracy. `cpu_options` times single stages (encoder,
+decoder) under each CPU option.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import bench_fn, load_avg, progress, round_sig, safe, timed
+from .parity import record
+
+__all__ = ["cpu_options", "cpu_runs", "pick_shipped"]
+
+
+def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisions: list[str], quick: bool,
+              workdir: Path, threads: int, sweep: bool = True) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    from ..runtime.cpu import CpuOptions, optimize_cpu, restore_reference, tune_malloc
+    from ..runtime.precision import (
+        FP32_STAGES, STAGE_MODULES, apply_precision, autocast_context, native_lowp_supported,
+    )
+    from .emulation import EmulatedLowPrecision
+    from .staged import StagedKeep
+
+    size = int(model.face_size)
+    runs: list[dict] = []
+    lowp: list[dict] = []
+    restore_reference(model)
+    progress("cpu: reference (fp32 eager, default code path, default allocator)")
+    ref = timed(StagedKeep(model), frames, repeats)
+    runs.append(record("reference", "cpu", "fp32", ref, None, golden, size, {"note": "fp32 eager, default code path"}))
+    malloc = tune_malloc(True)
+    results = {"reference": ref}
+
+    def add(name: str, res: dict[str, Any], note: str) -> None:
+        results[name] = res
+        runs.append(record(name, "cpu", "fp32", res, ref, golden, size, {"note": note, "malloc_tuned": malloc}))
+
+    progress("cpu: reference + allocator tuning")
+    add("reference+malloc", timed(StagedKeep(model), frames, repeats), "fp32 eager with runtime.cpu.tune_malloc")
+    optimize_cpu(model)
+    progress("cpu: fp32-fast (Winograd/GEMM convolutions, fused SiLU, allocator tuning)")
+    add("fp32-fast", timed(StagedKeep(model), frames, repeats), "runtime.cpu.optimize_cpu defaults + tune_malloc")
+    if not quick:
+        optimize_cpu(model, CpuOptions(onnx_flow=True))
+        progress("cpu: fp32-fast+ort-flow (GMFlow in onnxruntime; exporting and checking the graph first)")
+        warm = safe("onnxruntime flow", lambda: _warm_flow(model, frames))
+        if warm is True:
+            add("fp32-fast+ort-flow", timed(StagedKeep(model), frames, repeats),
+                "fast convs + GMFlow through onnxruntime (torch.export-based ONNX)")
+        else:
+            runs.append({"setting": "fp32-fast+ort-flow", "device": "cpu", "precision": "fp32",
+                         **(warm if isinstance(warm, dict) else {"error": "onnxruntime flow unavailable"})})
+        optimize_cpu(model)
+    dec_fn = safe("ort-decoder export", lambda: _ort_decoder(model, workdir, threads))
+    name = "fp32-fast+ort-decoder"
+    if isinstance(dec_fn, dict):
+        runs.append({"setting": name, "device": "cpu", "precision": "fp32", **dec_fn})
+    else:
+        progress(f"cpu: {name}")
+        add(name, timed(StagedKeep(model, decoder=dec_fn), frames, repeats), "codebook decoder through onnxruntime")
+
+    # 16-bit: real timings with native kernels, else accuracy by emulation (oneDNN's reference kernels are ~100x slower)
+    for precision in [p for p in precisions if p != "fp32"]:
+        native = native_lowp_supported("cpu", precision)
+        configs = {"shipped": FP32_STAGES[precision]}
+        if not quick:  # the guard's evidence: everything but the flow in 16 bits, then one stage at a time
+            configs["all-but-flow"] = ("flow",)
+            if sweep:
+                configs.update({f"only-{st}": tuple(x for x in STAGE_MODULES if x != st) for st in STAGE_MODULES if st != "flow"})
+        for label, stages in configs.items():
+            progress(f"cpu: {precision} ({label}: fp32 stages {', '.join(stages) or 'none'}; {'native' if native else 'emulated'})")
+            restore_reference(model)
+            apply_precision(model, precision, stages)
+            runner = StagedKeep(model, autocast=lambda p=precision: autocast_context("cpu", p))
+            ctx = contextlib.nullcontext() if native else EmulatedLowPrecision()
+            with ctx:
+                res = timed(runner, frames, repeats if native else 1)
+            entry = record(f"{precision}-{label}", "cpu", precision, res, ref, golden, size,
+                            {"fp32_stages": list(stages), "native": native})
+            if not native:
+                for key in ("per_frame_s", "fps", "speedup_vs_reference", "stages_s_per_frame"):
+                    entry.pop(key, None)
+                entry["note"] = "accuracy only: emulated (no native 16-bit GEMMs on this CPU, timings would be meaningless)"
+                lowp.append(entry)
+            else:
+                runs.append(entry)
+        apply_precision(model, "fp32")
+    optimize_cpu(model)
+
+    shipped = pick_shipped(runs, golden is not None)
+    return runs, lowp, shipped
+
+
+def pick_shipped(runs: list[dict], have_fixture: bool) -> dict[str, Any]:
+    """Fastest CPU setting a user can select (`vs_keep.engine.EngineOptions`) whose accuracy holds: index agreement
+    >= 99 % on the fixture (or vs the reference). The onnxruntime flow is a measurement only (not an engine option)."""
+    ok = []
+    for r in runs:
+        if "fps" not in r or r["setting"] == "reference" or "ort-flow" in r["setting"]:
+            continue
+        acc = r.get("vs_fixture") if have_fixture else r.get("vs_reference")
+        if acc and acc["index_agreement_min"] >= 0.99:
+            ok.append(r)
+    if not ok:
+        return {"setting": None, "reason": "no setting kept index agreement >= 99 %"}
+    best = max(ok, key=lambda r: r["fps"])
+    acc = best.get("vs_fixture") if have_fixture else best.get("vs_reference")
+    fp32 = [r for r in ok if r["setting"] == "fp32-fast"]
+    return {
+        "setting": best["setting"],
+        "engine_default": "fp32-fast",
+        "speedup_vs_reference": best.get("speedup_vs_reference"),
+        "fps": best["fps"],
+        "index_agreement_min": acc["index_agreement_min"],
+        "output_rel_err_max": acc["output_rel_err_max"],
+        "parity_ok": acc.get("parity_ok"),
+        "fp32_fast_speedup": fp32[0].get("speedup_vs_reference") if fp32 else None,
+        "fp32_fast_parity_ok": (fp32[0].get("vs_fixture") or {}).get("parity_ok") if fp32 else None,
+        "target_2x_met": bool((best.get("speedup_vs_reference") or 0) >= 2.0),
+    }
+
+
+def _warm_flow(model: Any, frames: Any) -> bool:
+    """Trigger the (cached) GMFlow export outside the timed runs; True when onnxruntime serves the flow."""
+    import torch
+
+    from ..runtime.cpu import OrtFlowNet
+
+    if type(model.flownet) is not OrtFlowNet:
+        return False
+    with torch.inference_mode():
+        model.compute_flows(frames[:2])
+    return any(v is not None for v in model.flownet._ort_flows.values())
+
+
+def _ort_decoder(model: Any, workdir: Path, threads: int) -> Any:
+    from ..runtime.onnx_export import OrtDecoder, export_decoder_onnx
+
+    path, spec = export_decoder_onnx(model, workdir / "decoder.onnx")
+    return OrtDecoder(path, spec, threads=threads)
+
+
+def cpu_options(model: Any, repeats: int, threads: int, compile_: bool, workdir: Path) -> dict[str, Any]:
+    """Single-stage measurements of the CPU options (encoder on one face; decoder on one frame)."""
+    import torch
+
+    from ..runtime.cpu import optimize_cpu, restore_reference
+    from ..runtime.decoder import CodebookDecoder, decoder_spec
+
+    s = int(model.face_size)
+    x = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out: dict[str, Any] = {"encoder_s": {}, "decoder_s": {}, "load_avg": load_avg()}
+    enc = model.encoder
+    with torch.inference_mode():
+        restore_reference(model)
+        ref, _ = enc(x)
+        out["encoder_s"]["eager_nchw"] = round_sig(bench_fn(lambda: enc(x), repeats))
+        enc.to(memory_format=torch.channels_last)
+        xcl = x.contiguous(memory_format=torch.channels_last)
+        out["encoder_s"]["eager_channels_last"] = round_sig(bench_fn(lambda: enc(xcl), repeats))
+        enc.to(memory_format=torch.contiguous_format)
+        optimize_cpu(model)
+        fast, _ = enc(x)
+        out["encoder_s"]["fast"] = round_sig(bench_fn(lambda: enc(x), repeats))
+        out["encoder_fast_rel_err"] = round_sig(float((fast - ref).norm() / ref.norm()))
+        for n in sorted({1, threads}):
+            torch.set_num_threads(n)
+            out["encoder_s"][f"fast_threads_{n}"] = round_sig(bench_fn(lambda: enc(x), repeats))
+        torch.set_num_threads(threads)
+        spec = decoder_spec(model)
+        args = spec.example_inputs(n_codes=int(model.quantize.embedding.weight.shape[0]))
+        dec = CodebookDecoder(model)
+        restore_reference(model)
+        out["decoder_s"]["eager"] = round_sig(bench_fn(lambda: dec(*args), repeats))
+        optimize_cpu(model)
+        out["decoder_s"]["fast"] = round_sig(bench_fn(lambda: dec(*args), repeats))
+
+    def ort_time() -> float | None:
+        path = workdir / "decoder.onnx"
+        if not path.exists():
+            return None
+        from ..runtime.onnx_export import OrtDecoder
+
+        d = OrtDecoder(path, spec, threads=threads)
+        feeds = {n: a.numpy() for n, a in zip(spec.input_names, args)}
+        return round_sig(bench_fn(lambda: d.session.run(None, feeds), repeats))
+
+    out["decoder_s"]["onnxruntime"] = safe("ort decoder timing", ort_time)
+    if compile_:
+        def compiled() -> dict[str, Any]:
+            restore_reference(model)
+            start = time.perf_counter()
+            c = torch.compile(enc)
+            with torch.inference_mode():
+                c(x)
+                first = time.perf_counter() - start
+                t = bench_fn(lambda: c(x), repeats)
+            optimize_cpu(model)
+            return {"compile_s": round_sig(first), "run_s": round_sig(t)}
+
+        out["encoder_s"]["torch_compile"] = safe("torch.compile", compiled)
+    else:
+        out["encoder_s"]["torch_compile"] = {"skipped": "pass --compile (inductor needs minutes to compile here)"}
+    return out
+
+
