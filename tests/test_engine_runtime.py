@@ -74,7 +74,7 @@ def test_onnxruntime_decoder_through_the_engine(keep_weights, tmp_path, monkeypa
     pytest.importorskip("onnxruntime")
     from vs_keep.runtime.onnx_export import OrtDecoder
 
-    monkeypatch.setenv("VS_KEEP_CACHE", str(tmp_path))
+    monkeypatch.setenv("VS_KEEP_HOME", str(tmp_path))
     net, _ = load_model(EngineOptions(weights=keep_weights, device="cpu", decoder="onnxruntime"))
     assert isinstance(net.codebook_decoder, OrtDecoder)
     ref, _ = load_model(EngineOptions(weights=keep_weights, device="cpu"))

@@ -15,7 +15,7 @@ from vs_keep.runtime.backends import TensorRTBackend
 from vs_keep.runtime.decoder import CodebookDecoder, decoder_spec, torch_decoder
 from vs_keep.bench.synthetic import build_synthetic_keep
 from vs_keep.runtime.onnx_export import OrtDecoder, export_decoder_onnx, model_hash
-from vs_keep.runtime.trt import cache_root, engine_paths
+from vs_keep.runtime.trt import engine_paths
 
 pytest.importorskip("onnxruntime")
 
@@ -92,7 +92,7 @@ def test_flow_onnx_small_matches_torch(tmp_path, monkeypatch: pytest.MonkeyPatch
     from vs_keep.runtime.cpu import CpuOptions, OrtFlowNet, optimize_cpu, restore_reference
     from vs_keep.runtime.onnx_export import OrtFlow, cached_flow_onnx
 
-    monkeypatch.setenv("VS_KEEP_CACHE", str(tmp_path))
+    monkeypatch.setenv("VS_KEEP_HOME", str(tmp_path))
     model = build_synthetic_keep("small")
     frames = torch.rand(3, 3, 128, 128, generator=torch.Generator().manual_seed(5)) * 2 - 1
     with torch.inference_mode():
@@ -115,8 +115,7 @@ def test_flow_onnx_small_matches_torch(tmp_path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_engine_identity_and_cache_dir(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VS_KEEP_CACHE", str(tmp_path))
-    assert cache_root() == tmp_path
+    monkeypatch.setenv("VS_KEEP_HOME", str(tmp_path))
     ident = {"model": "abc", "inputs": {"idx": [1, 256]}, "precision": "fp16", "gpu": "X", "driver": "1", "tensorrt": "10"}
     paths = engine_paths(ident, "abc")
     assert paths["engine"].parent == tmp_path / "trt" and paths["timing"].suffix == ".timing"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import random
 import re
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from vs_keep import weights
+from vs_keep import cache, weights
 from vs_keep.errors import CheckpointError, InputError, WeightsNotFoundError
 from vs_keep.weights import WeightSpec
 
@@ -121,7 +122,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("VS_KEEP_HOME", str(cache))
     monkeypatch.delenv("VS_KEEP_WEIGHTS_MIRROR", raising=False)
     monkeypatch.setenv("VS_KEEP_DOWNLOAD_TIMEOUT", "5")
-    return cache
+    return cache / "weights"
 
 
 def _closed_port() -> int:
@@ -164,11 +165,19 @@ def test_registry_entries_are_consistent() -> None:
         weights.get("nope")
 
 
-def test_cache_dir_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_cache_dir_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One cache root: $VS_KEEP_HOME/weights; the old engine-cache variable is an alias that warns."""
     monkeypatch.setenv("VS_KEEP_HOME", str(tmp_path / "h"))
-    assert weights.cache_dir() == tmp_path / "h"
+    assert weights.cache_dir() == tmp_path / "h" / "weights"
     monkeypatch.delenv("VS_KEEP_HOME")
+    monkeypatch.delenv("VS_KEEP_CACHE", raising=False)
     assert weights.cache_dir().parts[-2:] == ("vs-keep", "weights")
+    monkeypatch.setenv("VS_KEEP_CACHE", str(tmp_path / "old"))
+    monkeypatch.setattr(cache, "_WARNED", set())  # the warning is once per process
+    with caplog.at_level(logging.WARNING, logger="vs_keep.cache"):
+        assert weights.cache_dir() == tmp_path / "old" / "weights"
+        assert cache.folder("trt") == tmp_path / "old" / "trt"
+    assert caplog.text.count("VS_KEEP_CACHE is deprecated: set VS_KEEP_HOME") == 1
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -343,9 +352,9 @@ def test_cli_download_and_list(serve, tmp_path: Path) -> None:
 
     out = _cli("dic_celeba_x8_official", env=env)  # no hash known: the mirror copy is accepted
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "" and f"ok dic_celeba_x8_official: {tmp_path / 'c' / dic.filename}" in out.stderr
+    assert out.stdout == "" and f"ok dic_celeba_x8_official: {tmp_path / 'c' / 'weights' / dic.filename}" in out.stderr
     assert "MIT License" in out.stderr and "100%" in out.stderr  # notice and progress bar on stderr
-    assert (tmp_path / "c" / dic.filename).read_bytes() == DATA
+    assert (tmp_path / "c" / "weights" / dic.filename).read_bytes() == DATA
 
     out = _cli("keep", "--dir", str(tmp_path / "d"), "--no-progress", env=env)  # our bytes are not KEEP's
     assert out.returncode == 1

@@ -5,7 +5,8 @@ verified against known hashes and kept in a per-user cache. Everything works off
 wins, and a missing file produces one message saying exactly where to put it.
 
 Environment:
-- ``VS_KEEP_HOME``: folder used as the weights cache instead of the platform's user cache folder.
+- ``VS_KEEP_HOME``: the cache root (`vs_keep.cache`) instead of the platform's user cache folder; weights go to
+  its ``weights/`` subfolder.
 - ``VS_KEEP_WEIGHTS_MIRROR``: one or more base URLs (separated by spaces or commas) tried, in order, before the
   official URLs; the file name is appended to each base (``https://mirror.example/weights`` ->
   ``https://mirror.example/weights/KEEP-a1a14d46.pth``). ``file://`` bases work too. Useful behind proxies, on
@@ -29,11 +30,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .cache import ENV_HOME, folder
 from .errors import CheckpointError, InputError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
-ENV_HOME = "VS_KEEP_HOME"
 ENV_MIRROR = "VS_KEEP_WEIGHTS_MIRROR"
 ENV_TIMEOUT = "VS_KEEP_DOWNLOAD_TIMEOUT"
 DEFAULT_TIMEOUT = 30.0
@@ -260,13 +261,8 @@ def get(name: str) -> WeightSpec:
 
 
 def cache_dir() -> Path:
-    """Folder holding downloaded weights: `$VS_KEEP_HOME` if set, else the user cache folder (not created here)."""
-    home = os.environ.get(ENV_HOME)
-    if home:
-        return Path(home).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("vs-keep")) / "weights"
+    """Folder holding downloaded weights: `weights/` under the cache root (`vs_keep.cache`; not created here)."""
+    return folder("weights")
 
 
 def _timeout() -> float:
@@ -483,7 +479,7 @@ def _manual_message(spec: WeightSpec, dest: Path, failures: list[str]) -> str:
     lines.append(f"Put the file here: {dest}")
     lines.append(
         "or pass its path explicitly (--weights FILE, or any explicit path in the API), "
-        f"or set {ENV_MIRROR} to a mirror base URL, or {ENV_HOME} to another cache folder."
+        f"or set {ENV_MIRROR} to a mirror base URL, or {ENV_HOME} to another cache root (weights go to its weights/ subfolder)."
     )
     return "\n".join(lines)
 

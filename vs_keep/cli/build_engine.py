@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-id", type=int, default=0, help="CUDA device (default 0)")
     parser.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default 4)")
     parser.add_argument("--opt-level", type=int, default=3, help="TensorRT builder optimisation level 0-5 (default 3)")
-    parser.add_argument("--cache-dir", help="engine cache directory (default: $VS_KEEP_CACHE or the user cache dir)")
+    parser.add_argument("--cache-dir", help="engine cache directory root (default: $VS_KEEP_HOME or the user cache dir; the engine goes to its trt/ subfolder)")
     parser.add_argument("--force", action="store_true", help="rebuild even when a cached engine exists")
     parser.add_argument("--onnx-only", metavar="PATH", help="only export the decoder's ONNX graph to PATH (no TensorRT needed)")
     parser.add_argument("--download", action="store_true", help="download the weights if they are not cached")

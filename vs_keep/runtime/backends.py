@@ -95,10 +95,10 @@ class OrtBackend:
             torch_fallback_notice("onnxruntime is not installed (pip install onnxruntime)")
             return torch_decoder(model)
         from .onnx_export import OrtDecoder, export_decoder_onnx, model_hash
-        from .trt import cache_root
+        from ..cache import folder
 
         spec = decoder_spec(model)
-        path = cache_root(self.cache_dir) / "onnx" / f"decoder-{model_hash(model)}-{spec.face_size}-b{spec.batch}.onnx"
+        path = folder("onnx", self.cache_dir) / f"decoder-{model_hash(model)}-{spec.face_size}-b{spec.batch}.onnx"
         if not path.exists():
             cpu_model = model if next(model.parameters()).device.type == "cpu" else None
             if cpu_model is None:

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..cache import folder
 from ..errors import VsKeepError
-from .cpu import reference_ops
 from .decoder import CodebookDecoder, DecoderSpec, decoder_spec
+from .reference import reference_ops
 
 log = logging.getLogger(__name__)
 
@@ -195,9 +196,7 @@ class OrtFlow:
 
 def cached_flow_onnx(flownet: nn.Module, shape: tuple[int, int], cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The verified flow-net ONNX file for frames of `shape` (H, W), exported once into the cache dir."""
-    from .trt import cache_root
-
-    path = cache_root(cache_dir) / "onnx" / f"flow-{model_hash(flownet)}-{shape[0]}x{shape[1]}.onnx"
+    path = folder("onnx", cache_dir) / f"flow-{model_hash(flownet)}-{shape[0]}x{shape[1]}.onnx"
     if not path.exists():
         log.info("exporting the flow net for %dx%d frames to %s (once)", shape[0], shape[1], path)
         export_flow_onnx(flownet, path, size=shape)

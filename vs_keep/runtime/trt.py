@@ -3,7 +3,7 @@
 Cache: `<cache dir>/trt/decoder-<model hash>-<identity hash>.engine` with the timing cache beside it
 (`.timing`) and the identity in clear text (`.json`). The identity covers everything that changes the engine:
 model weights hash, input shapes, precision, builder options, GPU name and compute capability, driver version,
-TensorRT version. The cache dir is `$VS_KEEP_CACHE` or the platform user cache dir (never site-packages).
+TensorRT version. `<cache dir>` is the cache root of `vs_keep.cache` (never site-packages).
 Builds are written to a temporary file, renamed into place and serialised by a file lock, so several VapourSynth
 instances can start at once.
 
@@ -27,14 +27,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..cache import folder
 from ..errors import VsKeepError
 from .decoder import DecoderSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TensorRTUnavailable", "TrtDecoder", "build_engine", "cache_root", "device_identity", "engine_paths"]
+__all__ = ["TensorRTUnavailable", "TrtDecoder", "build_engine", "device_identity", "engine_paths"]
 
-CACHE_ENV = "VS_KEEP_CACHE"
 MIN_ENGINE_BYTES = 1024
 
 
@@ -48,20 +48,6 @@ def import_tensorrt() -> Any:
     except ImportError as exc:
         raise TensorRTUnavailable("TensorRT is not installed (pip install tensorrt)") from exc
     return tensorrt
-
-
-def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
-    """Where engines live: the override, else $VS_KEEP_CACHE, else the user cache dir (platformdirs)."""
-    if override:
-        return Path(override)
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    try:
-        from platformdirs import user_cache_dir
-
-        return Path(user_cache_dir("vs-keep", appauthor=False))
-    except ImportError:
-        return Path.home() / ".cache" / "vs-keep"
 
 
 def _driver_version() -> str:
@@ -88,7 +74,7 @@ def device_identity(device_id: int) -> dict[str, str]:
 def engine_paths(identity: dict[str, Any], model_hash: str, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
     """engine / timing cache / identity json / lock paths for an identity dict."""
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    base = cache_root(cache_dir) / "trt" / f"decoder-{model_hash}-{key}"
+    base = folder("trt", cache_dir) / f"decoder-{model_hash}-{key}"
     return {
         "engine": base.with_suffix(".engine"),
         "timing": base.with_suffix(".timing"),
