@@ -1,11 +1,14 @@
 """CPU fast path: cheaper convolutions and fewer memory passes, applied to a loaded model in place.
 
 Why: on CPU the network is ~75 % 3x3 convolutions at 64²-512² (≈1 TFLOP per 512² frame) and ~20 % memory-bound
-element-wise work (GroupNorm, swish as sigmoid·x, residual adds). Four rewrites keep fp32 and the same graph:
+element-wise work (GroupNorm, swish as sigmoid·x, residual adds). The rewrites keep fp32 and the same graph:
 
-- 3x3 stride-1 convolutions on inputs of at least `winograd_min_side`² use NNPACK's Winograd F(6x6,3x3) transform
-  (about 5x fewer multiplies). It rounds differently: relative error ~4e-6 per layer instead of ~6e-7 (measured
-  against float64); the benchmark reports what that does to codebook indices and outputs.
+- Which kernel each convolution shape uses is measured once per CPU kind and cached (`runtime.cpu_choice`):
+  oneDNN (the reference op), or one of the two below. A fixed rule was right on AVX2-class cores and wrong on
+  AVX-512 Xeons, where oneDNN's direct convolutions beat the rewrites (`CpuOptions(auto=False)` is that rule).
+- 3x3 stride-1 convolutions may use NNPACK's Winograd F(6x6,3x3) transform (about 5x fewer multiplies). It
+  rounds differently: relative error ~4e-6 per layer instead of ~6e-7 (measured against float64); the benchmark
+  reports what that does to codebook indices and outputs.
 - Smaller 3x3 and all 1x1 stride-1 convolutions run as one GEMM (im2col), which beats oneDNN's per-call weight
   reorder at 16²/32².
 - VQGAN ResBlocks use the fused SiLU in place and an in-place residual add (swish = x·sigmoid(x) = SiLU).
@@ -37,6 +40,8 @@ __all__ = ["CpuOptions", "FastConv2d", "FastResBlock", "OrtFlowNet", "nnpack_ava
 
 _NNPACK_STATE: dict[str, bool] = {}
 _ORT_FLOW_LOCK = threading.Lock()
+#: largest unfold buffer (per image) for which one GEMM is a candidate on its own
+_IM2COL_MAX_BYTES = 64 << 20
 
 
 def nnpack_available() -> bool:
@@ -65,14 +70,24 @@ def _plain_fp32_cpu(x: Tensor, weight: Tensor) -> bool:
 
 
 class FastConv2d(nn.Conv2d):
-    """nn.Conv2d whose fp32 CPU forward picks Winograd (NNPACK) or one GEMM by shape; same parameters and keys."""
+    """nn.Conv2d whose fp32 CPU forward may use Winograd (NNPACK) or one GEMM; same parameters and keys.
+
+    `auto` (the default): the kernel per input shape is the one measured fastest on this CPU (`runtime.cpu_choice`,
+    oneDNN = the reference op among the candidates). Otherwise the fixed rule: Winograd on inputs of at least
+    `winograd_min_side`², one GEMM below and for 1x1.
+    """
 
     winograd_min_side: int = 32
     use_winograd: bool = True
     use_gemm: bool = True
+    auto: bool = False
+
+    def _plain(self) -> bool:
+        return self.groups == 1 and self.dilation == (1, 1) and self.stride == (1, 1) and self.padding_mode == "zeros"
 
     def _kind(self, x: Tensor) -> str:
-        if self.groups != 1 or self.dilation != (1, 1) or self.stride != (1, 1) or self.padding_mode != "zeros":
+        """The fixed rule."""
+        if not self._plain():
             return "default"
         if self.kernel_size == (1, 1) and self.padding == (0, 0):
             return "gemm1x1" if self.use_gemm else "default"
@@ -82,10 +97,21 @@ class FastConv2d(nn.Conv2d):
             return "im2col" if self.use_gemm else "default"
         return "default"
 
-    def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or not _plain_fp32_cpu(x, self.weight):
-            return super().forward(x)
-        kind = self._kind(x)
+    def _candidates(self, x: Tensor) -> tuple[str, ...]:
+        """Kernels worth measuring for this input: the reference op first."""
+        kinds = ["default"]
+        if not self._plain():
+            return tuple(kinds)
+        if self.kernel_size == (1, 1) and self.padding == (0, 0) and self.use_gemm:
+            kinds.append("gemm1x1")
+        elif self.kernel_size == (3, 3) and self.padding == (1, 1):
+            if self.use_winograd and min(x.shape[-2:]) >= 8 and nnpack_available():
+                kinds.append("winograd")
+            if self.use_gemm and x[0].numel() * 9 * 4 <= _IM2COL_MAX_BYTES:  # unfold holds 9 copies of the input
+                kinds.append("im2col")
+        return tuple(kinds)
+
+    def _run(self, kind: str, x: Tensor) -> Tensor:
         if kind == "winograd":
             bias = self.bias if self.bias is not None else x.new_zeros(self.out_channels)
             try:
@@ -105,6 +131,17 @@ class FastConv2d(nn.Conv2d):
             out.add_(self.bias.view(1, -1, 1))
         return out.view(n, self.out_channels, h, w)
 
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or not _plain_fp32_cpu(x, self.weight):
+            return super().forward(x)
+        if not self.auto:
+            return self._run(self._kind(x), x)
+        from .cpu_choice import pick
+
+        shape = f"conv{self.kernel_size[0]}x{self.kernel_size[1]}:{self.in_channels}>{self.out_channels}:{x.shape[-2]}x{x.shape[-1]}"
+        kind, out = pick(shape, self._candidates(x), lambda k: self._run(k, x), self._kind(x))
+        return out if out is not None else self._run(kind, x)
+
 
 class FastResBlock(ResBlock):
     """VQGAN ResBlock with SiLU in place of x·sigmoid(x) and in-place adds (ulp-level differences only)."""
@@ -121,7 +158,10 @@ class FastResBlock(ResBlock):
 class CpuOptions:
     """Which CPU rewrites `optimize_cpu` applies."""
 
-    #: NNPACK Winograd for 3x3 stride-1 convs on inputs >= winograd_min_side² (needs AVX2; silently skipped without)
+    #: per-shape kernel choice measured once on this CPU and cached (`runtime.cpu_choice`); False: the fixed rule
+    #: below (Winograd on inputs >= winograd_min_side², GEMM for the rest), fastest on AVX2-class cores only
+    auto: bool = True
+    #: NNPACK Winograd for 3x3 stride-1 convs (needs AVX2; silently skipped without)
     winograd: bool = True
     winograd_min_side: int = 32
     #: im2col GEMM for the other 3x3 and the 1x1 stride-1 convolutions
@@ -140,11 +180,12 @@ def optimize_cpu(model: nn.Module, options: CpuOptions = CpuOptions()) -> nn.Mod
     are untouched. Call `restore_reference(model)` to get the reference op order back.
     """
     for module in model.modules():
-        if type(module) is nn.Conv2d and (options.gemm or options.winograd):
+        if type(module) in (nn.Conv2d, FastConv2d) and (options.gemm or options.winograd):
             module.__class__ = FastConv2d
             module.use_winograd = options.winograd
             module.use_gemm = options.gemm
             module.winograd_min_side = options.winograd_min_side
+            module.auto = options.auto
         elif type(module) is ResBlock and options.fused_swish:
             module.__class__ = FastResBlock
         elif type(module).__name__ == "FlowNet" and options.onnx_flow and _onnx_flow_available():
@@ -161,7 +202,7 @@ def restore_reference(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if type(module) is FastConv2d:
             module.__class__ = nn.Conv2d
-            for attr in ("use_winograd", "use_gemm", "winograd_min_side"):
+            for attr in ("use_winograd", "use_gemm", "winograd_min_side", "auto"):
                 module.__dict__.pop(attr, None)
         elif type(module) is FastResBlock:
             module.__class__ = ResBlock
