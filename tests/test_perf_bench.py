@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +19,11 @@ def _number(x: object) -> bool:
 
 
 @pytest.fixture(scope="module")
-def report() -> dict:
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    env = dict(os.environ, VS_KEEP_HOME=str(tmp_path_factory.mktemp("home")))  # the CPU kernel table goes there
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--memory-frames", "20,60"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.lstrip().startswith("{")  # stdout is JSON only; progress went to stderr
@@ -35,12 +37,17 @@ def test_environment_and_model(report: dict) -> None:
     for key in ("torch", "cpu", "cpu_capability", "threads", "load_avg_start", "load_avg_end", "native_bf16_cpu", "quick"):
         assert key in env, key
     assert env["quick"] is True
+    kind = env["cpu_kind"]  # the CPU kind the kernel choice is keyed on
+    assert kind["model"] == env["cpu"] and isinstance(kind["flags"], list) and kind["capability"] == env["cpu_capability"]
     assert report["model"]["face_size"] == 32 and report["model"]["parameters"] > 1_000_000  # the tiny synthetic KEEP
 
 
 def test_runs_have_stages_fps_and_speedups(report: dict) -> None:
     runs = {r["setting"]: r for r in report["runs"]}
-    assert {"reference", "reference+malloc", "fp32-fast"} <= set(runs)
+    assert {"reference", "reference+malloc", "fp32-winograd", "fp32-gemm", "fp32-fast"} <= set(runs)
+    choice = runs["fp32-fast"]["kernel_choice"]  # made (untimed) before the shipped default was timed
+    assert choice["shapes_measured_now"] > 0 and sum(choice["kinds"].values()) >= choice["shapes_measured_now"]
+    assert choice["identity"]["threads"] == report["env"]["threads"] and choice["table"].endswith(".json")
     ref = runs["reference"]
     assert set(ref["stages_s_per_frame"]) == STAGES and ref["precision"] == "fp32" and ref["device"] == "cpu"
     for r in report["runs"]:
@@ -63,6 +70,9 @@ def test_precision_and_shipped(report: dict) -> None:
         assert e["native"] is False and "fps" not in e and 0.0 <= e["vs_reference"]["index_agreement_min"] <= 1.0
     shipped = report["shipped_cpu"]
     assert "setting" in shipped and "target_2x_met" in shipped
+    cmp = shipped["fp32_default_vs_best_exact"]
+    assert cmp["best_exact_setting"] in ("reference", "reference+malloc", "fp32-winograd", "fp32-gemm")
+    assert _number(cmp["shipped_speedup_vs_best_exact"]) and isinstance(cmp["shipped_not_slower"], bool)
 
 
 def test_options_kernels_and_memory(report: dict) -> None:

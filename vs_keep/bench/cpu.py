@@ -16,7 +16,7 @@ from typing import Any
 from .common import bench_fn, load_avg, progress, round_sig, safe, timed
 from .parity import record
 
-__all__ = ["cpu_options", "cpu_runs", "pick_shipped"]
+__all__ = ["EXACT_FP32", "choose_kernels", "cpu_options", "cpu_runs", "default_vs_exact", "pick_shipped"]
 
 
 def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisions: list[str], quick: bool,
@@ -44,9 +44,17 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
 
     progress("cpu: reference + allocator tuning")
     add("reference+malloc", timed(StagedKeep(model), frames, repeats), "fp32 eager with runtime.cpu.tune_malloc")
+    optimize_cpu(model, CpuOptions(auto=False))
+    progress("cpu: fp32-winograd (the fixed rule: Winograd >= 32², GEMM below, fused SiLU, allocator tuning)")
+    add("fp32-winograd", timed(StagedKeep(model), frames, repeats), "runtime.cpu.CpuOptions(auto=False) + tune_malloc")
+    optimize_cpu(model, CpuOptions(auto=False, winograd=False))
+    progress("cpu: fp32-gemm (oneDNN for 3x3 >= 32², GEMM below, fused SiLU, allocator tuning)")
+    add("fp32-gemm", timed(StagedKeep(model), frames, repeats), "CpuOptions(auto=False, winograd=False) + tune_malloc")
     optimize_cpu(model)
-    progress("cpu: fp32-fast (Winograd/GEMM convolutions, fused SiLU, allocator tuning)")
-    add("fp32-fast", timed(StagedKeep(model), frames, repeats), "runtime.cpu.optimize_cpu defaults + tune_malloc")
+    progress("cpu: fp32-fast (shipped: per-shape kernel choice of this CPU, fused SiLU, allocator tuning)")
+    choice = choose_kernels(model, frames)
+    add("fp32-fast", timed(StagedKeep(model), frames, repeats), "the engine's default: runtime.cpu.optimize_cpu() + tune_malloc")
+    runs[-1]["kernel_choice"] = choice
     if not quick:
         optimize_cpu(model, CpuOptions(onnx_flow=True))
         progress("cpu: fp32-fast+ort-flow (GMFlow in onnxruntime; exporting and checking the graph first)")
@@ -98,6 +106,47 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
     return runs, lowp, shipped
 
 
+#: fp32 settings that run the same torch graph (only kernels and the allocator differ): the shipped default must
+#: be at least as fast as the fastest of them on every CPU (issue 18)
+EXACT_FP32 = ("reference", "reference+malloc", "fp32-winograd", "fp32-gemm")
+
+
+def choose_kernels(model: Any, frames: Any) -> dict[str, Any]:
+    """Run two frames untimed so the per-shape kernel choice (runtime.cpu_choice) is made or read from the cache
+    before the timed runs; returns where the table lives and how many shapes use which kernel."""
+    import collections
+
+    import torch
+
+    from ..runtime import cpu_choice
+
+    tab = cpu_choice.table()
+    before = tab.measured
+    start = time.perf_counter()
+    with torch.inference_mode():
+        model(frames[:2])
+    counts = collections.Counter(v["kind"] for v in tab.choices.values())
+    return {"table": str(tab.path) if tab.path else None, "shapes_measured_now": tab.measured - before,
+            "warm_s": round_sig(time.perf_counter() - start), "kinds": dict(sorted(counts.items())),
+            "identity": tab.identity}
+
+
+def default_vs_exact(runs: list[dict]) -> dict[str, Any]:
+    """The shipped fp32 default against the fastest exact fp32 setting of the same run."""
+    by = {r["setting"]: r for r in runs if "per_frame_s" in r}
+    exact = [by[n] for n in EXACT_FP32 if n in by]
+    if "fp32-fast" not in by or not exact:
+        return {"error": "settings missing"}
+    best = min(exact, key=lambda r: r["per_frame_s"])
+    shipped = by["fp32-fast"]
+    return {
+        "best_exact_setting": best["setting"], "best_exact_s": best["per_frame_s"], "shipped_s": shipped["per_frame_s"],
+        "shipped_speedup_vs_best_exact": round_sig(best["per_frame_s"] / shipped["per_frame_s"], 3),
+        "shipped_not_slower": bool(shipped["per_frame_s"] <= best["per_frame_s"]),
+        "note": "one timed pass per setting on a shared machine: differences of a few % are noise (see load_avg)",
+    }
+
+
 def pick_shipped(runs: list[dict], have_fixture: bool) -> dict[str, Any]:
     """Fastest CPU setting a user can select (`vs_keep.engine.EngineOptions`) whose accuracy holds: index agreement
     >= 99 % on the fixture (or vs the reference). The onnxruntime flow is a measurement only (not an engine option)."""
@@ -124,6 +173,7 @@ def pick_shipped(runs: list[dict], have_fixture: bool) -> dict[str, Any]:
         "fp32_fast_speedup": fp32[0].get("speedup_vs_reference") if fp32 else None,
         "fp32_fast_parity_ok": (fp32[0].get("vs_fixture") or {}).get("parity_ok") if fp32 else None,
         "target_2x_met": bool((best.get("speedup_vs_reference") or 0) >= 2.0),
+        "fp32_default_vs_best_exact": default_vs_exact(runs),
     }
 
 

@@ -55,12 +55,14 @@ def environment(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     import torch
 
     from ..runtime.cpu import nnpack_available
+    from ..runtime.cpu_choice import cpu_kind
     from ..runtime.precision import native_lowp_supported
 
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": cpu_name(),
+        "cpu_kind": cpu_kind(),
         "cpu_count": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16_cpu": native_lowp_supported("cpu", "bf16"),
