@@ -22,6 +22,8 @@ EXTRAS = {
     "tensorrt": ["tensorrt>=10", "onnx>=1.16"],
     # CPU fast path: GMFlow / decoder through onnxruntime (GMFlow's export needs the torch.export-based exporter).
     "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"],
+    # Opt-in bf16 on CPUs with AVX512-BF16 / AMX (`cpu_precision="bf16"`): KEEP's decoder through OpenVINO.
+    "openvino": ["openvino>=2024.0", "onnx>=1.16"],
     # Evaluation plots and reference metrics.
     "eval": ["matplotlib>=3.8", "scikit-image>=0.22"],
     # Offline identity (dlib 128-d descriptor, CC0) and 68-point landmarks for `vs-keep eval`.
@@ -33,6 +35,7 @@ EXTRAS["test"] = sorted(
         + EXTRAS["facexlib"]
         + EXTRAS["eval"]
         + EXTRAS["identity"]
+        + EXTRAS["openvino"]
         + ["pytest>=8", "pytest-timeout>=2.3", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"]
     )
 )

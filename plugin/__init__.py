@@ -40,6 +40,7 @@ def keep(
     download: bool = True,
     decoder: str = "auto",
     cpu_fast: bool = True,
+    cpu_precision: str = "fp32",
 ) -> Any:
     """Restore the faces of `clip` with KEEP (or CodeFormer per frame).
 
@@ -54,7 +55,9 @@ def keep(
     decoder: KEEP's codebook decoder: "auto" (TensorRT on CUDA when installed, engine built once and cached; else
         PyTorch), "torch", "tensorrt", "onnxruntime" (CPU). cpu_fast: CPU fp32 convolution rewrites (official
         parity kept) plus glibc reusing freed activation memory (process-wide; ~+10 % peak RSS, flat over the
-        video); False runs the plain eager ops and leaves the allocator alone.
+        video); False runs the plain eager ops and leaves the allocator alone. cpu_precision: "fp32" (default,
+        official parity) or "bf16" (opt-in, not bit-exact: KEEP's decoder in OpenVINO bf16; needs a CPU with
+        AVX512-BF16 or AMX and `pip install openvino`, refused elsewhere).
     faces: "all", "largest" (official) or "center". min_face: smallest face (box side, px) restored by KEEP.
     chunk: frames per KEEP clip; the recurrent state resets at every multiple of `chunk` and, with scene_reset, at
         every frame with `_SceneChangePrev` set. Output n depends only on n's chunk: seeking is exact.
@@ -81,7 +84,7 @@ def keep(
         scene_reset=scene_reset, upscale=upscale, min_face=float(min_face), detector=detector, fidelity=fidelity,
         parse=parse, exact=exact, antialias=antialias, max_gap=max_gap, tiny_faces=tiny_faces,
         tiny_weights=tiny_weights, tiny_min=float(tiny_min), download=download, cache_chunks=max(3, num_streams + 2),
-        decoder=decoder, cpu_fast=bool(cpu_fast),
+        decoder=decoder, cpu_fast=bool(cpu_fast), cpu_precision=cpu_precision,
     )
     try:
         with stdout_to_stderr():  # load everything now, never lazily inside frame callbacks

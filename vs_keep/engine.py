@@ -50,6 +50,9 @@ class EngineOptions:
     #: CPU: fp32 convolution rewrites (`vs_keep.runtime.cpu`; parity kept) and glibc keeping freed activation
     #: memory for reuse (process-wide); False = reference ops, allocator untouched
     cpu_fast: bool = True
+    #: CPU: "fp32" (parity) or "bf16" (opt-in, not bit-exact: KEEP's decoder in OpenVINO bf16 on CPUs with
+    #: AVX512-BF16/AMX; refused elsewhere; see vs_keep.runtime.openvino)
+    cpu_precision: str = "fp32"
 
 
 def pick_device(device: str | None) -> str:
@@ -78,6 +81,11 @@ def validate(o: EngineOptions) -> None:
         raise InputError(f"decoder must be one of {', '.join(DECODERS)}, got {o.decoder!r}")
     if o.decoder in ("onnxruntime", "tensorrt") and o.model != "keep":
         raise InputError(f"decoder={o.decoder!r} runs KEEP's codebook decoder; use decoder='auto' with model={o.model!r}")
+    if o.cpu_precision not in ("fp32", "bf16"):
+        raise InputError(f"cpu_precision must be 'fp32' or 'bf16', got {o.cpu_precision!r}")
+    if o.cpu_precision == "bf16" and (o.model != "keep" or o.decoder != "auto"):
+        raise InputError(f"cpu_precision='bf16' runs KEEP's codebook decoder in OpenVINO; it needs model='keep' and "
+                         f"decoder='auto' (got model={o.model!r}, decoder={o.decoder!r})")
     if o.tiny_faces not in (None, "dic"):
         raise InputError(f"tiny_faces must be None or 'dic', got {o.tiny_faces!r}")
     if o.tiny_faces and not 0 < o.tiny_min < o.min_face:
@@ -103,6 +111,13 @@ def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
     precision = "fp16" if (o.fp16 and device.startswith("cuda")) else "fp32"
     if o.fp16 and precision == "fp32":
         log.info("fp16 applies to CUDA only; running fp32 on %s", device)
+    if o.cpu_precision == "bf16":
+        if device == "cpu":
+            from .runtime.openvino import check_bf16_cpu
+
+            check_bf16_cpu()  # before loading: refuse early, naming the parameter
+        else:
+            log.info("cpu_precision applies to CPU only; running %s on %s", precision, device)
     path = resolve(o.weights or o.model, download=o.download)
     net = load(path, device=device, dtype=torch.float32)
     kind = getattr(net, "model_id", None)
@@ -119,7 +134,11 @@ def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
 
         # measured under vspipe (full KEEP, 2 faces, 640x480): 1.17x faster, peak RSS +11 %; flat over length
         tune_malloc(True)
-    if kind == "keep":
+    if kind == "keep" and o.cpu_precision == "bf16" and device == "cpu":
+        from .runtime.backends import OpenVinoBackend
+
+        net.set_decoder(OpenVinoBackend(precision="bf16").decoder(net))
+    elif kind == "keep":
         _install_decoder(net, o.decoder, device, precision)
     autocast: AutocastFactory = backend.autocast if precision != "fp32" else contextlib.nullcontext
     return net, autocast

@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder", choices=["auto", "torch", "onnxruntime", "tensorrt"], default="auto",
                    help="KEEP codebook decoder runtime (auto: TensorRT on CUDA when installed, else PyTorch)")
     p.add_argument("--reference-ops", action="store_true", help="CPU: plain fp32 eager ops instead of the ~2x faster rewrites")
+    p.add_argument("--cpu-bf16", action="store_true",
+                   help="CPU with AVX512-BF16/AMX: KEEP's decoder in OpenVINO bf16 (faster, not bit-exact; needs openvino)")
     p.add_argument("--codec", default="libx264", help="video encoder (default libx264)")
     p.add_argument("--crf", type=int, default=18, help="x264/x265 CRF (default 18)")
     p.add_argument("--preset", default="medium", help="x264/x265 preset (default medium)")
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         scene_reset=False, upscale=args.upscale, min_face=args.min_face, detector=args.detector,
         fidelity=args.fidelity, parse=args.parse, exact=args.exact, tiny_faces="dic" if args.tiny_weights else None,
         tiny_weights=args.tiny_weights, tiny_min=args.tiny_min, fp16=args.fp16, decoder=args.decoder,
-        cpu_fast=not args.reference_ops,
+        cpu_fast=not args.reference_ops, cpu_precision="bf16" if args.cpu_bf16 else "fp32",
     )
     if args.aligned:
         from ..aligned import restore_aligned

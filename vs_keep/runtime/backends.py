@@ -3,6 +3,7 @@
 - `TorchBackend`: eager PyTorch on CPU or CUDA, fp32 (reference numerics; `cpu_fast` adds the fp32 CPU rewrites
   of `runtime.cpu`) or bf16/fp16 autocast with the fp32 islands of `runtime.precision`.
 - `OrtBackend`: the decoder through onnxruntime (exported once per model and shape into the cache dir).
+- `OpenVinoBackend`: the decoder through OpenVINO, bf16 on CPUs with AVX512-BF16/AMX (`cpu_precision="bf16"`).
 - `TensorRTBackend`: the decoder as a TensorRT engine; without TensorRT or CUDA it falls back to the torch decoder
   and says so once in the log.
 
@@ -25,7 +26,7 @@ from .precision import PRECISIONS, apply_precision, autocast_context
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OrtBackend", "TensorRTBackend", "TorchBackend", "torch_fallback_notice"]
+__all__ = ["OpenVinoBackend", "OrtBackend", "TensorRTBackend", "TorchBackend", "cached_decoder_onnx", "torch_fallback_notice"]
 
 _NOTICES: set[str] = set()
 
@@ -94,17 +95,42 @@ class OrtBackend:
         except ImportError:
             torch_fallback_notice("onnxruntime is not installed (pip install onnxruntime)")
             return torch_decoder(model)
-        from .onnx_export import OrtDecoder, export_decoder_onnx, model_hash
-        from ..cache import folder
+        from .onnx_export import OrtDecoder
 
-        spec = decoder_spec(model)
-        path = folder("onnx", self.cache_dir) / f"decoder-{model_hash(model)}-{spec.face_size}-b{spec.batch}.onnx"
-        if not path.exists():
-            cpu_model = model if next(model.parameters()).device.type == "cpu" else None
-            if cpu_model is None:
-                raise InputError("OrtBackend: export needs the model on CPU once; load it with device='cpu'")
-            export_decoder_onnx(cpu_model, path)
-        return OrtDecoder(path, spec, providers=self.providers, threads=self.threads)
+        path = cached_decoder_onnx(model, self.cache_dir, "OrtBackend")
+        return OrtDecoder(path, decoder_spec(model), providers=self.providers, threads=self.threads)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenVinoBackend:
+    """OpenVINO for the decoder on CPU: "bf16" (the opt-in `cpu_precision="bf16"`, see runtime.openvino) or
+    "fp32"; the rest of the model stays in torch fp32."""
+
+    name: ClassVar[str] = "openvino"
+
+    precision: str = "bf16"
+    threads: int | None = field(default=None, repr=False)
+    cache_dir: str | None = field(default=None, repr=False)
+
+    def decoder(self, model: nn.Module) -> DecoderFn:
+        from .openvino import OpenVinoDecoder
+
+        path = cached_decoder_onnx(model, self.cache_dir, "OpenVinoBackend")
+        return OpenVinoDecoder(path, decoder_spec(model), precision=self.precision, threads=self.threads)
+
+
+def cached_decoder_onnx(model: nn.Module, cache_dir: str | None, who: str) -> Any:
+    """The decoder's ONNX file in the cache root's onnx/ folder, exported once per weights and shape."""
+    from ..cache import folder
+    from .onnx_export import export_decoder_onnx, model_hash
+
+    spec = decoder_spec(model)
+    path = folder("onnx", cache_dir) / f"decoder-{model_hash(model)}-{spec.face_size}-b{spec.batch}.onnx"
+    if not path.exists():
+        if next(model.parameters()).device.type != "cpu":
+            raise InputError(f"{who}: export needs the model on CPU once; load it with device='cpu'")
+        export_decoder_onnx(model, path)
+    return path
 
 
 @dataclass(frozen=True, kw_only=True)

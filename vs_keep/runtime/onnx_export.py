@@ -29,7 +29,7 @@ from .reference import reference_ops
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OrtDecoder", "export_decoder_onnx", "model_hash"]
+__all__ = ["OrtDecoder", "decoder_feeds", "export_decoder_onnx", "model_hash"]
 
 OPSET = 17
 
@@ -84,6 +84,17 @@ def session_options(threads: int | None) -> Any:
     return options
 
 
+def decoder_feeds(spec: DecoderSpec, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> dict[str, np.ndarray]:
+    """The exported decoder's inputs by name as CPU numpy arrays (zeros and has_memory = 0 without memory)."""
+    out: dict[str, Any] = {"idx": idx.detach().to("cpu", torch.int64).numpy()}
+    for r, _ in spec.feats:
+        out[f"enc_{r}"] = feats[r].detach().float().cpu().numpy()
+    for r, c in spec.memory:
+        out[f"mem_{r}"] = memory[r].detach().float().cpu().numpy() if memory else np.zeros((spec.batch, c, r, r), np.float32)
+    out["has_memory"] = np.array([1.0 if memory else 0.0], np.float32)
+    return out
+
+
 class OrtDecoder:
     """Runs an exported decoder with onnxruntime; callable like `decoder.torch_decoder(model)`."""
 
@@ -95,14 +106,7 @@ class OrtDecoder:
         self.spec = spec
 
     def feeds(self, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> dict[str, np.ndarray]:
-        s = self.spec
-        out: dict[str, Any] = {"idx": idx.detach().to("cpu", torch.int64).numpy()}
-        for r, _ in s.feats:
-            out[f"enc_{r}"] = feats[r].detach().float().cpu().numpy()
-        for r, c in s.memory:
-            out[f"mem_{r}"] = memory[r].detach().float().cpu().numpy() if memory else np.zeros((s.batch, c, r, r), np.float32)
-        out["has_memory"] = np.array([1.0 if memory else 0.0], np.float32)
-        return out
+        return decoder_feeds(self.spec, idx, feats, memory)
 
     def __call__(self, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> tuple[Tensor, dict[int, Tensor]]:
         results = self.session.run(list(self.spec.output_names), self.feeds(idx, feats, memory))
