@@ -70,6 +70,12 @@ def test_precision_and_shipped(report: dict) -> None:
         assert e["native"] is False and "fps" not in e and 0.0 <= e["vs_reference"]["index_agreement_min"] <= 1.0
     shipped = report["shipped_cpu"]
     assert "setting" in shipped and "target_2x_met" in shipped
+    bf16 = shipped["bf16_mode"]  # the opt-in CPU bf16: measured where the CPU has it, else why not
+    if bf16["available"]:
+        assert _number(bf16["speedup_vs_fp32_default"]) and bf16["bit_exact"] is False
+        assert {"fp32-fast+openvino-decoder", "bf16-openvino-decoder", "bf16-torch-decoder"} <= {r["setting"] for r in report["runs"]}
+    else:
+        assert "cpu_precision" in bf16["reason"] or "openvino" in bf16["reason"]
     cmp = shipped["fp32_default_vs_best_exact"]
     assert cmp["best_exact_setting"] in ("reference", "reference+malloc", "fp32-winograd", "fp32-gemm")
     assert _number(cmp["shipped_speedup_vs_best_exact"]) and isinstance(cmp["shipped_not_slower"], bool)

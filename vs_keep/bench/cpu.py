@@ -16,7 +16,7 @@ from typing import Any
 from .common import bench_fn, load_avg, progress, round_sig, safe, timed
 from .parity import record
 
-__all__ = ["EXACT_FP32", "choose_kernels", "cpu_options", "cpu_runs", "default_vs_exact", "pick_shipped"]
+__all__ = ["EXACT_FP32", "bf16_summary", "choose_kernels", "cpu_bf16_runs", "cpu_options", "cpu_runs", "default_vs_exact", "pick_shipped"]
 
 
 def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisions: list[str], quick: bool,
@@ -89,7 +89,7 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
             runner = StagedKeep(model, autocast=lambda p=precision: autocast_context("cpu", p))
             ctx = contextlib.nullcontext() if native else EmulatedLowPrecision()
             with ctx:
-                res = timed(runner, frames, repeats if native else 1)
+                res = timed(runner, frames, repeats if native and label == "shipped" else 1)
             entry = record(f"{precision}-{label}", "cpu", precision, res, ref, golden, size,
                             {"fp32_stages": list(stages), "native": native})
             if not native:
@@ -101,9 +101,73 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
                 runs.append(entry)
         apply_precision(model, "fp32")
     optimize_cpu(model)
+    if "bf16" in precisions:
+        runs.extend(cpu_bf16_runs(model, frames, golden, ref, repeats, workdir, threads))
 
     shipped = pick_shipped(runs, golden is not None)
+    shipped["bf16_mode"] = bf16_summary(runs)
     return runs, lowp, shipped
+
+
+def cpu_bf16_runs(model: Any, frames: Any, golden: dict | None, ref: dict[str, Any], repeats: int, workdir: Path,
+                  threads: int) -> list[dict]:
+    """The opt-in `cpu_precision="bf16"` (shipped fp32 path + OpenVINO bf16 decoder) next to the other ways to run
+    the same stages: OpenVINO fp32 (the plumbing) and torch's oneDNN bf16 autocast on the decoder stages."""
+    from ..errors import InputError
+    from ..runtime.cpu import optimize_cpu
+    from ..runtime.decoder import decoder_spec
+    from ..runtime.onnx_export import export_decoder_onnx
+    from ..runtime.openvino import BF16_STAGES, OpenVinoDecoder, check_bf16_cpu
+    from ..runtime.precision import STAGE_MODULES, apply_precision, autocast_context
+    from .staged import StagedKeep
+
+    size = int(model.face_size)
+    try:
+        check_bf16_cpu()
+    except InputError as exc:
+        return [{"setting": "bf16-openvino-decoder", "device": "cpu", "precision": "bf16", "skipped": str(exc)}]
+    optimize_cpu(model)
+    path = workdir / "decoder.onnx"
+    if not path.exists():
+        export_decoder_onnx(model, path)
+    spec = decoder_spec(model)
+    rows = []
+    for precision, name in (("fp32", "fp32-fast+openvino-decoder"), ("bf16", "bf16-openvino-decoder")):
+        progress(f"cpu: {name}")
+        dec = OpenVinoDecoder(path, spec, precision=precision, threads=threads)
+        res = timed(StagedKeep(model, decoder=dec), frames, repeats)
+        note = ("the opt-in cpu_precision='bf16': fp32 shipped path, codebook decoder in OpenVINO bf16 (not bit-exact)"
+                if precision == "bf16" else "codebook decoder in OpenVINO fp32")
+        rows.append(record(name, "cpu", precision, res, ref, golden, size, {"note": note, "bf16_stages": list(BF16_STAGES) if precision == "bf16" else []}))
+    keep32 = tuple(s for s in STAGE_MODULES if s not in BF16_STAGES)
+    progress("cpu: bf16-torch-decoder (oneDNN bf16 autocast on the decoder stages, the rest fp32 shipped)")
+    apply_precision(model, "bf16", keep32)
+    try:
+        res = timed(StagedKeep(model, autocast=lambda: autocast_context("cpu", "bf16")), frames, repeats)
+    finally:
+        apply_precision(model, "fp32")
+    rows.append(record("bf16-torch-decoder", "cpu", "bf16", res, ref, golden, size,
+                       {"note": "torch autocast bf16 (oneDNN) on the same stages", "fp32_stages": list(keep32)}))
+    return rows
+
+
+def bf16_summary(runs: list[dict]) -> dict[str, Any]:
+    """Speed-up of the opt-in CPU bf16 mode over the shipped fp32 default, and its accuracy, same run."""
+    by = {r["setting"]: r for r in runs if "per_frame_s" in r}
+    mode, fp32 = by.get("bf16-openvino-decoder"), by.get("fp32-fast")
+    if mode is None or fp32 is None:
+        skipped = next((r.get("skipped") for r in runs if r["setting"] == "bf16-openvino-decoder"), None)
+        return {"available": False, "reason": skipped or "not measured (--precisions without bf16)"}
+    out: dict[str, Any] = {
+        "available": True, "setting": "bf16-openvino-decoder", "engine_option": "cpu_precision='bf16' / --cpu-bf16",
+        "speedup_vs_fp32_default": round_sig(fp32["per_frame_s"] / mode["per_frame_s"], 3),
+        "vs_reference": mode.get("vs_reference"), "vs_fixture": mode.get("vs_fixture"),
+        "bit_exact": False,
+    }
+    torch_bf16 = by.get("bf16-torch-decoder")
+    if torch_bf16 is not None:
+        out["openvino_vs_torch_bf16_speedup"] = round_sig(torch_bf16["per_frame_s"] / mode["per_frame_s"], 3)
+    return out
 
 
 #: fp32 settings that run the same torch graph (only kernels and the allocator differ): the shipped default must

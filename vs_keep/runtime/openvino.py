@@ -27,10 +27,12 @@ from ..errors import InputError
 from .decoder import DecoderSpec
 from .onnx_export import decoder_feeds
 
-__all__ = ["BF16_FLAGS", "OpenVinoDecoder", "check_bf16_cpu", "openvino_bf16_supported"]
+__all__ = ["BF16_FLAGS", "BF16_STAGES", "OpenVinoDecoder", "check_bf16_cpu", "openvino_bf16_supported"]
 
 log = logging.getLogger(__name__)
 
+#: stages (runtime.precision.STAGE_MODULES) the opt-in CPU bf16 mode runs in 16 bits: the codebook decoder only
+BF16_STAGES = ("generator", "fusion")
 #: /proc/cpuinfo flags that give native bf16 dot products
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
