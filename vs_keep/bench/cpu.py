@@ -20,7 +20,7 @@ __all__ = ["EXACT_FP32", "bf16_summary", "choose_kernels", "cpu_bf16_runs", "cpu
 
 
 def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisions: list[str], quick: bool,
-              workdir: Path, threads: int, sweep: bool = True) -> tuple[list[dict], list[dict], dict[str, Any]]:
+              workdir: Path, threads: int, sweep: bool = True, onnx: bool = True) -> tuple[list[dict], list[dict], dict[str, Any]]:
     from ..runtime.cpu import CpuOptions, optimize_cpu, restore_reference, tune_malloc
     from ..runtime.precision import (
         FP32_STAGES, STAGE_MODULES, apply_precision, autocast_context, native_lowp_supported,
@@ -55,7 +55,7 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
     choice = choose_kernels(model, frames)
     add("fp32-fast", timed(StagedKeep(model), frames, repeats), "the engine's default: runtime.cpu.optimize_cpu() + tune_malloc")
     runs[-1]["kernel_choice"] = choice
-    if not quick:
+    if not quick and onnx:
         optimize_cpu(model, CpuOptions(onnx_flow=True))
         progress("cpu: fp32-fast+ort-flow (GMFlow in onnxruntime; exporting and checking the graph first)")
         warm = safe("onnxruntime flow", lambda: _warm_flow(model, frames))
@@ -66,7 +66,7 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
             runs.append({"setting": "fp32-fast+ort-flow", "device": "cpu", "precision": "fp32",
                          **(warm if isinstance(warm, dict) else {"error": "onnxruntime flow unavailable"})})
         optimize_cpu(model)
-    dec_fn = safe("ort-decoder export", lambda: _ort_decoder(model, workdir, threads))
+    dec_fn = safe("ort-decoder export", lambda: _ort_decoder(model, workdir, threads)) if onnx else {"skipped": "--no-onnx"}
     name = "fp32-fast+ort-decoder"
     if isinstance(dec_fn, dict):
         runs.append({"setting": name, "device": "cpu", "precision": "fp32", **dec_fn})
@@ -78,10 +78,9 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
     for precision in [p for p in precisions if p != "fp32"]:
         native = native_lowp_supported("cpu", precision)
         configs = {"shipped": FP32_STAGES[precision]}
-        if not quick:  # the guard's evidence: everything but the flow in 16 bits, then one stage at a time
+        if not quick and sweep:  # the guard's evidence: everything but the flow in 16 bits, then one stage at a time
             configs["all-but-flow"] = ("flow",)
-            if sweep:
-                configs.update({f"only-{st}": tuple(x for x in STAGE_MODULES if x != st) for st in STAGE_MODULES if st != "flow"})
+            configs.update({f"only-{st}": tuple(x for x in STAGE_MODULES if x != st) for st in STAGE_MODULES if st != "flow"})
         for label, stages in configs.items():
             progress(f"cpu: {precision} ({label}: fp32 stages {', '.join(stages) or 'none'}; {'native' if native else 'emulated'})")
             restore_reference(model)
@@ -190,8 +189,12 @@ def choose_kernels(model: Any, frames: Any) -> dict[str, Any]:
     with torch.inference_mode():
         model(frames[:2])
     counts = collections.Counter(v["kind"] for v in tab.choices.values())
+    entries = [v for v in tab.choices.values() if "ms" in v]
     return {"table": str(tab.path) if tab.path else None, "shapes_measured_now": tab.measured - before,
             "warm_s": round_sig(time.perf_counter() - start), "kinds": dict(sorted(counts.items())),
+            # each distinct shape once, candidates timed interleaved: less exposed to machine load than whole runs
+            "conv_ms_per_shape_sum": {"reference_kernel": round_sig(sum(v["ms"]["default"] for v in entries)),
+                                      "chosen": round_sig(sum(v["ms"][v["kind"]] for v in entries))},
             "identity": tab.identity}
 
 

@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-faces", action="store_true", help="skip the 720p/1080p face-stage timings")
     parser.add_argument("--no-memory", action="store_true", help="skip the RSS comparison")
     parser.add_argument("--no-options", action="store_true", help="skip the CPU option measurements")
-    parser.add_argument("--no-sweep", action="store_true", help="skip the one-stage-at-a-time 16-bit accuracy sweep")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the all-but-flow and one-stage-at-a-time 16-bit accuracy runs")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime rows (GMFlow and decoder)")
     parser.add_argument("--compile", action="store_true", help="also try torch.compile on the encoder (minutes of compiling)")
     parser.add_argument("--out", help="also write the JSON to this file")
 
@@ -127,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="vs-keep-bench-") as tmp:
         workdir = Path(tmp)
         if "cpu" in devices:
-            runs, lowp, shipped = cpu_runs(model, frames, golden, repeats, precisions, quick, workdir, threads, not args.no_sweep)
+            runs, lowp, shipped = cpu_runs(model, frames, golden, repeats, precisions, quick, workdir, threads, not args.no_sweep,
+                                           not args.no_onnx)
             report["runs"] = runs
             report["precision_accuracy"] = lowp
             report["shipped_cpu"] = shipped

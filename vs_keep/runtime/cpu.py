@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.vqgan import ResBlock
+from .cpu_choice import pick
 from .reference import reference_only, reference_ops
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,6 @@ class FastConv2d(nn.Conv2d):
             return super().forward(x)
         if not self.auto:
             return self._run(self._kind(x), x)
-        from .cpu_choice import pick
-
         shape = f"conv{self.kernel_size[0]}x{self.kernel_size[1]}:{self.in_channels}>{self.out_channels}:{x.shape[-2]}x{x.shape[-1]}"
         kind, out = pick(shape, self._candidates(x), lambda k: self._run(k, x), self._kind(x))
         return out if out is not None else self._run(kind, x)
