@@ -2,8 +2,8 @@
 
 Association is greedy on a cost mixing box overlap and landmark distance (both against the track's last
 observation moved by its recent velocity), so it is deterministic and depends only on the detections it is given:
-`link_tracks` over a window of frames is a pure function, which is what lets the streaming pipeline and a
-random-access VapourSynth filter agree. A track ends when it has not been matched for more than `max_gap` frames.
+`link_tracks` over a window of frames is a pure function, which is what lets the face engine compute any chunk
+alone (random access) and get the frames of a linear pass. A track ends when it has not been matched for more than `max_gap` frames.
 """
 
 from __future__ import annotations
