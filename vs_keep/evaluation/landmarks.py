@@ -13,6 +13,8 @@ import numpy as np
 
 from .faces import DlibModels, FaceFinder, FaceRef, iou
 
+__all__ = ["AkdMetric"]
+
 
 class AkdMetric:
     """Per-frame AKD with one landmark set."""

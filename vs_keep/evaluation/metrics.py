@@ -15,6 +15,8 @@ import numpy as np
 
 from ..errors import InputError
 
+__all__ = ["PSNR_CAP_DB", "prepare", "psnr", "ssim"]
+
 # Identical frames have infinite PSNR; JSON has no infinity, so a perfect frame reports this cap instead.
 PSNR_CAP_DB = 100.0
 

@@ -20,6 +20,11 @@ import numpy as np
 
 from ..errors import InputError
 
+__all__ = [
+    "BORDER_RGB", "FFHQ_TEMPLATE_512", "align_face", "alignment_matrix", "antialias_sigma", "estimate_similarity",
+    "face_template", "invert_affine", "to_unit_float", "warp_scale",
+]
+
 #: FFHQ 512x512 template (facexlib / CodeFormer / KEEP), RetinaFace landmark order.
 FFHQ_TEMPLATE_512 = np.array(
     [

@@ -11,6 +11,8 @@ from ..errors import InputError
 from .track import select_faces
 from .types import Detection, Detector
 
+__all__ = ["DETECTORS", "create_detector", "detect_faces", "to_uint8"]
+
 DETECTORS = ("mtcnn", "retinaface_resnet50", "retinaface_mobilenet0.25", "retinaface_mobile0.25")
 
 

@@ -18,6 +18,8 @@ from .types import Detection
 from ..models.checkpoint import load_strict
 from .weightfiles import find_weights, load_plain_state_dict
 
+__all__ = ["PARSENET", "ParseNetMasker", "RETINAFACE", "RetinaFaceDetector"]
+
 #: detector name -> (facexlib network name, vs-keep weights registry name, file name)
 RETINAFACE = {
     "retinaface_resnet50": ("resnet50", "retinaface_resnet50", "detection_Resnet50_Final.pth"),

@@ -20,6 +20,8 @@ from torch import nn
 
 from ..errors import InputError
 
+__all__ = ["ClipRun", "ModuleRestorer", "Restorer", "SharedRestorerFactory", "identity_restorer", "restorer_factory"]
+
 log = logging.getLogger(__name__)
 
 Restorer = Callable[[torch.Tensor], torch.Tensor]

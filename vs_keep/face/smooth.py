@@ -26,6 +26,11 @@ import numpy as np
 
 from ..errors import InputError
 
+__all__ = [
+    "ENDS", "SIGMA", "StreamingSmoother", "TRUNCATE", "gaussian_radius", "gaussian_weights", "reflect_index",
+    "smooth_at", "smooth_sequence",
+]
+
 SIGMA = 5.0
 TRUNCATE = 4.0
 

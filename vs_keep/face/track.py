@@ -17,6 +17,8 @@ from ..errors import InputError
 from .boxes import iou_matrix
 from .types import Detection
 
+__all__ = ["FACES_MODES", "LinkParams", "Track", "link_tracks", "select_faces"]
+
 FACES_MODES = ("all", "largest", "center")
 
 

@@ -17,6 +17,8 @@ from ..models.checkpoint import load_strict
 from .weightfiles import find_weights, load_plain_state_dict
 from .rrdbnet import build_rrdbnet
 
+__all__ = ["RealESRGANUpsampler"]
+
 
 class RealESRGANUpsampler:
     """Callable(frame, upscale) -> upscaled frame (same dtype), usable as `paste_faces(background=...)`."""

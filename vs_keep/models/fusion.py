@@ -8,6 +8,8 @@ from torch import Tensor, nn
 from .attention import Attention, FeedForward
 from .vqgan import ResBlock
 
+__all__ = ["CrossFrameAttention", "SFTFusion", "from_tokens", "to_tokens"]
+
 
 def _conv_lrelu_conv(channels: int) -> nn.Sequential:
     return nn.Sequential(

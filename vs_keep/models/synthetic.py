@@ -14,6 +14,11 @@ from typing import Iterable
 import torch
 from torch import nn
 
+__all__ = [
+    "shapes_of", "small_codeformer_config", "small_keep_config", "synthetic_state_dict", "synthetic_tensor",
+    "write_synthetic_checkpoint",
+]
+
 
 def synthetic_tensor(key: str, shape: Iterable[int], salt: int = 0) -> torch.Tensor:
     shape = tuple(int(s) for s in shape)

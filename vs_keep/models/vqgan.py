@@ -13,6 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+__all__ = [
+    "AttnBlock", "Codebook", "Downsample", "Encoder", "GN_EPS", "GN_GROUPS", "Generator", "ResBlock", "Upsample",
+    "VQGANConfig", "group_norm", "swish", "vqgan_config_from_state_dict",
+]
+
 GN_GROUPS = 32
 GN_EPS = 1e-6
 

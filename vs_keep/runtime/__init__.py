@@ -5,3 +5,5 @@ helpers (`staged`, `measure`). Nothing is imported here: each module pulls in it
 What the engine ships is assembled in `vs_keep.engine.load_model` (CPU: `TorchBackend(device="cpu").prepare(model)`
 plus `cpu.tune_malloc()`; CUDA: precision policy and decoder backend). `vs-keep bench` measures all of it.
 """
+
+__all__: list[str] = []

@@ -20,10 +20,8 @@ anything else (CUDA, autocast, training) takes the original code path.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -31,25 +29,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.vqgan import ResBlock
+from .reference_mode import reference_ops, reference_only
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CpuOptions", "FastConv2d", "FastResBlock", "OrtFlowNet", "nnpack_available", "optimize_cpu", "reference_ops", "restore_reference", "tune_malloc"]
 
 _NNPACK_STATE: dict[str, bool] = {}
-_REFERENCE_ONLY = threading.local()
 _ORT_FLOW_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def reference_ops() -> Iterator[None]:
-    """Inside this context the rewritten modules run their original forward (used while exporting graphs)."""
-    before = getattr(_REFERENCE_ONLY, "on", False)
-    _REFERENCE_ONLY.on = True
-    try:
-        yield
-    finally:
-        _REFERENCE_ONLY.on = before
 
 
 def nnpack_available() -> bool:
@@ -67,7 +54,7 @@ def _plain_fp32_cpu(x: Tensor, weight: Tensor) -> bool:
     """Eager fp32 CPU inference: the only case the rewrites handle (not tracing/exporting, autocast or autograd)."""
     return (
         x.device.type == "cpu"
-        and not getattr(_REFERENCE_ONLY, "on", False)
+        and not reference_only()
         and not torch.jit.is_tracing()
         and not torch.compiler.is_compiling()
         and x.dtype == torch.float32

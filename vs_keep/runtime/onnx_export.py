@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import VsKeepError
-from .cpu import reference_ops
+from .reference_mode import reference_ops
 from .decoder import CodebookDecoder, DecoderSpec, decoder_spec
 
 log = logging.getLogger(__name__)

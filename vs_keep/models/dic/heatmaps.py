@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+__all__ = ["COMPONENTS_68", "MIN_PEAK", "heatmaps_to_landmarks", "merge_heatmaps"]
+
 #: 68-point (iBUG 300-W) index ranges summed into the five facial-component attention maps, in the order the
 #: trained fusion block expects: left eye, right eye, nose, mouth, contour (jaw line and eyebrows).
 COMPONENTS_68: tuple[tuple[int, int], ...] = ((36, 42), (42, 48), (27, 36), (48, 68), (0, 27))

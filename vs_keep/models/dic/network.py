@@ -20,6 +20,8 @@ from ...errors import InputError
 from .heatmaps import merge_heatmaps
 from .hourglass import FeedbackHourglass
 
+__all__ = ["AttentiveFusion", "DICNet", "FeedbackBlock", "GroupedResBlock", "conv_prelu", "deconv_prelu"]
+
 #: PReLU slope at construction; every slope is overwritten by the checkpoint.
 _PRELU_INIT = 0.2
 
