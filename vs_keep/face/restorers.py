@@ -52,7 +52,7 @@ class ModuleRestorer:
         self.autocast = autocast
         self.kind = kind or ("codeformer" if _is_codeformer(module) else "keep")
         if self.kind not in ("keep", "codeformer"):
-            raise InputError(f"restorer kind must be 'keep' or 'codeformer', got {self.kind!r}")
+            raise InputError(f"ModuleRestorer: kind must be 'keep' or 'codeformer', got {self.kind!r}")
         self.fidelity = float(fidelity)
         self.batch = max(int(batch), 1)
         self.face_size = int(getattr(module, "face_size", 512))

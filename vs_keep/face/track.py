@@ -93,7 +93,7 @@ def link_tracks(
 ) -> list[Track]:
     """Tracks over `frames` (increasing indices, each a key of `detections`), ordered by their first observation."""
     if params.max_gap < 0:
-        raise InputError(f"max_gap must be >= 0, got {params.max_gap}")
+        raise InputError(f"link_tracks: params.max_gap must be >= 0, got {params.max_gap}")
     tracks: list[Track] = []
     for f in frames:
         dets = detections[f]
