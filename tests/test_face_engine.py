@@ -1,5 +1,6 @@
-"""The face pipeline driving the real restoration engines (small synthetic KEEP and CodeFormer checkpoints) on a
-real-photo clip: official chunking with state reset per chunk, and the per-frame CodeFormer alternative."""
+"""The face engine (`restore_stream`, the CLI's linear pass) driving the real restoration models (small synthetic
+KEEP and CodeFormer checkpoints) on a real-photo clip: official chunking with state reset per chunk, and the
+per-frame CodeFormer alternative."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 import torch
 
 from data.face_scenes import astronaut
-from vs_keep.face import FacePipeline, ModuleRestorer, restorer_factory
+from engine_run import linear_pass, paste_alpha
+from vs_keep.face import ModuleRestorer, create_detector, restorer_factory
 from vs_keep.models.synthetic import write_synthetic_checkpoint
 
 
@@ -41,25 +43,30 @@ class Recording:
 
 
 @pytest.fixture(scope="module")
+def detector():
+    return create_detector("mtcnn", "cpu", min_face_size=20.0)
+
+
+@pytest.fixture(scope="module")
 def keep_path(tmp_path_factory) -> str:
     torch.set_num_threads(2)
     return str(write_synthetic_checkpoint(tmp_path_factory.mktemp("keep") / "keep_small.pth", "keep", "small"))
 
 
-def test_keep_engine_end_to_end_with_official_chunks(keep_path: str) -> None:
+def test_keep_engine_end_to_end_with_official_chunks(keep_path: str, detector) -> None:
     frames = panning_clip(5)
     factory = restorer_factory(keep_path)  # loads through vs_keep.models.load
     assert factory.restorer.kind == "keep" and factory.face_size == 128
     rec = Recording(factory.restorer)
-    pipe = FacePipeline(restorer_factory=rec, chunk=3, with_alpha=True)
-    out = list(pipe.run(frames))
-    assert [r.index for r in out] == list(range(5))
+    out = linear_pass(frames, rec, detector, chunk=3)
+    assert len(out) == 5
     assert all(len(r.faces) == 1 for r in out), [len(r.faces) for r in out]
     # one clip per chunk: frames [0, 3) and [3, 5), one track
     assert [(t, len(x)) for t, x, _ in rec.calls] == [(0, 3), (0, 2)]
     for r, f in zip(out, frames):
         assert r.image.dtype == np.uint8 and r.image.shape == f.shape
-        outside, inside = r.alpha == 0, r.alpha > 0.99
+        alpha = paste_alpha(f.shape, r.faces, 128)
+        outside, inside = alpha == 0, alpha > 0.99
         assert np.array_equal(r.image[outside], f[outside])
         assert np.abs(r.image[inside].astype(int) - f[inside].astype(int)).mean() > 5  # the (random) net did act
     # The recurrent state restarts at each chunk: frame 3 is restored as the first frame of its own clip, and
@@ -71,14 +78,14 @@ def test_keep_engine_end_to_end_with_official_chunks(keep_path: str) -> None:
     assert (continued[3] - rec.calls[1][2][0]).abs().max() > 1e-3
 
 
-def test_codeformer_restores_frame_by_frame(tmp_path) -> None:
+def test_codeformer_restores_frame_by_frame(tmp_path, detector) -> None:
     path = write_synthetic_checkpoint(tmp_path / "codeformer_small.pth", "codeformer", "small")
     factory = restorer_factory(path)
     assert factory.restorer.kind == "codeformer"
     frames = panning_clip(2)
-    out = list(FacePipeline(restorer_factory=factory, with_alpha=True).run(frames))
+    out = linear_pass(frames, factory, detector)
     assert len(out) == 2 and all(len(r.faces) == 1 for r in out)
-    inside = out[0].alpha > 0.99
+    inside = paste_alpha(frames[0].shape, out[0].faces, 128) > 0.99
     assert np.abs(out[0].image[inside].astype(int) - frames[0][inside].astype(int)).mean() > 5
     # per-frame model: a frame's result does not depend on its neighbours
     x = torch.rand(2, 3, 128, 128) * 2 - 1

@@ -1,6 +1,7 @@
-"""The streaming FacePipeline on a small video made from two real photos (real MTCNN): track ids, passthrough of
-untouched pixels and faceless frames, geometry of the identity round trip, a face cut by the border, bounded
-buffering, official chunking, and equality with the random-access (window) computation."""
+"""The face engine's linear pass (`restore_stream`, what the CLI runs) on a small video made from two real photos
+(real MTCNN, identity restorer): tracks inside a chunk, passthrough of untouched pixels and faceless frames,
+geometry of the identity round trip, a face cut by the border, bounded read-ahead, official chunking, float
+frames, upscale and the face-selection modes."""
 
 from __future__ import annotations
 
@@ -12,27 +13,18 @@ import pytest
 import torch
 
 from data.face_scenes import face_center, two_face_scene
+from engine_run import linear_pass, paste_alpha
 from vs_keep.errors import InputError
-from vs_keep.face import (
-    FacePaste,
-    FacePipeline,
-    chunk_bounds,
-    chunk_window,
-    create_detector,
-    detect_faces,
-    identity_restorer,
-    paste_faces,
-    plan_chunk,
-    restore_segment,
-)
+from vs_keep.face import create_detector, identity_restorer
 from vs_keep.face.restorers import SharedRestorerFactory
 from vs_keep.face.types import Detection
+from vs_keep.random_access import RandomAccessRestorer, restore_stream
 
 EMPTY_HEAD, N, CHUNK, MAX_GAP, SIZE = 3, 36, 20, 10, 128
 
 
 class MemoDetector:
-    """The real MTCNN, memoised on frame bytes so the several pipeline runs below detect each frame once."""
+    """The real MTCNN, memoised on frame bytes so the several engine runs below detect each frame once."""
 
     def __init__(self) -> None:
         self.inner = create_detector("mtcnn")
@@ -46,7 +38,7 @@ class MemoDetector:
 
 
 class RecordingFactory:
-    """Identity restorer that records (track id, chunk length) of every call."""
+    """Identity restorer that records (track index, clip length) of every call."""
 
     face_size = SIZE
 
@@ -76,14 +68,23 @@ def detector() -> MemoDetector:
 
 @pytest.fixture(scope="module")
 def streamed(scene, detector):
+    """The linear pass, recording how far the reader ran ahead of the chunk being emitted."""
     factory = RecordingFactory()
-    pipe = FacePipeline(restorer_factory=factory, detector=detector, chunk=CHUNK, max_gap=MAX_GAP, with_alpha=True)
-    results, held = [], 0
-    for frame in scene.frames:
-        results += pipe.push(frame)
-        held = max(held, pipe.buffered_frames)
-    results += pipe.flush()
-    return results, factory.calls, held
+    engine = RandomAccessRestorer(restorer_factory=factory, detector=detector, chunk=CHUNK, max_gap=MAX_GAP)
+    consumed = 0
+
+    def source():
+        nonlocal consumed
+        for frame in scene.frames:
+            consumed += 1
+            yield frame
+
+    results, ahead = [], 0
+    for r in restore_stream(engine, source(), len(scene.frames)):
+        ahead = max(ahead, consumed - r.span.start)
+        results.append(r)
+    alphas = [paste_alpha(f.shape, r.faces, SIZE) for r, f in zip(results, scene.frames)]
+    return results, factory.calls, ahead, alphas
 
 
 def _who(scene, frame: int, landmarks: np.ndarray) -> str | None:
@@ -97,34 +98,31 @@ def _who(scene, frame: int, landmarks: np.ndarray) -> str | None:
     return name
 
 
-def test_frames_come_out_in_order_with_bounded_buffer(scene, streamed) -> None:
-    results, _, held = streamed
-    assert [r.index for r in results] == list(range(len(scene.frames)))
+def test_frames_come_out_in_order_with_bounded_read_ahead(scene, streamed) -> None:
+    results, _, ahead, _ = streamed
+    assert len(results) == len(scene.frames)
     assert all(r.image.shape == scene.frames[0].shape and r.image.dtype == np.uint8 for r in results)
-    # chunk + smoothing radius + max_gap + 1 (+1 for the frame being pushed)
-    assert held <= CHUNK + 20 + MAX_GAP + 2, held
+    assert all(r.span.start <= n < r.span.stop for n, r in enumerate(results))
+    # frames held = read - released (everything before the chunk start): chunk + smoothing radius + max_gap + 1
+    assert ahead <= CHUNK + 20 + MAX_GAP + 2, ahead
 
 
-def test_track_ids_are_stable(scene, streamed) -> None:
-    results, _, _ = streamed
-    ids: dict[str, list[tuple[int, int]]] = {"astronaut": [], "grace": []}
-    for r in results:
-        for face in r.faces:
-            name = _who(scene, r.index, face.landmarks)
-            assert name is not None, (r.index, face)
-            ids[name].append((r.index, face.track))
-    astro = {t for _, t in ids["astronaut"]}
-    assert len(astro) == 1 and len(ids["astronaut"]) == N  # one id, in every frame with her face
-    first = {t for f, t in ids["grace"] if f < EMPTY_HEAD + 17}
-    second = {t for f, t in ids["grace"] if f >= EMPTY_HEAD + 17}
-    # stable while visible; she is gone longer than max_gap, so she comes back as a new track
-    assert len(first) == 1 and len(second) == 1 and first != second and not (first | second) & astro
+def test_one_track_per_face_inside_each_chunk(scene, streamed) -> None:
+    results, _, _, alphas = streamed
+    for start in range(0, N + EMPTY_HEAD, CHUNK):
+        ids: dict[str, set[int]] = {"astronaut": set(), "grace": set()}
+        for n in range(start, min(start + CHUNK, len(results))):
+            for face in results[n].faces:
+                name = _who(scene, n, face.landmarks)
+                assert name is not None, (n, face)
+                ids[name].add(face.track)
+        assert len(ids["astronaut"]) == 1 and len(ids["grace"]) <= 1 and not ids["astronaut"] & ids["grace"], ids
+    astronaut = [n for n, r in enumerate(results) if any(_who(scene, n, f.landmarks) == "astronaut" for f in r.faces)]
+    assert astronaut == list(range(EMPTY_HEAD, EMPTY_HEAD + N))  # restored in every frame with her face
     # the face cut by the right border (frames 6-9) is restored and pasted right up to the edge
-    border = [r for r in results if EMPTY_HEAD + 6 <= r.index <= EMPTY_HEAD + 9]
-    for r in border:
-        assert any(_who(scene, r.index, f.landmarks) == "grace" for f in r.faces), r.index
-        rows = slice(75, 135)
-        assert r.alpha[rows, -1].max() > 0.9, (r.index, r.alpha[rows, -1].max())
+    for n in range(EMPTY_HEAD + 6, EMPTY_HEAD + 10):
+        assert any(_who(scene, n, f.landmarks) == "grace" for f in results[n].faces), n
+        assert alphas[n][75:135, -1].max() > 0.9, (n, alphas[n][75:135, -1].max())
 
 
 def _shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -136,14 +134,14 @@ def _shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_identity_restorer_leaves_the_video_unchanged_outside_the_faces(scene, streamed) -> None:
-    results, _, _ = streamed
+    results, _, _, alphas = streamed
     interior_err, shifts = [], []
-    for r, frame in zip(results, scene.frames):
-        if r.index < EMPTY_HEAD:  # frames without faces pass through untouched
+    for n, (r, frame, alpha) in enumerate(zip(results, scene.frames, alphas)):
+        if n < EMPTY_HEAD:  # frames without faces pass through untouched
             assert not r.faces and np.array_equal(r.image, frame)
-        outside = r.alpha == 0
+        outside = alpha == 0
         assert np.array_equal(r.image[outside], frame[outside])  # untouched pixels are bit-exact
-        inside = r.alpha >= 0.999
+        inside = alpha >= 0.999
         if inside.any():
             interior_err.append(np.abs(r.image[inside].astype(int) - frame[inside].astype(int)).mean())
         count, labels, stats, _ = cv2.connectedComponentsWithStats(inside.astype(np.uint8))
@@ -155,15 +153,13 @@ def test_identity_restorer_leaves_the_video_unchanged_outside_the_faces(scene, s
             b = frame[win].mean(axis=2).astype(np.float64)
             shifts.append(float(np.hypot(*_shift(a, b))))
     # Inside the faces the identity round trip (warp to the crop, low-pass, warp back) only softens: no shift.
-    print(f"identity round trip: mean |error| inside faces {np.mean(interior_err):.2f} LSB, "
-          f"max shift {max(shifts):.3f} px")
-    assert len(shifts) > N and max(shifts) < 0.05
+    assert len(shifts) > N and max(shifts) < 0.05, max(shifts)
     assert np.mean(interior_err) < 8.0
 
 
 def test_official_chunking(scene, streamed) -> None:
-    """Every restorer call is one track inside one chunk [20k, 20k+20), frames in order, state reset per call."""
-    results, calls, _ = streamed
+    """Every restorer call is one track's clip inside one chunk [20k, 20k+20), frames in order."""
+    results, calls, _, _ = streamed
     expected = []
     for start in range(0, len(scene.frames), CHUNK):
         per_track: dict[int, int] = {}
@@ -171,66 +167,32 @@ def test_official_chunking(scene, streamed) -> None:
             for f in r.faces:
                 per_track[f.track] = per_track.get(f.track, 0) + 1
         expected += sorted(per_track.items())
-    got = []
-    for start in range(0, len(scene.frames), CHUNK):
-        n = sum(1 for r in results[start : start + CHUNK] for _ in r.faces)
-        chunk_calls = []
-        while n > 0:
-            chunk_calls.append(calls[len(got) + len(chunk_calls)])
-            n -= chunk_calls[-1][1]
-        got += sorted(chunk_calls)
-    assert got == expected and all(t <= CHUNK for _, t in calls)
+    assert sorted(calls) == sorted(expected) and all(t <= CHUNK for _, t in calls)
+    assert all(r.span.start % CHUNK == 0 and r.span.stop == min(r.span.start + CHUNK, len(results)) for r in results)
 
 
-def test_random_access_window_gives_the_same_frames(scene, streamed, detector) -> None:
-    """What a VapourSynth filter does for frame n: detect only the frames of chunk_window around n's chunk, plan
-    that chunk, restore its segments, paste frame n. It matches the streaming output bit for bit."""
-    results, _, _ = streamed
-    length = len(scene.frames)
-    start, stop = chunk_bounds(25, CHUNK)
-    lo, hi = chunk_window(start, stop, max_gap=MAX_GAP)
-    hi = min(hi, length)
-    dets = {f: detect_faces(detector, scene.frames[f], min_face_size=20.0) for f in range(lo, hi)}
-    segments = plan_chunk(dets, start, stop, length=length)
-    pending: dict[int, list[FacePaste]] = {}
-    for seg in segments:
-        faces, mats = restore_segment(scene.frames.__getitem__, seg, identity_restorer, face_size=SIZE)
-        for k, f in enumerate(seg.frames):
-            pending.setdefault(int(f), []).append(FacePaste(faces[k], mats[k]))
-    for n in range(start, min(stop, length)):
-        assert np.array_equal(paste_faces(scene.frames[n], pending.get(n, [])), results[n].image), n
-
-
-def test_float_frames_and_upscale(scene, streamed, detector) -> None:
-    results, _, _ = streamed
+def test_float_frames_and_upscale(scene, detector) -> None:
     frames = scene.frames[EMPTY_HEAD : EMPTY_HEAD + 6]
     factory = SharedRestorerFactory(identity_restorer, SIZE)
-    pipe = FacePipeline(restorer_factory=factory, detector=detector, chunk=CHUNK, max_gap=MAX_GAP)
-    floats = list(pipe([f.astype(np.float32) / 255 for f in frames]))
-    ints = list(pipe(frames))
-    assert all(f.dtype == np.float32 for f in floats)
-    assert max(np.abs(f * 255 - i).max() for f, i in zip(floats, ints)) <= 0.5 + 1e-3
-    up = FacePipeline(restorer_factory=factory, detector=detector, chunk=CHUNK, max_gap=MAX_GAP, upscale=2, with_alpha=True)
-    out = list(up.run(frames))
-    assert out[0].image.shape == (480, 640, 3)
+    floats = linear_pass([f.astype(np.float32) / 255 for f in frames], factory, detector, chunk=CHUNK, max_gap=MAX_GAP)
+    ints = linear_pass(frames, factory, detector, chunk=CHUNK, max_gap=MAX_GAP)
+    assert all(f.image.dtype == np.float32 for f in floats)
+    assert max(np.abs(f.image * 255 - i.image).max() for f, i in zip(floats, ints)) <= 0.5 + 1e-3
+    up = linear_pass(frames, factory, detector, chunk=CHUNK, max_gap=MAX_GAP, upscale=2)
+    assert up[0].image.shape == (480, 640, 3)
+    alpha = paste_alpha(frames[0].shape, up[0].faces, SIZE, upscale=2)
     bg = cv2.resize(frames[0], (640, 480), interpolation=cv2.INTER_LINEAR)
-    assert np.array_equal(out[0].image[out[0].alpha == 0], bg[out[0].alpha == 0])
+    assert (alpha > 0).any() and np.array_equal(up[0].image[alpha == 0], bg[alpha == 0])
 
 
 def test_input_checks(detector) -> None:
     factory = SharedRestorerFactory(identity_restorer, SIZE)
     with pytest.raises(InputError, match="faces"):
-        FacePipeline(restorer_factory=factory, detector=detector, faces="biggest")
-    pipe = FacePipeline(restorer_factory=factory, detector=detector)
-    with pytest.raises(InputError, match="HxWx3"):
-        pipe.push(np.zeros((10, 10), np.uint8))
-    pipe.push(np.zeros((40, 40, 3), np.uint8))
-    with pytest.raises(InputError, match="earlier frames"):
-        pipe.push(np.zeros((40, 50, 3), np.uint8))
-    bad = FacePipeline(restorer_factory=SharedRestorerFactory(lambda x: x[:, :1], SIZE), detector=detector)
+        RandomAccessRestorer(restorer_factory=factory, detector=detector, faces="biggest")
+    bad = SharedRestorerFactory(lambda x: x[:, :1], SIZE)
     with pytest.raises(InputError, match="restorer returned"):
-        list(bad(two_face_scene(n=2).frames))
-    assert list(FacePipeline(restorer_factory=factory, detector=detector)([])) == []
+        linear_pass(two_face_scene(n=2).frames, bad, detector)
+    assert linear_pass([], factory, detector) == []
 
 
 def test_faces_largest_and_center(scene, detector) -> None:
@@ -241,6 +203,6 @@ def test_faces_largest_and_center(scene, detector) -> None:
                for f in range(EMPTY_HEAD, EMPTY_HEAD + 6)]
     assert len(set(central)) == 2  # the most central face changes during the clip
     for mode, expect in (("largest", ["grace"] * 6), ("center", central)):
-        out = list(FacePipeline(restorer_factory=factory, detector=detector, faces=mode).run(frames))
+        out = linear_pass(frames, factory, detector, faces=mode)
         assert all(len(r.faces) == 1 for r in out), mode
-        assert [_who(scene, r.index + EMPTY_HEAD, r.faces[0].landmarks) for r in out] == expect, mode
+        assert [_who(scene, n + EMPTY_HEAD, r.faces[0].landmarks) for n, r in enumerate(out)] == expect, mode

@@ -104,6 +104,21 @@ def test_small_config_roundtrip_and_bf16() -> None:
     assert (fbf - f32).abs().mean().item() < 0.5  # bf16 features, but no overflow and no sub-pixel collapse
 
 
+@torch.no_grad()
+def test_matching_precision_is_at_least_float32() -> None:
+    """16-bit modules match in float32; a float64 module stays float64 end to end (flow dtype float64, and the
+    same flow as float32 up to float32 rounding, not a float32 result cast up)."""
+    net = GMFlow(feature_channels=32, num_transformer_layers=2, ffn_dim_expansion=2).eval()
+    x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    f32 = net(x[:1], x[1:])
+    f64 = net.double()(x[:1].double(), x[1:].double())
+    assert f64.dtype == torch.float64
+    diff = (f64 - f32.double()).abs().max().item()
+    assert 0 < diff < 1e-3, diff
+    f16 = net.half()(x[:1], x[1:])
+    assert f16.dtype == torch.float32 and torch.isfinite(f16).all()
+
+
 def test_wrong_inputs_raise() -> None:
     net = GMFlow(feature_channels=32, num_transformer_layers=1)
     ok = torch.zeros(1, 3, 64, 64)
@@ -145,9 +160,12 @@ def test_flow_warp_matches_bilinear_fetch() -> None:
     flow = torch.randn(n, 2, h, w, generator=g) * 6  # many samples land outside the image
     out = flow_warp(x, flow)
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    exact = flow_warp(x.double(), flow.double())  # float64 stays float64 (coordinates too): the exact reference
+    assert exact.dtype == torch.float64
     for i in range(n):
         ref = _bilinear_fetch(x[i], xs + flow[i, 0].double(), ys + flow[i, 1].double())
         assert (out[i].double() - ref).abs().max().item() < 1e-5
+        assert (exact[i] - ref).abs().max().item() < 1e-12
     half = flow_warp(x.half(), flow)
     assert half.dtype == torch.float16 and (half.float() - out).abs().max().item() < 2e-3
 

@@ -161,3 +161,40 @@ def test_small_config_round_trip(tmp_path) -> None:
         for t in range(3):
             o, state = model.step(chunk, state)
             assert torch.equal(o[0], out[t])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_float64_matches_official_float64(keep_path) -> None:
+    """`load(path, dtype=float64)` is the official maths in float64 (`golden_keep_fp64.pt`: the official code with
+    its hard-coded float32 casts made dtype-following). float64 rounding (~1e-16) is far below every top-2 logit
+    margin (min 4.9e-4), so this holds on any machine: every frame within 1e-9 relative, all 768 codes equal.
+    Measured: outputs 1.3e-14 / 2.9e-14 / 4.2e-14, logits <= 1.8e-12, flows 5.9e-14. With GMFlow's matching and
+    the warp pinned to float32 (before issue 14) a float64 run was 0.24 relative off the official float64 maths."""
+    golden = torch.load(fixture_path("golden_keep_fp64.pt"), weights_only=True)
+    frames = torch.load(fixture_path("golden_keep_synth.pt"), weights_only=True)["input"][0].double()
+    model = load(keep_path, device="cpu", dtype=torch.float64)
+    with torch.inference_mode():
+        result = _steps(model, model.prepare_chunk(frames))
+    chunk, traces, out = result["chunk"], result["traces"], result["out"]
+    assert out.dtype == torch.float64 and chunk.flows.dtype == torch.float64
+    assert rel_l2(chunk.flows, golden["flows"]) <= 1e-9
+    assert rel_l2(chunk.gains, golden["gains"]) <= 1e-9
+    for t, tr in enumerate(traces):
+        assert torch.equal(tr["idx"].permute(1, 0), golden["top_idx"][t]), t
+        assert rel_l2(tr["logits"].permute(1, 0, 2), golden["logits"][t]) <= 1e-9, t
+        assert rel_l2(tr["z_hat"].flatten(2).permute(2, 0, 1), golden["z_hat_tokens"][t]) <= 1e-9, t
+        if t > 0:
+            assert rel_l2(tr["z_prime"], golden["z_prime"][t - 1]) <= 1e-9, t
+        assert rel_l2(out[t], golden["output"][0, t]) <= 1e-9, t
+
+
+def test_cross_frame_attention_output_has_the_official_layout() -> None:
+    """The official CFA output is einops' `b (h w) c -> b c h w` view: channels_last strides. The generator blocks
+    after it pick their kernels from the layout, so ours must match it for the fp32 numbers to match."""
+    from vs_keep.models.fusion import CrossFrameAttention
+
+    cfa = CrossFrameAttention(channels=64, heads=2, head_dim=16)
+    for b in (1, 2):
+        y = cfa(torch.randn(b, 64, 8, 12), torch.randn(b, 64, 8, 12))
+        assert y.shape == (b, 64, 8, 12) and y.stride() == (8 * 12 * 64, 1, 12 * 64, 64)

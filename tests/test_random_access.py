@@ -1,5 +1,5 @@
 """Random-access restoration (what the VapourSynth filter runs): pure function of the chunk, seek cost, scene cuts,
-and equality with the streaming pipeline of the CLI."""
+and equality with the CLI's linear pass."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from data.face_scenes import two_face_scene
-from vs_keep.face import FacePipeline, create_detector, restorer_factory
+from vs_keep.face import create_detector, restorer_factory
 from vs_keep.models import load
 from vs_keep.models.synthetic import write_synthetic_checkpoint
-from vs_keep.random_access import RandomAccessRestorer, Span
+from vs_keep.random_access import RandomAccessRestorer, Span, restore_stream
 
 N, CHUNK = 16, 6
 
@@ -75,9 +75,10 @@ def linear(net, detector, frames) -> list[np.ndarray]:
     return [eng.render(n, access).image for n in range(N)]
 
 
-def test_matches_streaming_pipeline(net, detector, frames, linear) -> None:
-    pipe = FacePipeline(restorer_factory=restorer_factory(net), detector=detector, chunk=CHUNK)
-    streamed = list(pipe(frames))
+def test_cli_linear_pass_matches_random_access(net, detector, frames, linear) -> None:
+    """`restore_stream` (the CLI: frames arrive once, in order, and are released) gives the filter's frames."""
+    eng, _ = engine(net, detector)
+    streamed = [r.image for r in restore_stream(eng, iter(frames), N)]
     assert len(streamed) == N
     for n in range(N):
         assert np.array_equal(streamed[n], linear[n]), n

@@ -16,6 +16,8 @@ from torch import nn
 
 from .convert import model_to_rgb_uint8, rgb_uint8_to_model
 
+__all__ = ["resize_to_face", "restore_aligned", "run_model"]
+
 
 def resize_to_face(rgb: np.ndarray, size: int) -> np.ndarray:
     if rgb.shape[:2] == (size, size):

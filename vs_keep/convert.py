@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+__all__ = ["model_to_rgb_uint8", "rgb_uint8_to_model"]
+
 
 def rgb_uint8_to_model(images: np.ndarray | Tensor, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
     """(H,W,3) or (T,H,W,3) uint8 RGB -> (T,3,H,W) float in [-1,1]: x/255, then (x-0.5)/0.5 as the official script."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["CheckpointError", "InputError", "VsKeepError", "WeightsNotFoundError"]
+
 
 class VsKeepError(Exception):
     """Base class of vs-keep's own errors."""

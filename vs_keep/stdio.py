@@ -8,6 +8,8 @@ import sys
 import threading
 from collections.abc import Iterator
 
+__all__ = ["stdout_to_stderr"]
+
 _lock = threading.Lock()
 
 

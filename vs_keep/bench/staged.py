@@ -2,8 +2,9 @@
 
 Why: the benchmark needs the time of each stage (flow, encoders, gains, warp, transformer, decoder), and the
 accelerated backends replace single stages (onnxruntime flow, TensorRT / onnxruntime decoder). `StagedKeep`
-calls the model's public pieces in `KEEP.step`'s order; with the default stage implementations its output is
-bit-identical to `model(frames)` (tests/test_perf_runtime.py checks this), so timings describe the real path.
+runs `KEEP.prepare_chunk` / `KEEP.step` themselves with a stage hook (timer + autocast) and the replacement
+stages, so timings describe the real path (with the default stages its output is bit-identical to
+`model(frames)`, tests/test_perf_runtime.py).
 """
 
 from __future__ import annotations
@@ -17,16 +18,10 @@ from typing import Any, ContextManager
 import torch
 from torch import Tensor, nn
 
-from ..kernels import flow_warp
-from ..models.kalman import kalman_update
-from ..models.keep import Chunk, KeepState
+from ..models.keep import STAGES, Chunk, FlowFn, KeepState
 from ..runtime.decoder import DecoderFn, torch_decoder
 
 __all__ = ["FlowFn", "STAGES", "StagedKeep"]
-
-#: (cur (N,3,S,S), prev (N,3,S,S)) -> backward flow (N,2,S,S)
-FlowFn = Callable[[Tensor, Tensor], Tensor]
-STAGES = ("flow", "encoders", "gains", "warp", "transformer", "decoder")
 
 
 class StagedKeep:
@@ -62,43 +57,10 @@ class StagedKeep:
         self.times.clear()
 
     def prepare(self, frames: Tensor) -> Chunk:
-        m = self.model
-        m._check_frames(frames)
-        with self.stage("encoders"):
-            z, feats = m.observe(frames)
-        with self.stage("flow"):
-            if frames.shape[0] < 2:
-                flows = None
-            elif self.flow is None:
-                flows = m.compute_flows(frames)
-            else:
-                flows = self.flow(frames[1:], frames[:-1])
-        with self.stage("gains"):
-            gains = m.compute_gains(z)
-        return Chunk(frames=frames, z_obs=z, feats=feats, flows=flows, gains=gains)
+        return self.model.prepare_chunk(frames, stage=self.stage, flow=self.flow)
 
     def step(self, chunk: Chunk, state: KeepState, trace: dict[str, Tensor] | None = None) -> tuple[Tensor, KeepState]:
-        m, t = self.model, state.t
-        z_obs = chunk.z_obs[t : t + 1]
-        if t == 0:
-            z_hat = z_obs
-        else:
-            assert chunk.flows is not None and state.prev_out is not None
-            with self.stage("warp"):
-                warped = flow_warp(state.prev_out, chunk.flows[t - 1 : t])
-            with self.stage("encoders"):
-                z_prime, _ = m.hq_encoder(warped)
-            with self.stage("gains"):
-                z_hat = kalman_update(z_obs, z_prime, chunk.gains[t : t + 1])
-        with self.stage("transformer"):
-            logits = m.code_logits(z_hat)
-            idx = logits.argmax(dim=2)
-        with self.stage("decoder"):
-            feats = {r: chunk.feats[r][t : t + 1] for r in m.connect_list}
-            out, memory = self.decoder(idx, feats, state.memory if t > 0 else None)
-        if trace is not None:
-            trace.update(z_hat=z_hat, logits=logits, idx=idx)
-        return out, KeepState(t=t + 1, prev_out=out, memory=memory)
+        return self.model.step(chunk, state, trace, stage=self.stage, decoder=self.decoder)
 
     def __call__(self, frames: Tensor, traces: list[dict[str, Tensor]] | None = None) -> Tensor:
         """Restore one chunk (T,3,S,S) -> (T,3,S,S) raw outputs; `traces` collects per-frame intermediates."""

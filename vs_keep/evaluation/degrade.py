@@ -26,6 +26,11 @@ import numpy as np
 
 from ..errors import InputError
 
+__all__ = [
+    "DOWNSAMPLE_MODES", "DegradeParams", "LEVELS", "SCALE", "blur", "degrade_file", "degrade_frames", "degrade_lr",
+    "gaussian_kernel", "params_json_path", "read_x264_settings", "sample_params",
+]
+
 log = logging.getLogger(__name__)
 
 # Supplementary Table A1: noise delta (8-bit units), blur sigma (px, at full resolution), CRF (inclusive).

@@ -14,6 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = [
+    "DlibModels", "FaceFinder", "FaceRef", "create_detector_or_none", "dlib_model_dir", "five_from_68", "iou",
+    "largest", "load_dlib",
+]
+
 log = logging.getLogger(__name__)
 
 # dlib 68-point indices that give RetinaFace's 5 points (image-left eye, image-right eye, nose tip, mouth corners).

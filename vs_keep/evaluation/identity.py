@@ -23,6 +23,8 @@ import numpy as np
 from ..errors import InputError, WeightsNotFoundError
 from .faces import DlibModels, FaceRef
 
+__all__ = ["ARCFACE_TEMPLATE_112", "ArcFaceOnnx", "IdentityMetric", "align_112", "cosine", "similarity_transform"]
+
 log = logging.getLogger(__name__)
 
 # ArcFace's canonical 112x112 positions of the 5 points (insightface alignment), RetinaFace order.

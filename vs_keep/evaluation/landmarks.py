@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
 from .faces import DlibModels, FaceFinder, FaceRef, iou
+
+__all__ = ["AkdMetric"]
 
 
 class AkdMetric:
@@ -19,9 +22,9 @@ class AkdMetric:
 
     def __init__(self, *, points: int, finder: FaceFinder | None = None, dlib_models: DlibModels | None = None) -> None:
         if points == 5 and (finder is None or finder.detector is None):
-            raise ValueError("5-point AKD needs the face detector")
+            raise InputError("AkdMetric: points=5 needs the face detector (finder with a detector)")
         if points == 68 and dlib_models is None:
-            raise ValueError("68-point AKD needs dlib")
+            raise InputError("AkdMetric: points=68 needs dlib (dlib_models)")
         self.points = points
         self.finder = finder  # shares the finder's (possibly retuned) detector
         self.dlib = dlib_models

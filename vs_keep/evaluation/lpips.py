@@ -24,6 +24,8 @@ import numpy as np
 
 from ..errors import CheckpointError, WeightsNotFoundError
 
+__all__ = ["HOW_TO_ENABLE", "Lpips", "TORCHVISION_VGG16_FILE", "load_lpips"]
+
 log = logging.getLogger(__name__)
 
 # VGG-16 `features` indices of the 13 convolutions, and the ReLU index after which LPIPS taps each stage.

@@ -15,6 +15,8 @@ import numpy as np
 
 from ..errors import InputError
 
+__all__ = ["PSNR_CAP_DB", "prepare", "psnr", "ssim"]
+
 # Identical frames have infinite PSNR; JSON has no infinity, so a perfect frame reports this cap instead.
 PSNR_CAP_DB = 100.0
 
@@ -27,7 +29,7 @@ _SIGMA = 1.5
 def prepare(img: np.ndarray, *, crop_border: int = 0, y_channel: bool = False) -> np.ndarray:
     """uint8 RGB -> float64 in [0, 255], optionally cropped and reduced to BT.601 luma (16-235) like BasicSR."""
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise InputError(f"metric input must be HxWx3 uint8 RGB, got {img.shape} {img.dtype}")
+        raise InputError(f"metrics.prepare: img must be HxWx3 uint8 RGB, got {img.shape} {img.dtype}")
     out = img.astype(np.float64)
     if crop_border:
         out = out[crop_border:-crop_border, crop_border:-crop_border]

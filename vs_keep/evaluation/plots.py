@@ -11,6 +11,8 @@ import numpy as np
 
 from .report import EvalResult
 
+__all__ = ["flicker_image", "plot_fidelity", "plot_flicker", "plot_identity", "plot_temporal", "write_plots"]
+
 log = logging.getLogger(__name__)
 
 

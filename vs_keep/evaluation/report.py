@@ -25,6 +25,8 @@ from .landmarks import AkdMetric
 from .lpips import load_lpips
 from .temporal import WarpingError
 
+__all__ = ["EvalOptions", "EvalResult", "evaluate", "write_json"]
+
 log = logging.getLogger(__name__)
 
 

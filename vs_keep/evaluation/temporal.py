@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+__all__ = ["DisFlow", "EWARP_SCALE", "WarpingError", "occlusion_mask", "pair_error", "warp"]
+
 EWARP_SCALE = 1000.0
 
 

@@ -1,10 +1,11 @@
-"""Face pipeline: detection, tracks, landmark smoothing, alignment, paste-back, and the streaming `FacePipeline`.
+"""Face stages: detection, tracks, landmark smoothing, alignment, paste-back, restorer adapters.
 
-Stateless stages (usable one frame / one chunk at a time by a random-access filter):
+Stateless stages, composed per chunk by the one face engine `vs_keep.random_access.RandomAccessRestorer` (the
+VapourSynth filter uses it directly, the CLI through its linear pass `restore_stream`):
   create_detector / detect_faces     per-frame detections (MTCNN bundled; RetinaFace with user weights)
   chunk_window / plan_chunk          tracks + official landmark smoothing for one chunk from nearby detections
   alignment_matrix / align_face      FFHQ-template similarity and (anti-aliased) crop
-  restore_segment                    one track's chunk through a restorer
+  restorer_factory / ClipRun         one track's chunk through KEEP (lazily, step by step) or CodeFormer
   paste_faces                        official soft-mask paste-back of all faces of a frame
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 from .align import FFHQ_TEMPLATE_512, align_face, alignment_matrix, estimate_similarity, face_template
 from .detect import create_detector, detect_faces
 from .paste import FacePaste, paste_faces
-from .pipeline import FacePipeline, FrameResult, restore_segment
 from .plan import Segment, chunk_bounds, chunk_window, plan_chunk
 from .restorers import ModuleRestorer, identity_restorer, restorer_factory
 from .smooth import StreamingSmoother, smooth_at
@@ -24,8 +24,6 @@ __all__ = [
     "Detection",
     "Detector",
     "FacePaste",
-    "FacePipeline",
-    "FrameResult",
     "ModuleRestorer",
     "PlacedFace",
     "Segment",
@@ -41,7 +39,6 @@ __all__ = [
     "identity_restorer",
     "paste_faces",
     "plan_chunk",
-    "restore_segment",
     "restorer_factory",
     "smooth_at",
 ]

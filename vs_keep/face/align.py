@@ -20,6 +20,11 @@ import numpy as np
 
 from ..errors import InputError
 
+__all__ = [
+    "BORDER_RGB", "FFHQ_TEMPLATE_512", "align_face", "alignment_matrix", "antialias_sigma", "estimate_similarity",
+    "face_template", "invert_affine", "to_unit_float", "warp_scale",
+]
+
 #: FFHQ 512x512 template (facexlib / CodeFormer / KEEP), RetinaFace landmark order.
 FFHQ_TEMPLATE_512 = np.array(
     [
@@ -39,7 +44,7 @@ BORDER_RGB = (132.0, 133.0, 135.0)
 def face_template(face_size: int) -> np.ndarray:
     """(5, 2) template for a face_size x face_size crop (the 512 template scaled by face_size / 512)."""
     if int(face_size) <= 0:
-        raise InputError(f"face_size must be a positive number of pixels, got {face_size}")
+        raise InputError(f"face_template: face_size must be a positive number of pixels, got {face_size}")
     return FFHQ_TEMPLATE_512 * (int(face_size) / 512.0)
 
 

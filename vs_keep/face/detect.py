@@ -11,6 +11,8 @@ from ..errors import InputError
 from .track import select_faces
 from .types import Detection, Detector
 
+__all__ = ["DETECTORS", "create_detector", "detect_faces", "to_uint8"]
+
 DETECTORS = ("mtcnn", "retinaface_resnet50", "retinaface_mobilenet0.25", "retinaface_mobile0.25")
 
 
@@ -26,7 +28,7 @@ def create_detector(name: str = "mtcnn", device: str | torch.device = "cpu", **o
 
         if name in RETINAFACE:
             return RetinaFaceDetector(name=name, device=device, **opts)  # type: ignore[arg-type]
-    raise InputError(f"unknown face detector {name!r}; use one of {', '.join(DETECTORS)}")
+    raise InputError(f"create_detector: unknown face detector name={name!r}; use one of {', '.join(DETECTORS)}")
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
@@ -41,6 +43,6 @@ def detect_faces(
 ) -> list[Detection]:
     """Pure per-frame step of the pipeline: detect on frame (H, W, 3) RGB uint8/float, keep faces by mode/size."""
     if frame.ndim != 3 or frame.shape[2] != 3:
-        raise InputError(f"frames must be HxWx3 RGB arrays, got shape {frame.shape}")
+        raise InputError(f"detect_faces: frame must be an HxWx3 RGB array, got shape {frame.shape}")
     found: Sequence[Detection] = detector.detect(np.ascontiguousarray(to_uint8(frame)))
     return select_faces(found, faces=faces, min_face_size=min_face_size, frame_shape=frame.shape[:2])

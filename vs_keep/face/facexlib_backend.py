@@ -15,7 +15,10 @@ import torch
 
 from ..errors import InputError
 from .types import Detection
-from .weightfiles import find_weights, load_plain_state_dict, strict_load
+from ..models.checkpoint import load_strict
+from .weightfiles import find_weights, load_plain_state_dict
+
+__all__ = ["PARSENET", "ParseNetMasker", "RETINAFACE", "RetinaFaceDetector"]
 
 #: detector name -> (facexlib network name, vs-keep weights registry name, file name)
 RETINAFACE = {
@@ -60,7 +63,7 @@ class RetinaFaceDetector:
         self.device = torch.device(device)
         self.conf_threshold, self.nms_threshold, self.resize = float(conf_threshold), float(nms_threshold), int(resize)
         net = RetinaFace(network_name=network, half=False, device=self.device)
-        strict_load(net, load_plain_state_dict(path), path, f"RetinaFace {network}")
+        load_strict(net, load_plain_state_dict(path), path, f"RetinaFace {network}")
         self.net = net.eval().requires_grad_(False).to(self.device)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -100,7 +103,7 @@ class ParseNetMasker:
         steps = {int(k.split(".")[1]) for k in sd if k.startswith("encoder.")}
         self.size = 32 * 2 ** max(max(steps, default=4), 0)
         net = ParseNet(in_size=self.size, out_size=self.size, parsing_ch=19)
-        strict_load(net, sd, path, "ParseNet")
+        load_strict(net, sd, path, "ParseNet")
         self.net = net.eval().requires_grad_(False).to(self.device)
 
     def __call__(self, face: np.ndarray, exact: bool = False) -> np.ndarray:

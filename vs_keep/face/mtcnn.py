@@ -23,6 +23,8 @@ from ..errors import CheckpointError, InputError
 from .boxes import nms, square_boxes
 from .types import Detection
 
+__all__ = ["MTCNN", "ONet", "PNet", "RNet", "load_nets", "weights_dir"]
+
 _MEAN, _SCALE = 127.5, 0.0078125  # the networks were trained on (pixel - 127.5) / 128
 
 

@@ -4,7 +4,7 @@ The official script restores chunks [0, 20), [20, 40), ... independently, so chu
 from the frames of that chunk plus the detections around it: tracks are linked over the window, each track's
 landmarks are smoothed (σ = 5 frames, radius 20) and every track present in the chunk becomes one segment that a
 restorer processes as one clip. `chunk_window` says which frames' detections that takes; `plan_chunk` is a pure
-function of them, used by the streaming `FacePipeline` and usable by a random-access filter alike.
+function of them, which is what lets the random-access engine (`vs_keep.random_access`) compute any chunk alone.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from .smooth import ENDS, SIGMA, gaussian_radius, smooth_at
 from .track import FACES_MODES, LinkParams, link_tracks
 from .types import Detection
 
+__all__ = ["Segment", "check_restore_layout", "chunk_bounds", "chunk_window", "plan_chunk", "resolve_smoothing_ends"]
+
 
 
 def check_restore_layout(faces: str, chunk: int, upscale: int) -> None:
-    """The options every restoring front end (streaming pipeline, random-access engine) validates the same way."""
+    """The layout options of the face engine, checked in one place."""
     if faces not in FACES_MODES:
         raise InputError(f"faces must be one of {', '.join(FACES_MODES)}, got {faces!r}")
     if int(chunk) < 1:
@@ -42,15 +44,12 @@ def resolve_smoothing_ends(smoothing_ends: str | None, exact: bool) -> str:
 class Segment:
     """One track inside one chunk: consecutive frames and their smoothed landmarks.
 
-    frames: (T,) int64; landmarks: (T, 5, 2) float64; detected: (T,) bool (False = filled over a short gap);
-    keys: (frame, index) of every observation of the track in the planning window, to carry track ids across
-    chunks.
+    frames: (T,) int64; landmarks: (T, 5, 2) float64; detected: (T,) bool (False = filled over a short gap).
     """
 
     frames: np.ndarray
     landmarks: np.ndarray
     detected: np.ndarray
-    keys: tuple[tuple[int, int], ...]
 
 
 def chunk_bounds(index: int, chunk: int) -> tuple[int, int]:
@@ -107,36 +106,6 @@ def plan_chunk(
                 frames=frames,
                 landmarks=smoothed.reshape(-1, 5, 2),
                 detected=np.array([int(f) in observed for f in frames]),
-                keys=tuple(track.keys),
             )
         )
     return segments
-
-
-class TrackIds:
-    """Stable ids for segments of consecutive chunks: a segment sharing an observation with an earlier segment
-    inherits its id. Remembers only the keys of recent windows."""
-
-    def __init__(self) -> None:
-        self._by_key: dict[tuple[int, int], int] = {}
-        self._next = 0
-
-    def assign(self, segments: Sequence[Segment], forget_before: int) -> list[int]:
-        ids: list[int] = []
-        used: set[int] = set()
-        for seg in segments:
-            votes: dict[int, int] = {}
-            for k in seg.keys:
-                if k in self._by_key and self._by_key[k] not in used:
-                    votes[self._by_key[k]] = votes.get(self._by_key[k], 0) + 1
-            if votes:
-                tid = max(votes, key=lambda t: (votes[t], -t))
-            else:
-                tid, self._next = self._next, self._next + 1
-            used.add(tid)
-            ids.append(tid)
-        for seg, tid in zip(segments, ids):
-            for k in seg.keys:
-                self._by_key.setdefault(k, tid)
-        self._by_key = {k: v for k, v in self._by_key.items() if k[0] >= forget_before}
-        return ids

@@ -20,6 +20,8 @@ from torch import nn
 
 from ..errors import InputError
 
+__all__ = ["ClipRun", "ModuleRestorer", "Restorer", "SharedRestorerFactory", "identity_restorer", "restorer_factory"]
+
 log = logging.getLogger(__name__)
 
 Restorer = Callable[[torch.Tensor], torch.Tensor]
@@ -50,7 +52,7 @@ class ModuleRestorer:
         self.autocast = autocast
         self.kind = kind or ("codeformer" if _is_codeformer(module) else "keep")
         if self.kind not in ("keep", "codeformer"):
-            raise InputError(f"restorer kind must be 'keep' or 'codeformer', got {self.kind!r}")
+            raise InputError(f"ModuleRestorer: kind must be 'keep' or 'codeformer', got {self.kind!r}")
         self.fidelity = float(fidelity)
         self.batch = max(int(batch), 1)
         self.face_size = int(getattr(module, "face_size", 512))

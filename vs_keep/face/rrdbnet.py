@@ -11,6 +11,8 @@ from torch import nn
 
 from ..errors import CheckpointError
 
+__all__ = ["DenseBlock", "RRDB", "RRDBNet", "build_rrdbnet"]
+
 
 class DenseBlock(nn.Module):
     """Five 3x3 convs, each seeing the block input and all previous outputs; residual scaled by 0.2."""

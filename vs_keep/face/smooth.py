@@ -26,6 +26,11 @@ import numpy as np
 
 from ..errors import InputError
 
+__all__ = [
+    "ENDS", "SIGMA", "StreamingSmoother", "TRUNCATE", "gaussian_radius", "gaussian_weights", "reflect_index",
+    "smooth_at", "smooth_sequence",
+]
+
 SIGMA = 5.0
 TRUNCATE = 4.0
 
@@ -74,7 +79,7 @@ def smooth_at(
     the module docstring). Returns (len(frames), D) float64.
     """
     if ends not in ENDS:
-        raise InputError(f"smoothing ends must be one of {', '.join(ENDS)}, got {ends!r}")
+        raise InputError(f"smooth_at: smoothing ends must be one of {', '.join(ENDS)}, got {ends!r}")
     times = np.asarray(times, np.int64)
     values = np.asarray(values, np.float64).reshape(len(times), -1)
     if len(times) == 0:
@@ -121,7 +126,7 @@ class StreamingSmoother:
 
     def __init__(self, *, sigma: float = SIGMA, radius: int | None = None, ends: str = "reflect") -> None:
         if ends not in ENDS:
-            raise InputError(f"smoothing ends must be one of {', '.join(ENDS)}, got {ends!r}")
+            raise InputError(f"StreamingSmoother: smoothing ends must be one of {', '.join(ENDS)}, got {ends!r}")
         self.ends = ends
         self.sigma = float(sigma)
         self.radius = gaussian_radius(sigma) if radius is None else int(radius)

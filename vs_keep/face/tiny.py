@@ -19,6 +19,8 @@ from ..errors import InputError
 from .paste import FacePaste
 from .types import Detection
 
+__all__ = ["TinyFace", "TinyFaceRestorer", "box_side", "square_box"]
+
 
 @dataclass(frozen=True, eq=False)
 class TinyFace:

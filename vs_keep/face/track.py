@@ -2,8 +2,8 @@
 
 Association is greedy on a cost mixing box overlap and landmark distance (both against the track's last
 observation moved by its recent velocity), so it is deterministic and depends only on the detections it is given:
-`link_tracks` over a window of frames is a pure function, which is what lets the streaming pipeline and a
-random-access VapourSynth filter agree. A track ends when it has not been matched for more than `max_gap` frames.
+`link_tracks` over a window of frames is a pure function, which is what lets the face engine compute any chunk
+alone (random access) and get the frames of a linear pass. A track ends when it has not been matched for more than `max_gap` frames.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import numpy as np
 from ..errors import InputError
 from .boxes import iou_matrix
 from .types import Detection
+
+__all__ = ["FACES_MODES", "LinkParams", "Track", "link_tracks", "select_faces"]
 
 FACES_MODES = ("all", "largest", "center")
 
@@ -91,7 +93,7 @@ def link_tracks(
 ) -> list[Track]:
     """Tracks over `frames` (increasing indices, each a key of `detections`), ordered by their first observation."""
     if params.max_gap < 0:
-        raise InputError(f"max_gap must be >= 0, got {params.max_gap}")
+        raise InputError(f"link_tracks: params.max_gap must be >= 0, got {params.max_gap}")
     tracks: list[Track] = []
     for f in frames:
         dets = detections[f]

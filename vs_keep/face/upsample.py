@@ -13,8 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .weightfiles import find_weights, load_plain_state_dict, strict_load
+from ..models.checkpoint import load_strict
+from .weightfiles import find_weights, load_plain_state_dict
 from .rrdbnet import build_rrdbnet
+
+__all__ = ["RealESRGANUpsampler"]
 
 
 class RealESRGANUpsampler:
@@ -25,7 +28,7 @@ class RealESRGANUpsampler:
         path = find_weights(weights, "realesrgan_x2plus", "RealESRGAN_x2plus.pth")
         sd = load_plain_state_dict(path)
         net = build_rrdbnet(sd)
-        strict_load(net, sd, path, "RRDBNet (Real-ESRGAN)")
+        load_strict(net, sd, path, "RRDBNet (Real-ESRGAN)")
         self.device, self.dtype = torch.device(device), dtype
         self.net = net.eval().requires_grad_(False).to(self.device, dtype)
         self.scale, self.tile, self.tile_pad = net.scale, int(tile), int(tile_pad)

@@ -1,4 +1,5 @@
-"""Locating and strictly loading user-supplied auxiliary weight files (RetinaFace, ParseNet, Real-ESRGAN).
+"""Locating and reading user-supplied auxiliary weight files (RetinaFace, ParseNet, Real-ESRGAN); they are loaded
+with the one strict loader, `vs_keep.models.checkpoint.load_strict`.
 
 Nothing here downloads: a missing file raises WeightsNotFoundError naming the file and the `vs-keep download`
 command that fetches it.
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, WeightsNotFoundError
+from ..errors import WeightsNotFoundError
+
+__all__ = ["find_weights", "load_plain_state_dict"]
 
 
 def find_weights(path: str | os.PathLike[str] | None, registry_name: str, filename: str) -> Path:
@@ -43,12 +46,3 @@ def load_plain_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
     sd, _ = load_state_dict_file(path)
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
-
-
-def strict_load(net: torch.nn.Module, sd: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    """load_state_dict(strict=True) with one readable CheckpointError naming the file and the expected network."""
-    try:
-        net.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        raise CheckpointError(f"{path}: not a {what} state dict ({'; '.join(lines[1:3])[:400]})") from None

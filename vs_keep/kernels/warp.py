@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
+from ..numerics import at_least_float32
 
 __all__ = ["check_warp_args", "flow_warp_torch"]
 
@@ -34,18 +35,20 @@ def flow_warp_torch(x: Tensor, flow: Tensor) -> Tensor:
     """Sample `x` (N, C, H, W) at pixel positions grid + `flow` (N, 2, H, W; channel 0 = dx, 1 = dy).
 
     Output pixel (x, y) is the bilinear mix of x around (x+dx, y+dy); each of the 4 taps outside
-    [0, W-1] x [0, H-1] contributes 0. Coordinates are built and sampled in float32 whatever x's dtype (16-bit
-    normalised coordinates would lose a quarter pixel at 512 px); the result has x's dtype.
+    [0, W-1] x [0, H-1] contributes 0. Coordinates are built and sampled in at least float32 (`vs_keep.numerics`:
+    16-bit normalised coordinates would lose a quarter pixel at 512 px; float64 stays float64 for exact runs);
+    the result has x's dtype.
     """
     check_warp_args(x, flow)
     _, _, h, w = x.shape
-    src = x if x.dtype == torch.float32 else x.float()
+    work = at_least_float32(x.dtype)
+    src = x.to(work)
     ys, xs = torch.meshgrid(
-        torch.arange(h, device=x.device, dtype=torch.float32),
-        torch.arange(w, device=x.device, dtype=torch.float32),
+        torch.arange(h, device=x.device, dtype=work),
+        torch.arange(w, device=x.device, dtype=work),
         indexing="ij",
     )
-    flow = flow.to(torch.float32)
+    flow = flow.to(work)
     sx = xs + flow[:, 0]
     sy = ys + flow[:, 1]
     gx = 2.0 * sx / max(w - 1, 1) - 1.0

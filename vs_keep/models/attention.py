@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+__all__ = ["Attention", "FeedForward", "GEGLU"]
+
 
 class Attention(nn.Module):
     """Multi-head attention of queries `xq` (B,Lq,D) over keys/values from `xkv` (B,Lk,D)."""

@@ -13,8 +13,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from torch import nn
 
 from ..errors import CheckpointError, WeightsNotFoundError
+
+__all__ = [
+    "StateDict", "WRAPPER_KEYS", "load_state_dict_file", "load_strict", "read_checkpoint", "unwrap_state_dict",
+]
 
 StateDict = dict[str, torch.Tensor]
 
@@ -91,3 +96,37 @@ def unwrap_state_dict(obj: Any, path: str | os.PathLike[str]) -> tuple[StateDict
 def load_state_dict_file(path: str | os.PathLike[str]) -> tuple[StateDict, str | None]:
     """`read_checkpoint` + `unwrap_state_dict`."""
     return unwrap_state_dict(read_checkpoint(path), path)
+
+
+def _names(keys: list[str], n: int = 5) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def load_strict(module: nn.Module, sd: StateDict, path: str | os.PathLike[str], what: str, *, assign: bool = False) -> None:
+    """`module.load_state_dict(sd, strict=True)` with one readable CheckpointError naming the file, the expected
+    network (`what`) and what differs: missing and unexpected keys, shape mismatches.
+
+    assign: for a module built on the meta device (no random initialisation of a large network first): the file's
+    tensors become the parameters, floating ones as float32 (the caller casts the module to its dtype after).
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({_names(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({_names(unexpected)})")
+    mismatched = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape
+    ]
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches ({_names(mismatched, 3)})")
+    if problems:
+        raise CheckpointError(f"{path}: not a {what} checkpoint: " + "; ".join(problems))
+    if assign:
+        sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
+    module.load_state_dict(sd, strict=True, assign=assign)
+    leftovers = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
+    if leftovers:  # a tensor the checkpoint does not hold and the module did not create: a bug on our side
+        raise CheckpointError(f"{path}: internal error, tensors left uninitialised after loading: {_names(leftovers)}")

@@ -11,6 +11,8 @@ from torch import Tensor
 
 from .core import CodeTransformerCore, adain as adain_fn, core_config_from_state_dict
 
+__all__ = ["CodeFormer", "KEY_MARKERS", "build", "convert", "detect"]
+
 KEY_MARKERS = ("quantize.embedding.weight", "position_emb", "ft_layers.0.self_attn.in_proj_weight", "idx_pred_layer.1.weight")
 
 

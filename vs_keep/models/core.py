@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from .fusion import SFTFusion
 from .vqgan import Codebook, Encoder, Generator, VQGANConfig
 
+__all__ = ["CodeTransformerCore", "CoreConfig", "TransformerSALayer", "adain", "core_config_from_state_dict"]
+
 
 class TransformerSALayer(nn.Module):
     """Pre-norm self-attention layer; the positional embedding is added to queries and keys, not values."""

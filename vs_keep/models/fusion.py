@@ -8,6 +8,8 @@ from torch import Tensor, nn
 from .attention import Attention, FeedForward
 from .vqgan import ResBlock
 
+__all__ = ["CrossFrameAttention", "SFTFusion", "from_tokens", "to_tokens"]
+
 
 def _conv_lrelu_conv(channels: int) -> nn.Sequential:
     return nn.Sequential(
@@ -35,8 +37,16 @@ def to_tokens(x: Tensor) -> Tensor:
 
 
 def from_tokens(t: Tensor, h: int, w: int) -> Tensor:
-    """(B,H·W,C) -> (B,C,H,W)."""
-    return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
+    """(B,H·W,C) -> (B,C,H,W) as a channels_last-strided view, the layout of the official einops
+    `b (h w) c -> b c h w`.
+
+    Why the layout matters: the generator blocks after the cross-frame attention pick their convolution and norm
+    kernels from it (channels_last vs NCHW), and the two round differently; with the official layout our fp32
+    frames after the first are bit-identical to the official ones on the same machine. `view` on the contiguous
+    tokens (not `transpose().reshape()`, which leaves a batch stride torch does not read as channels_last).
+    """
+    b, _, c = t.shape
+    return t.contiguous().view(b, h, w, c).permute(0, 3, 1, 2)
 
 
 class CrossFrameAttention(nn.Module):

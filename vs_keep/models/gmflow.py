@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
+from ..numerics import at_least_float32
 
 __all__ = ["GMFlow", "gmflow_kwargs_from_state_dict"]
 
@@ -118,9 +119,10 @@ def _window_attention(
     cross-region mask keeps wrapped-around tokens apart.
     """
     b, _, c = q.shape
-    if q.dtype != torch.float32:  # unscaled 128-dim dot products can overflow fp16
+    work = at_least_float32(q.dtype)
+    if q.dtype != work:  # unscaled 128-dim dot products can overflow fp16
         return _window_attention(
-            q.float(), k.float(), v.float(), h=h, w=w, splits=splits, shift=shift, mask=mask
+            q.to(work), k.to(work), v.to(work), h=h, w=w, splits=splits, shift=shift, mask=mask
         ).to(q.dtype)
     sh, sw = (h // splits) // 2, (w // splits) // 2
 
@@ -211,7 +213,8 @@ class _FlowPropagation(nn.Module):
         self.k_proj = nn.Linear(channels, channels)
 
     def forward(self, feat0: Tensor, flow: Tensor) -> Tensor:
-        """feat0 (N, C, h, w), flow (N, 2, h, w), both float32 (weights are cast, a no-op for an fp32 module)."""
+        """feat0 (N, C, h, w), flow (N, 2, h, w), both in the matching dtype (at least float32; the weights are cast
+        to it, a no-op when the module has that dtype)."""
         b, c, h, w = feat0.shape
         dt = feat0.dtype
         query = F.linear(feat0.view(b, c, h * w).permute(0, 2, 1), self.q_proj.weight.to(dt), self.q_proj.bias.to(dt))
@@ -228,8 +231,9 @@ class GMFlow(nn.Module):
 
     Inputs are RGB in [-1, 1], (N, 3, H, W), H and W multiples of 8 * attn_splits (16 by default). Channel 0 is
     dx (+right), channel 1 dy (+down): content at (x, y) of img_cur is found at (x+dx, y+dy) of img_prev.
-    Attention scores, matching and propagation are computed in float32 whatever the module dtype, because 4096-way
-    softmaxes and expected coordinates lose sub-pixel precision in 16-bit floats.
+    Attention scores, matching and propagation are computed in at least float32 (`vs_keep.numerics`): float32 for a
+    16-bit module, because 4096-way softmaxes and expected coordinates lose sub-pixel precision in 16-bit floats,
+    and float64 for a float64 module (the exact reference). The flow has that dtype.
     """
 
     def __init__(
@@ -273,22 +277,22 @@ class GMFlow(nn.Module):
         """H and W must be multiples of this."""
         return _STRIDE * self.attn_splits
 
-    def _position(self, h: int, w: int, device: torch.device) -> Tensor:
-        """(C, h, w) float32 sine code of one (h/s, w/s) window, tiled s x s: y-half then x-half, sin/cos interleaved."""
-        key = (h, w, str(device))
+    def _position(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """(C, h, w) sine code of one (h/s, w/s) window, tiled s x s: y-half then x-half, sin/cos interleaved."""
+        key = (h, w, str(device), dtype)
         pos = self._pos_cache.get(key)
         if pos is not None:
             return pos
         s = self.attn_splits
         wh, ww = h // s, w // s
         npf = self.feature_channels // 2
-        ones = torch.ones(1, wh, ww, dtype=torch.float32, device=device)
-        y_embed = ones.cumsum(1, dtype=torch.float32)
-        x_embed = ones.cumsum(2, dtype=torch.float32)
+        ones = torch.ones(1, wh, ww, dtype=dtype, device=device)
+        y_embed = ones.cumsum(1, dtype=dtype)
+        x_embed = ones.cumsum(2, dtype=dtype)
         scale = 2 * math.pi
         y_embed = y_embed / (y_embed[:, -1:, :] + 1e-6) * scale
         x_embed = x_embed / (x_embed[:, :, -1:] + 1e-6) * scale
-        dim_t = torch.arange(npf, dtype=torch.float32, device=device)
+        dim_t = torch.arange(npf, dtype=dtype, device=device)
         dim_t = 10000 ** (2 * (dim_t // 2) / npf)
         pos_x = x_embed[:, :, :, None] / dim_t
         pos_y = y_embed[:, :, :, None] / dim_t
@@ -337,7 +341,7 @@ class GMFlow(nn.Module):
         ys, xs = torch.meshgrid(
             torch.arange(h, device=f0.device), torch.arange(w, device=f0.device), indexing="ij"
         )
-        grid = torch.stack((xs, ys), dim=0).to(torch.float32)[None].repeat(b, 1, 1, 1)  # (N, 2, h, w)
+        grid = torch.stack((xs, ys), dim=0).to(f0.dtype)[None].repeat(b, 1, 1, 1)  # (N, 2, h, w)
         prob = torch.softmax(corr, dim=-1)
         corresp = torch.matmul(prob, grid.reshape(b, 2, -1).permute(0, 2, 1)).view(b, h, w, 2).permute(0, 3, 1, 2)
         return corresp - grid
@@ -346,26 +350,28 @@ class GMFlow(nn.Module):
         """x8 upsampling: each output pixel is a softmax-weighted mix of the 3x3 zero-padded coarse neighbours."""
         b, fc, h, w = flow.shape
         f = self.upsample_factor
-        mask = self.upsampler(torch.cat((flow.to(feat0.dtype), feat0), dim=1)).to(torch.float32)
+        mask = self.upsampler(torch.cat((flow.to(feat0.dtype), feat0), dim=1)).to(flow.dtype)
         mask = torch.softmax(mask.view(b, 1, 9, f, f, h, w), dim=2)
         up = F.unfold(f * flow, [3, 3], padding=1).view(b, fc, 9, 1, 1, h, w)
         up = torch.sum(mask * up, dim=2)  # (b, 2, f, f, h, w)
         return up.permute(0, 1, 4, 2, 5, 3).reshape(b, fc, f * h, f * w)
 
     def forward(self, img_cur: Tensor, img_prev: Tensor) -> Tensor:
-        """(N,3,H,W) frame t and frame t-1 in [-1,1] -> (N,2,H,W) float32 flow from t into t-1, in pixels."""
+        """(N,3,H,W) frame t and frame t-1 in [-1,1] -> (N,2,H,W) flow from t into t-1, in pixels (float32, or
+        float64 for a float64 module)."""
         self._check(img_cur, img_prev)
         n, _, hh, ww = img_cur.shape
         dtype = next(self.parameters()).dtype
         x = torch.cat([self._normalise(img_cur.to(dtype)), self._normalise(img_prev.to(dtype))], dim=0)
         feats = self.backbone(x)
         h, w = hh // _STRIDE, ww // _STRIDE
-        pos = self._position(h, w, feats.device).to(feats.dtype)
+        work = at_least_float32(dtype)
+        pos = self._position(h, w, feats.device, work).to(feats.dtype)
         f0, f1 = feats[:n] + pos, feats[n:] + pos
         f0, f1 = self.transformer(f0, f1, splits=self.attn_splits, mask=self._mask(h, w, feats.device))
-        f0_32 = f0.to(torch.float32)
-        flow = self._global_match(f0_32, f1.to(torch.float32))
-        flow = self.feature_flow_attn(f0_32, flow)
+        f0_work = f0.to(work)
+        flow = self._global_match(f0_work, f1.to(work))
+        flow = self.feature_flow_attn(f0_work, flow)
         return self._convex_upsample(flow, f0)
 
 

@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from .attention import Attention, FeedForward
 from .vqgan import ResBlock
 
+__all__ = ["KalmanGainNet", "UncertaintyBlock", "kalman_update"]
+
 
 class UncertaintyBlock(nn.Module):
     """One `uncertainty_estimator.i` block on tokens H (T frames, N tokens, C); pre-norm residuals (a), (b), (c)."""

@@ -15,12 +15,15 @@ The state is an explicit immutable value, so streaming callers (the VapourSynth 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, ContextManager
 
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..kernels import flow_warp
 from .core import CodeTransformerCore, CoreConfig, core_config_from_state_dict
 from .fusion import CrossFrameAttention
@@ -28,9 +31,25 @@ from .gmflow import GMFlow, gmflow_kwargs_from_state_dict
 from .kalman import KalmanGainNet, kalman_update
 from .vqgan import Encoder
 
-#: (idx (1, L), SFT features {res: (1, C, r, r)}, CFA memory or None at t = 0) -> (raw output, new memory);
-#: the signature of `vs_keep.runtime.decoder.DecoderFn`
+__all__ = [
+    "KEEP", "STAGES", "Chunk", "DecoderFn", "FlowFn", "KeepConfig", "KeepState", "StageHook", "build", "convert", "detect",
+    "keep_config_from_state_dict",
+]
+
+#: (idx (1, L), SFT features {res: (1, C, r, r)}, CFA memory or None at t = 0) -> (raw output, new memory): the
+#: decode half of a step. `KEEP.decode_codes` is the eager one; `vs_keep.runtime` runs the same graph in
+#: onnxruntime / TensorRT.
 DecoderFn = Callable[[Tensor, dict[int, Tensor], "dict[int, Tensor] | None"], tuple[Tensor, dict[int, Tensor]]]
+#: (cur (N,3,S,S), prev (N,3,S,S)) -> backward flow (N,2,S,S); a replacement for the model's GMFlow call
+FlowFn = Callable[[Tensor, Tensor], Tensor]
+#: stage name -> context entered around that stage's work (per-stage timers, precision islands); see `STAGES`
+StageHook = Callable[[str], ContextManager[Any]]
+#: the stages `prepare_chunk` and `step` report to a StageHook, in the order of the work
+STAGES = ("flow", "encoders", "gains", "warp", "transformer", "decoder")
+
+
+def _no_stage(name: str) -> ContextManager[Any]:
+    return contextlib.nullcontext()
 
 KEY_MARKERS = ("kalman_filter.kalman_gain_calculator.3.weight", "hq_encoder.blocks.0.weight", "flownet.model.backbone.conv1.weight")
 
@@ -111,7 +130,8 @@ class KEEP(CodeTransformerCore):
 
     def set_decoder(self, decoder: "DecoderFn | None") -> None:
         """Run the decode half of `step` (quantizer lookup, generator, SFT, CFA) with `decoder` instead of eager
-        torch: a TensorRT or onnxruntime graph from `vs_keep.runtime.backends`. None restores the eager path."""
+        torch (`decode_codes`): a TensorRT or onnxruntime graph from `vs_keep.runtime.backends`. None restores the
+        eager path."""
         self.__dict__["codebook_decoder"] = decoder  # a plain attribute even if `decoder` is an nn.Module
 
     # ---- chunk stage ---------------------------------------------------------------------------------------
@@ -138,60 +158,108 @@ class KEEP(CodeTransformerCore):
     def compute_gains(self, z_obs: Tensor) -> Tensor:
         return self.kalman_filter(z_obs)
 
-    def prepare_chunk(self, frames: Tensor) -> Chunk:
-        """All whole-chunk work for frames (T,3,S,S) RGB in [-1,1]; T >= 1."""
+    def prepare_chunk(self, frames: Tensor, *, stage: StageHook = _no_stage, flow: FlowFn | None = None) -> Chunk:
+        """All whole-chunk work for frames (T,3,S,S) RGB in [-1,1]; T >= 1.
+
+        stage: entered around each stage ("encoders", "flow", "gains"); flow: replaces the batched GMFlow call
+        (an onnxruntime graph, for the benchmark).
+        """
         self._check_frames(frames)
-        z, feats = self.observe(frames)
-        return Chunk(frames=frames, z_obs=z, feats=feats, flows=self.compute_flows(frames), gains=self.compute_gains(z))
+        with stage("encoders"):
+            z, feats = self.observe(frames)
+        with stage("flow"):
+            if flow is None or frames.shape[0] < 2:
+                flows = self.compute_flows(frames)
+            else:
+                flows = flow(frames[1:], frames[:-1])
+        with stage("gains"):
+            gains = self.compute_gains(z)
+        return Chunk(frames=frames, z_obs=z, feats=feats, flows=flows, gains=gains)
 
     # ---- recurrent stage -----------------------------------------------------------------------------------
 
     def initial_state(self) -> KeepState:
         return KeepState()
 
-    def step(self, chunk: Chunk, state: KeepState, trace: dict[str, Tensor] | None = None) -> tuple[Tensor, KeepState]:
+    def step(
+        self,
+        chunk: Chunk,
+        state: KeepState,
+        trace: dict[str, Tensor] | None = None,
+        *,
+        stage: StageHook = _no_stage,
+        decoder: DecoderFn | None = None,
+    ) -> tuple[Tensor, KeepState]:
         """Restore frame `state.t` of `chunk`; returns (output (1,3,S,S), next state).
 
-        `trace`, when given, receives the intermediate tensors (z_prime, z_hat, logits, idx, cfa_<r>) for tests.
+        trace: receives the intermediate tensors (z_prime, z_hat, logits, idx, and cfa_<r> on the eager decoder)
+        for tests. stage: entered around each stage ("warp", "encoders", "gains", "transformer", "decoder").
+        decoder: this call's decode half (default: the one installed with `set_decoder`, else `decode_codes`).
         """
         t = state.t
         if not 0 <= t < chunk.length:
-            raise IndexError(f"step: state.t={t} outside the chunk of {chunk.length} frames")
+            raise InputError(f"KEEP.step: state.t={t} is outside the chunk of {chunk.length} frames; start from initial_state()")
         z_obs = chunk.z_obs[t : t + 1]
         if t == 0:
             z_hat = z_obs
         else:
             assert chunk.flows is not None and state.prev_out is not None
-            warped = flow_warp(state.prev_out, chunk.flows[t - 1 : t])
-            z_prime, _ = self.hq_encoder(warped)
-            z_hat = kalman_update(z_obs, z_prime, chunk.gains[t : t + 1])
+            with stage("warp"):
+                warped = flow_warp(state.prev_out, chunk.flows[t - 1 : t])
+            with stage("encoders"):
+                z_prime, _ = self.hq_encoder(warped)
+            with stage("gains"):
+                z_hat = kalman_update(z_obs, z_prime, chunk.gains[t : t + 1])
             if trace is not None:
                 trace["z_prime"] = z_prime
-        logits = self.code_logits(z_hat)
-        if self.codebook_decoder is not None:
-            idx = logits.argmax(dim=2)
+        with stage("transformer"):
+            logits = self.code_logits(z_hat)
+            idx = logits.argmax(dim=2)  # top-1 code per token (= the official argmax of the softmax)
+        with stage("decoder"):
             feats = {r: chunk.feats[r][t : t + 1] for r in self.connect_list}
-            out, memory = self.codebook_decoder(idx, feats, state.memory if t > 0 else None)
-            if trace is not None:
-                trace.update(z_hat=z_hat, logits=logits, idx=idx)
-            return out, KeepState(t=t + 1, prev_out=out, memory=memory)
-        idx, quant = self.lookup(logits)
-        memory = dict(state.memory)
-
-        def fuse(res: int, y: Tensor) -> Tensor:
-            y = self.fuse_convs_dict[str(res)](chunk.feats[res][t : t + 1], y, 1)
-            if res in self.cross_fuse_list:
-                if t > 0:
-                    y = self.cross_fuse[str(res)](y, memory[res])
-                    if trace is not None:
-                        trace[f"cfa_{res}"] = y
-                memory[res] = y
-            return y
-
-        out = self.decode(quant, fuse)
+            memory = state.memory if t > 0 else None
+            decoder = decoder or self.codebook_decoder
+            if decoder is None:
+                out, memory = self.decode_codes(idx, feats, memory, trace=trace)
+            else:
+                out, memory = decoder(idx, feats, memory)
         if trace is not None:
             trace.update(z_hat=z_hat, logits=logits, idx=idx)
         return out, KeepState(t=t + 1, prev_out=out, memory=memory)
+
+    def decode_codes(
+        self,
+        idx: Tensor,
+        feats: dict[int, Tensor],
+        memory: dict[int, Tensor] | None,
+        *,
+        has_memory: Tensor | None = None,
+        trace: dict[str, Tensor] | None = None,
+    ) -> tuple[Tensor, dict[int, Tensor]]:
+        """The decode half of a step, a `DecoderFn`: codebook lookup of idx (B, L), generator with SFT fusion of
+        `feats` and cross-frame attention (CFA) to `memory` (None at a chunk's first frame: CFA passes through).
+
+        has_memory: graph mode for ONNX / TensorRT export, a (1,) tensor (1 = use memory, 0 = first frame): CFA is
+        always computed and selected with an exact `where`, so one static graph serves every frame.
+        Returns the raw output (B,3,S,S) and the new CFA memory per resolution.
+        """
+        quant = self.quantize.lookup(idx, self.latent_side)
+        new_memory: dict[int, Tensor] = {}
+
+        def fuse(res: int, y: Tensor) -> Tensor:
+            y = self.fuse_convs_dict[str(res)](feats[res], y, 1)
+            if res in self.cross_fuse_list:
+                if has_memory is not None:
+                    assert memory is not None
+                    y = torch.where(has_memory > 0.5, self.cross_fuse[str(res)](y, memory[res]), y)
+                elif memory is not None:
+                    y = self.cross_fuse[str(res)](y, memory[res])
+                    if trace is not None:
+                        trace[f"cfa_{res}"] = y
+                new_memory[res] = y
+            return y
+
+        return self.decode(quant, fuse), new_memory
 
     def forward(self, frames: Tensor) -> Tensor:
         """Restore one chunk: frames (T,3,S,S) RGB in [-1,1] -> raw outputs (T,3,S,S) (clamp before display)."""
@@ -204,13 +272,11 @@ class KEEP(CodeTransformerCore):
         return torch.cat(outs)
 
     def _check_frames(self, frames: Tensor) -> None:
-        from ..errors import InputError
-
         s = self.face_size
         if frames.ndim != 4 or frames.shape[1:] != (3, s, s) or frames.shape[0] < 1:
-            raise InputError(f"keep: frames must be (T,3,{s},{s}) RGB in [-1,1], got {tuple(frames.shape)}")
+            raise InputError(f"KEEP.prepare_chunk: frames must be (T,3,{s},{s}) RGB in [-1,1], got {tuple(frames.shape)}")
         if not frames.is_floating_point():
-            raise InputError(f"keep: frames must be a float tensor in [-1,1], got {frames.dtype}")
+            raise InputError(f"KEEP.prepare_chunk: frames must be a float tensor in [-1,1], got {frames.dtype}")
 
 
 # ---- registry protocol -------------------------------------------------------------------------------------------

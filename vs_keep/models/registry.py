@@ -1,4 +1,4 @@
-"""The one ordered list of supported checkpoints, and strict loading with readable errors.
+"""The one ordered list of supported checkpoints, and `load`: recognise, build, load strictly.
 
 Each architecture module exposes three functions (no I/O, no registration side effects):
   detect(sd) -> bool        cheap key test; may have false positives, so order matters (first match wins)
@@ -19,7 +19,9 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from .checkpoint import StateDict, load_state_dict_file
+from .checkpoint import StateDict, load_state_dict_file, load_strict
+
+__all__ = ["ARCHITECTURES", "Architecture", "detect", "load"]
 
 
 @dataclass(frozen=True)
@@ -78,34 +80,6 @@ def detect(sd: StateDict, path: str | os.PathLike[str]) -> Architecture:
     )
 
 
-def _names(keys: list[str], n: int = 5) -> str:
-    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
-
-
-def strict_assign(module: nn.Module, sd: StateDict, path: str | os.PathLike[str], arch_id: str) -> None:
-    """Strictly load `sd` into `module` (built on the meta device), raising one readable error on mismatch."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys ({_names(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({_names(unexpected)})")
-    mismatched = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape
-    ]
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches ({_names(mismatched, 3)})")
-    if problems:
-        raise CheckpointError(f"{path}: does not match the '{arch_id}' architecture: " + "; ".join(problems))
-    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
-    module.load_state_dict(sd, strict=True, assign=True)
-    leftovers = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
-    if leftovers:  # a tensor the checkpoint does not hold and the module did not create: a bug on our side
-        raise CheckpointError(f"{path}: internal error, tensors left uninitialised after loading: {_names(leftovers)}")
-
-
 def load(path: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
     """Read a checkpoint, recognise its model by its keys, load it strictly and return the eval-mode module.
 
@@ -124,6 +98,6 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu", dtype
         raise
     except (KeyError, ValueError, IndexError) as exc:
         raise CheckpointError(f"{path}: looks like '{arch.id}' but its tensors do not describe a valid network: {exc}") from None
-    strict_assign(module, sd, path, arch.id)
+    load_strict(module, sd, path, f"'{arch.id}'", assign=True)
     module.eval().requires_grad_(False)
     return module.to(device=device, dtype=dtype)

@@ -14,6 +14,13 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..errors import InputError
+
+__all__ = [
+    "shapes_of", "small_codeformer_config", "small_keep_config", "synthetic_state_dict", "synthetic_tensor",
+    "write_synthetic_checkpoint",
+]
+
 
 def synthetic_tensor(key: str, shape: Iterable[int], salt: int = 0) -> torch.Tensor:
     shape = tuple(int(s) for s in shape)
@@ -85,7 +92,7 @@ def write_synthetic_checkpoint(path: str | Path, model: str = "keep", size: str 
             net = DICNet(**(small if size == "small" else {}))
         wrapper = "state_dict"  # the official DIC checkpoint layout
     else:
-        raise ValueError(f"model must be 'keep', 'codeformer' or 'dic', not {model!r}")
+        raise InputError(f"write_synthetic_checkpoint: model must be 'keep', 'codeformer' or 'dic', not {model!r}")
     sd = synthetic_state_dict(shapes_of(net), salt)
     obj = {wrapper: sd} if wrapper else sd
     path = Path(path)

@@ -13,6 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+__all__ = [
+    "AttnBlock", "Codebook", "Downsample", "Encoder", "GN_EPS", "GN_GROUPS", "Generator", "ResBlock", "Upsample",
+    "VQGANConfig", "group_norm", "swish", "vqgan_config_from_state_dict",
+]
+
 GN_GROUPS = 32
 GN_EPS = 1e-6
 
@@ -236,7 +241,7 @@ def vqgan_config_from_state_dict(sd: dict[str, Tensor], *, latent_tokens: int, p
     res_blocks = sum(k == "res" for k, _ in levels[0])
     side = int(round(latent_tokens**0.5))
     if side * side != latent_tokens:
-        raise ValueError(f"position_emb has {latent_tokens} rows, not a square latent")
+        raise ValueError(f"vqgan_config_from_state_dict: latent_tokens={latent_tokens} (position_emb rows) is not a square latent")
     img_size = side * 2 ** (len(ch_mult) - 1)
     attn = tuple(img_size // 2**i for i, lv in enumerate(levels) if any(k == "attn" for k, _ in lv))
     return VQGANConfig(img_size=img_size, nf=nf, ch_mult=ch_mult, res_blocks=res_blocks, attn_resolutions=attn, emb_dim=emb_dim)

@@ -6,3 +6,5 @@ synthetic models, accuracy metrics, 16-bit emulation) lives in `vs_keep.bench`.
 What the engine ships is assembled in `vs_keep.engine.load_model` (CPU: `TorchBackend(device="cpu").prepare(model)`
 plus `cpu.tune_malloc()`; CUDA: precision policy and decoder backend). `vs-keep bench` measures all of it.
 """
+
+__all__: list[str] = []

@@ -1,5 +1,6 @@
-"""KEEP's codebook decoder as one exportable function: code indices -> quantizer lookup -> generator with SFT and
-cross-frame attention (CFA), the per-frame half of `KEEP.step` that runs after the transformer.
+"""KEEP's codebook decoder (`KEEP.decode_codes`: code indices -> quantizer lookup -> generator with SFT and
+cross-frame attention (CFA), the per-frame half of `KEEP.step` that runs after the transformer) as an exportable
+graph with a fixed signature.
 
 Why a separate graph: the generator (368 GFLOP of the ~1 TFLOP per 512² frame) plus SFT is the biggest stage and
 has fixed shapes, which makes it the part worth handing to TensorRT / onnxruntime. Its inputs are the code
@@ -77,33 +78,9 @@ def decoder_spec(model: nn.Module, batch: int = 1) -> DecoderSpec:
     )
 
 
-def _decode(model: nn.Module, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None,
-            has_memory: Tensor | None) -> tuple[Tensor, dict[int, Tensor]]:
-    """KEEP.step's decode half. `has_memory` (graph mode) computes CFA always and selects it with `where`."""
-    quant = model.quantize.lookup(idx, model.latent_side)
-    new_memory: dict[int, Tensor] = {}
-
-    def fuse(res: int, y: Tensor) -> Tensor:
-        y = model.fuse_convs_dict[str(res)](feats[res], y, 1)
-        if res in model.cross_fuse_list:
-            if has_memory is not None:
-                assert memory is not None
-                y = torch.where(has_memory > 0.5, model.cross_fuse[str(res)](y, memory[res]), y)
-            elif memory is not None:
-                y = model.cross_fuse[str(res)](y, memory[res])
-            new_memory[res] = y
-        return y
-
-    return model.decode(quant, fuse), new_memory
-
-
 def torch_decoder(model: nn.Module) -> DecoderFn:
-    """The eager decoder: same ops as `KEEP.step` (bit-identical results)."""
-
-    def run(idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> tuple[Tensor, dict[int, Tensor]]:
-        return _decode(model, idx, feats, memory, None)
-
-    return run
+    """The eager decoder: `KEEP.decode_codes`, the same function `KEEP.step` runs without a backend."""
+    return model.decode_codes
 
 
 class CodebookDecoder(nn.Module):
@@ -119,5 +96,5 @@ class CodebookDecoder(nn.Module):
         feats = {r: t for (r, _), t in zip(self.spec.feats, tensors[:nf])}
         memory = {r: t for (r, _), t in zip(self.spec.memory, tensors[nf : nf + nm])}
         has_memory = tensors[nf + nm]
-        out, new_memory = _decode(self.model, idx, feats, memory, has_memory)
+        out, new_memory = self.model.decode_codes(idx, feats, memory, has_memory=has_memory)
         return (out, *(new_memory[r] for r, _ in self.spec.memory))

@@ -10,6 +10,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ...errors import InputError
+
+__all__ = ["COMPONENTS_68", "MIN_PEAK", "heatmaps_to_landmarks", "merge_heatmaps"]
+
 #: 68-point (iBUG 300-W) index ranges summed into the five facial-component attention maps, in the order the
 #: trained fusion block expects: left eye, right eye, nose, mouth, contour (jaw line and eyebrows).
 COMPONENTS_68: tuple[tuple[int, int], ...] = ((36, 42), (42, 48), (27, 36), (48, 68), (0, 27))
@@ -44,7 +48,7 @@ def heatmaps_to_landmarks(heatmaps: Tensor, out_size: int = 128, *, refine: bool
     Hard argmax is used rather than a soft-argmax because DIC's heatmaps are not normalised probabilities.
     """
     if heatmaps.ndim != 4:
-        raise ValueError(f"heatmaps must be (B,K,h,w), got shape {tuple(heatmaps.shape)}")
+        raise InputError(f"heatmaps_to_landmarks: heatmaps must be (B,K,h,w), got shape {tuple(heatmaps.shape)}")
     b, k, h, w = heatmaps.shape
     hm = heatmaps.detach().float()
     flat = hm.reshape(b, k, h * w).argmax(dim=-1)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+__all__ = ["Bottleneck", "FeedbackHourglass", "Hourglass", "PointwiseReLU"]
+
 
 class Bottleneck(nn.Module):
     """1x1 -> ReLU -> 3x3 -> 1x1 residual unit (note: no activation after the 3x3), optional 1x1 skip projection."""

@@ -11,6 +11,11 @@ import re
 
 import torch
 
+__all__ = [
+    "MMAGIC", "MMAGIC_MARKERS", "MMAGIC_PREFIX", "OFFICIAL", "OFFICIAL_MARKERS", "StateDict", "convert_mmagic",
+    "layout_of", "mmagic_hourglass_depth", "mmagic_to_official",
+]
+
 StateDict = dict[str, torch.Tensor]
 
 OFFICIAL = "official"

@@ -20,6 +20,8 @@ from ...errors import InputError
 from .heatmaps import merge_heatmaps
 from .hourglass import FeedbackHourglass
 
+__all__ = ["AttentiveFusion", "DICNet", "FeedbackBlock", "GroupedResBlock", "conv_prelu", "deconv_prelu"]
+
 #: PReLU slope at construction; every slope is overwritten by the checkpoint.
 _PRELU_INIT = 0.2
 
@@ -186,16 +188,16 @@ class DICNet(nn.Module):
 
     def _check_input(self, x: Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != 3:
-            raise InputError(f"DIC input must be (B,3,H,W) RGB, got shape {tuple(x.shape)}")
+            raise InputError(f"DICNet: x must be (B,3,H,W) RGB, got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
         if self.skip_size is not None and (h * self.scale, w * self.scale) != tuple(self.skip_size):
             raise InputError(
-                f"this mmagic DIC checkpoint upsamples to a fixed {self.skip_size[0]}x{self.skip_size[1]}; "
+                f"DICNet: this mmagic DIC checkpoint upsamples to a fixed {self.skip_size[0]}x{self.skip_size[1]}; "
                 f"input must be {self.skip_size[0] // self.scale}x{self.skip_size[1] // self.scale}, got {h}x{w}"
             )
         m = self._size_multiple
         if h % m or w % m or h < m or w < m:
-            raise InputError(f"DIC input height/width must be multiples of {m} (trained on 16x16), got {h}x{w}")
+            raise InputError(f"DICNet: x height/width must be multiples of {m} (trained on 16x16), got {h}x{w}")
 
     def forward(self, x: Tensor, *, return_attention: bool = False) -> tuple[list[Tensor], ...]:
         """Run all steps. With `return_attention`, also return the merged 5-map attention logits of steps 1..N-1."""
