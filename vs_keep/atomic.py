@@ -10,6 +10,7 @@ advisory lock file (`flock`; where fcntl is missing, e.g. Windows, writes stay a
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -68,6 +69,25 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
+def _umask() -> int:
+    """The process umask without changing it where /proc says it (Linux); else read by setting it back at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode(path: Path) -> None:
+    """mkstemp/mkdtemp create 0600/0700; give the file the mode a plain open() would (0666/0777 minus umask)."""
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+
+
 def replace_file(src: PathLike, dst: PathLike) -> None:
     """fsync `src`, then rename it over `dst` in one step (both in one folder / file system)."""
     src, dst = Path(src), Path(dst)
@@ -82,6 +102,7 @@ def atomic_write(path: PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        _default_mode(Path(tmp))
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -116,18 +137,32 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     renamed over `path` at the end (through a symlink, its target is replaced). Folders: a hidden temporary folder
     beside the output; renamed to `path` when that does not exist (or is empty), otherwise its files are moved into
     the existing folder one by one at the end. On error, interrupt or SystemExit the temporary file or folder is
-    removed and nothing appears at `path`; an OSError naming the temporary path is re-pointed at `path`.
+    removed (with any folders created for it) and nothing appears at `path`; an OSError naming the temporary path
+    is re-pointed at `path`.
     """
     final = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
     folder = is_folder_output(final)
-    parent = final.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if folder:
-        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{final.name}.", suffix=".tmp"))
-    else:
-        fd, name = tempfile.mkstemp(dir=parent, prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}")
-        os.close(fd)
-        tmp = Path(name)
+    created = _missing_parents(final)
+    blocker = (created[-1] if created else final).parent
+    if not blocker.is_dir():  # a file where a folder should be: mkdir would say "File exists", which misleads
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot write the output ({blocker} is a file)", str(final))
+    if folder and final.exists() and not final.is_dir():
+        raise FileExistsError(errno.EEXIST, "cannot write a frame folder over an existing file", str(final))
+    tmp: Path | None = None
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if folder:
+            tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+        else:
+            fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}")
+            os.close(fd)
+            tmp = Path(name)
+        _default_mode(tmp)
+    except OSError as exc:
+        if tmp is not None:
+            _remove(tmp)
+        _remove_empty(created)
+        raise OSError(exc.errno, f"cannot write the output ({exc.strerror})", str(final)) from None
     committed = False
     try:
         try:
@@ -144,6 +179,25 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     finally:
         if not committed:
             _remove(tmp)
+            _remove_empty(created)
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above `path` that do not exist yet, deepest first (removed again if the write fails)."""
+    missing = []
+    for parent in path.parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _commit_folder(tmp: Path, final: Path) -> None:
