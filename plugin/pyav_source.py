@@ -99,12 +99,6 @@ class _Decoder:
                 raise vs.Error(f"source: could not decode frame {n} of {self.path}")
             return self._cache[n]
 
-    def close(self) -> None:
-        """Close the container now (idempotent); a later request reopens it."""
-        with self._lock:
-            self._iter = None
-            _close(self._open)
-
 
 def pyav_source(path: str | os.PathLike[str]) -> vs.VideoNode:
     p = Path(path)
