@@ -12,7 +12,7 @@ descriptors must stay flat. Two phases, one process:
 Pass criteria (`ok`): peak RSS of the last cycle <= 1.1x the second; no thread or file-descriptor growth from the
 second cycle to the last, nor from the warm point to the end of the seeks; seek RSS within 1.1x of the warm point.
 
-    python scripts/soak.py --json soak.json                       # full: 2,000 seeks over 6 chunks, 20 cycles
+    python scripts/soak.py --json soak.json                       # full: 2,000 seeks over 4 chunks (3 cached), 20 cycles
     python scripts/soak.py --seeks 2000 --frames 12 --chunk 4      # the suite's quick version (chunks fit the cache)
 
 Without --weights/--video it writes a small synthetic KEEP checkpoint and a tiny two-face clip (tests/ helpers).
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeks", type=int, default=2000)
     p.add_argument("--cycles", type=int, default=20)
-    p.add_argument("--frames", type=int, default=24, help="clip length (default 24 = 6 chunks of 4: evictions)")
+    p.add_argument("--frames", type=int, default=16, help="clip length (default 16 = 4 chunks of 4, 3 cached: evictions)")
     p.add_argument("--chunk", type=int, default=4)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")

@@ -112,6 +112,23 @@ def test_bad_input_video(media, tmp_path: Path, case: str) -> None:
     assert (digest(src) if src.exists() else None) == before
 
 
+def test_raw_stream_is_counted_by_decoding(media, tmp_path: Path) -> None:
+    """A raw .h264 stream has no timestamps to count packets by: counted by decoding, not refused as empty."""
+    import av
+
+    from vs_keep.cli.safety import checked_length
+    from vs_keep.video import FrameSource
+
+    raw = tmp_path / "raw.h264"
+    with av.open(str(media["video"])) as src, av.open(str(raw), "w") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = out
+                dst.mux(packet)
+    assert checked_length(FrameSource(raw)) == 8
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("name, message", [
     ("cut.pth", "{p}: not a PyTorch checkpoint, or truncated (1000000 bytes; the download may have been interrupted: "

@@ -62,6 +62,8 @@ def checked_length(source) -> int:
     path = Path(source.path)
     try:
         count = source.count_frames()
+        if count == 0 and not source.is_folder:  # raw streams (.h264, ...) carry no timestamps to count by
+            count = sum(1 for _ in source)
         declared = None if source.is_folder or path.is_file() and _is_image(path) else _declared_seconds(path)
     except VsKeepError:
         raise
