@@ -331,6 +331,28 @@ def test_user_message() -> None:
     assert user_message(MemoryError("host")) == "MemoryError: host"
 
 
+def test_failure_lines() -> None:
+    """What the CLI prints for failures that are not vs-keep's own: the file, the reason, the fix."""
+    import errno
+
+    from av.codec.codec import UnknownCodecError
+
+    from vs_keep.cli.safety import failure_line
+
+    assert failure_line(OSError(errno.ENOSPC, "No space left on device", "/films/out.mkv")) == (
+        "/films/out.mkv: No space left on device; the disk is full; free space or write to another disk")
+    assert failure_line(PermissionError(errno.EACCES, "Permission denied", "/films/in.mkv")) == (
+        "/films/in.mkv: Permission denied; fix its permissions or choose a writable location")
+    assert failure_line(UnknownCodecError("nope")) == (
+        "ffmpeg has no codec nope; pick one it has (e.g. --codec libx264, libx265 or ffv1)")
+    assert failure_line(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")) == (
+        "GPU out of memory: lower --faces (largest), --upscale or --chunk, add --fp16, or use another device "
+        "(--device cuda:1 or cpu)")
+    assert failure_line(ZeroDivisionError("division by zero")) == (
+        "ZeroDivisionError: division by zero (unexpected; run again with --debug for the traceback and please "
+        "report it)")
+
+
 # ------------------------------------------------------------------------------------------------ process state
 
 

@@ -139,6 +139,8 @@ def failure_line(exc: BaseException) -> str:
         import av
     except ImportError:  # pragma: no cover - av is a dependency
         av = None
+    if av is not None and type(exc).__name__ == "UnknownCodecError":
+        return f"ffmpeg has no codec {exc}; pick one it has (e.g. --codec libx264, libx265 or ffv1)"
     if av is not None and isinstance(exc, av.error.FFmpegError):
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}ffmpeg: {exc.strerror or exc}; the file may be damaged or in a format ffmpeg cannot handle"
