@@ -49,8 +49,11 @@ def _declared_seconds(path: Path) -> float | None:
             return float(s.duration * s.time_base)
         tag = s.metadata.get("DURATION")
         if tag:
-            h, m, sec = tag.split(":")
-            return int(h) * 3600 + int(m) * 60 + float(sec)
+            try:
+                h, m, sec = tag.split(":")
+                return int(h) * 3600 + int(m) * 60 + float(sec)
+            except ValueError:  # an unusual tag says nothing we can check against
+                pass
         if c.duration is not None and len(c.streams) == 1:
             return c.duration / av.time_base
     return None
