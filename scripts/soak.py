@@ -13,7 +13,7 @@ Pass criteria (`ok`): peak RSS of the last cycle <= 1.1x the second; no thread o
 second cycle to the last, nor from the warm point to the end of the seeks; seek RSS within 1.1x of the warm point.
 
     python scripts/soak.py --json soak.json                       # full: 2,000 seeks over 4 chunks (3 cached), 20 cycles
-    python scripts/soak.py --seeks 2000 --frames 12 --chunk 4      # the suite's quick version (chunks fit the cache)
+    python scripts/soak.py --seeks 200 --cycles 3                 # a quick look
 
 Without --weights/--video it writes a small synthetic KEEP checkpoint and a tiny two-face clip (tests/ helpers).
 """
