@@ -37,6 +37,8 @@ EXTRAS["test"] = sorted(
         + EXTRAS["identity"]
         + EXTRAS["openvino"]
         + ["pytest>=8", "pytest-timeout>=2.3", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"]
+        # reload soak of the filter (tests/test_reliability.py, scripts/soak.py): a previewer's load/dispose cycle
+        + ["vsjetengine>=2"]
     )
 )
 

@@ -54,10 +54,10 @@ def keep(
         allows (generator and Kalman gains; the rest stays fp32); default off.
     decoder: KEEP's codebook decoder: "auto" (TensorRT on CUDA when installed, engine built once and cached; else
         PyTorch), "torch", "tensorrt", "onnxruntime" (CPU). cpu_fast: CPU fp32 convolution rewrites (official
-        parity kept) plus glibc reusing freed activation memory (process-wide; ~+10 % peak RSS, flat over the
-        video); False runs the plain eager ops and leaves the allocator alone. cpu_precision: "fp32" (default,
-        official parity) or "bf16" (opt-in, not bit-exact: KEEP's decoder in OpenVINO bf16; needs a CPU with
-        AVX512-BF16 or AMX and `pip install openvino`, refused elsewhere).
+        parity kept); False runs the plain eager ops. The glibc allocator setting of `vs-keep restore` (~1.17x,
+        process-wide) is opt-in here: VS_KEEP_TUNE_MALLOC=1 in the host's environment. cpu_precision: "fp32"
+        (default, official parity) or "bf16" (opt-in, not bit-exact: KEEP's decoder in OpenVINO bf16; needs a CPU
+        with AVX512-BF16 or AMX and `pip install openvino`, refused elsewhere).
     faces: "all", "largest" (official) or "center". min_face: smallest face (box side, px) restored by KEEP.
     chunk: frames per KEEP clip; the recurrent state resets at every multiple of `chunk` and, with scene_reset, at
         every frame with `_SceneChangePrev` set. Output n depends only on n's chunk: seeking is exact.

@@ -4,6 +4,9 @@ The pip wheel of VapourSynth ships no source plugin; this one needs nothing but 
 order; a backward jump or a far forward jump reopens the file and seeks to the nearest keyframe before the target
 (timestamps mapped from a packet index built once). Good enough for previews, tests and vspipe runs; bs/lsmas/
 ffms2 are faster when installed.
+
+The open container (one file descriptor plus FFmpeg's decoder buffers) is closed when the clip is freed (script
+reload, `vsengine` dispose), not left for the garbage collector: previewers reload scripts hundreds of times.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +22,16 @@ from pathlib import Path
 import numpy as np
 import vapoursynth as vs
 
+from vs_keep.errors import InputError, user_message
+
 from .frames import write_rgb
+
+
+def _close(holder: list) -> None:
+    """Close the container in `holder` (a one-element list, so the finalizer holds no reference to the decoder)."""
+    container, holder[0] = holder[0], None
+    if container is not None:
+        container.close()
 
 
 class _Decoder:
@@ -27,6 +40,8 @@ class _Decoder:
 
         self.path = path
         with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise InputError("no video stream")
             s = c.streams.video[0]
             self.width, self.height = s.codec_context.width, s.codec_context.height
             self.fps = Fraction(s.average_rate or s.guessed_rate or 25)
@@ -39,7 +54,8 @@ class _Decoder:
         self.pts = sorted(pts)  # presentation order
         self.keyframes = sorted(keys) or self.pts[:1]
         self.num_frames = len(self.pts)
-        self._container = None
+        self._open: list = [None]  # the container being decoded from, if any
+        self._closer = weakref.finalize(self, _close, self._open)
         self._iter = None
         self._next = 0  # index of the frame the iterator yields next
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -48,16 +64,16 @@ class _Decoder:
     def _restart(self, target: int) -> None:
         import av
 
-        if self._container is not None:
-            self._container.close()
-        self._container = av.open(str(self.path))
-        stream = self._container.streams.video[0]
+        self._iter = None
+        _close(self._open)
+        container = self._open[0] = av.open(str(self.path))
+        stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         k = bisect.bisect_right(self.keyframes, self.pts[target]) - 1
         start_pts = self.keyframes[max(k, 0)]
         if start_pts != self.pts[0]:
-            self._container.seek(start_pts, stream=stream, backward=True)
-        self._iter = self._container.decode(stream)
+            container.seek(start_pts, stream=stream, backward=True)
+        self._iter = container.decode(stream)
         self._next = None  # unknown until the first decoded frame's pts
 
     def frame(self, n: int) -> np.ndarray:
@@ -76,6 +92,9 @@ class _Decoder:
                     self._cache.popitem(last=False)
                 if i >= n:
                     break
+            else:  # end of the stream: give the file back now, a later request reopens it
+                self._iter = None
+                _close(self._open)
             if n not in self._cache:
                 raise vs.Error(f"source: could not decode frame {n} of {self.path}")
             return self._cache[n]
@@ -88,7 +107,7 @@ def pyav_source(path: str | os.PathLike[str]) -> vs.VideoNode:
     try:
         dec = _Decoder(p)
     except Exception as exc:  # PyAV raises several error types for unreadable files
-        raise vs.Error(f"source: cannot open {p} as a video: {exc}") from None
+        raise vs.Error(f"source: cannot open {p} as a video: {user_message(exc)}") from None
     if dec.num_frames == 0:
         raise vs.Error(f"source: {p} has no video frames")
     core = vs.core
@@ -98,8 +117,14 @@ def pyav_source(path: str | os.PathLike[str]) -> vs.VideoNode:
     )
 
     def read(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        try:
+            rgb = dec.frame(n)
+        except vs.Error:
+            raise
+        except Exception as exc:  # a damaged file mid-decode: one line naming the file, not a PyAV traceback
+            raise vs.Error(f"source: frame {n} of {p}: {user_message(exc)}; the file may be damaged") from None
         out = f.copy()
-        write_rgb(out, dec.frame(n))
+        write_rgb(out, rgb)
         return out
 
     clip = blank.std.ModifyFrame(blank, read)  # serialized: the decoder is stateful

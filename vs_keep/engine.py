@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ContextManager
 
@@ -47,12 +48,15 @@ class EngineOptions:
     download: bool = True
     cache_chunks: int = 3
     decoder: str = "auto"
-    #: CPU: fp32 convolution rewrites (`vs_keep.runtime.cpu`; parity kept) and glibc keeping freed activation
-    #: memory for reuse (process-wide); False = reference ops, allocator untouched
+    #: CPU: fp32 convolution rewrites (`vs_keep.runtime.cpu`; parity kept); False = reference ops
     cpu_fast: bool = True
     #: CPU: "fp32" (parity) or "bf16" (opt-in, not bit-exact: KEEP's decoder in OpenVINO bf16 on CPUs with
     #: AVX512-BF16/AMX; refused elsewhere; see vs_keep.runtime.openvino)
     cpu_precision: str = "fp32"
+    #: CPU: glibc keeps freed activation memory for reuse (`runtime.cpu.tune_malloc`). Process-wide, so opt-in: the
+    #: `vs-keep` CLI turns it on for its own process; in a host such as vspipe set it (or `VS_KEEP_TUNE_MALLOC=1`)
+    #: only when vs-keep owns the process
+    tune_malloc: bool = False
 
 
 def pick_device(device: str | None) -> str:
@@ -123,17 +127,14 @@ def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
     kind = getattr(net, "model_id", None)
     if kind != o.model:
         raise InputError(f"weights {path} hold a '{kind}' model, not '{o.model}' (set model='{kind}')")
-    if device.startswith("cuda") and precision == "fp32" and torch.backends.cudnn.allow_tf32:
-        # cuDNN convolutions default to TF32: fp16's 10-bit mantissa, at which the encoders flip codebook indices
-        torch.backends.cudnn.allow_tf32 = False
-        log.info("fp32 on CUDA: TF32 convolutions turned off (process-wide) to keep official numerics")
     backend = TorchBackend(device=device, precision=precision, cpu_fast=o.cpu_fast)
     net = backend.prepare(net)
-    if o.cpu_fast and device == "cpu":
+    if device == "cpu" and (o.tune_malloc or os.environ.get(TUNE_MALLOC_ENV, "") == "1"):
         from .runtime.cpu import tune_malloc
 
         # measured under vspipe (full KEEP, 2 faces, 640x480): 1.17x faster, peak RSS +11 %; flat over length
-        tune_malloc(True)
+        if tune_malloc(True):
+            log.info("glibc allocator tuned for reuse of activation memory (process-wide)")
     if kind == "keep" and o.cpu_precision == "bf16" and device == "cpu":
         from .runtime.backends import OpenVinoBackend
 
@@ -141,7 +142,48 @@ def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
     elif kind == "keep":
         _install_decoder(net, o.decoder, device, precision)
     autocast: AutocastFactory = backend.autocast if precision != "fp32" else contextlib.nullcontext
+    if device.startswith("cuda") and precision == "fp32":
+        # cuDNN convolutions default to TF32 (fp16's 10-bit mantissa), at which the encoders flip codebook indices:
+        # off for the duration of our own model calls only, so other filters in the process keep their setting
+        autocast = _without_tf32(autocast)
     return net, autocast
+
+
+#: opt-in for the glibc allocator setting in a host process (see EngineOptions.tune_malloc)
+TUNE_MALLOC_ENV = "VS_KEEP_TUNE_MALLOC"
+
+_tf32_lock = threading.Lock()
+_tf32_depth = 0
+_tf32_saved = True
+
+
+@contextlib.contextmanager
+def cudnn_tf32_off() -> Iterator[None]:
+    """`torch.backends.cudnn.allow_tf32 = False` while any of our model calls runs; the caller's value comes back
+    when the last one leaves. The flag itself is process-wide in torch, so a convolution another filter runs
+    concurrently with ours also runs without TF32 (more precise, not less); nothing outlives our calls."""
+    global _tf32_depth, _tf32_saved
+    with _tf32_lock:
+        if _tf32_depth == 0:
+            _tf32_saved = torch.backends.cudnn.allow_tf32
+            torch.backends.cudnn.allow_tf32 = False
+        _tf32_depth += 1
+    try:
+        yield
+    finally:
+        with _tf32_lock:
+            _tf32_depth -= 1
+            if _tf32_depth == 0:
+                torch.backends.cudnn.allow_tf32 = _tf32_saved
+
+
+def _without_tf32(inner: AutocastFactory) -> AutocastFactory:
+    @contextlib.contextmanager
+    def scope() -> Iterator[None]:
+        with cudnn_tf32_off(), inner():
+            yield
+
+    return scope
 
 
 def _install_decoder(net: nn.Module, decoder: str, device: str, precision: str) -> None:

@@ -24,12 +24,11 @@ import re
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .atomic import atomic_write, file_lock, replace_file
 from .cache import ENV_HOME, folder
 from .errors import CheckpointError, InputError, WeightsNotFoundError
 
@@ -304,7 +303,7 @@ def _sidecar(path: Path) -> Path:
 def _write_sidecar(path: Path, digest: str) -> None:
     """`sha256sum` format, written after the file, so a newer file than its sidecar means "check again"."""
     try:
-        _sidecar(path).write_text(f"{digest}  {path.name}\n", encoding="ascii")
+        atomic_write(_sidecar(path), f"{digest}  {path.name}\n".encode("ascii"))
     except OSError as exc:  # a read-only cache still works, it is just checked every time
         log.debug("could not write %s: %s", _sidecar(path), exc)
 
@@ -450,22 +449,6 @@ def _fetch(url: str, part: Path, *, expected_size: int | None, timeout: float, p
     return hasher.hexdigest()
 
 
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """Serialise concurrent downloads of one file (POSIX; elsewhere a no-op)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def _manual_message(spec: WeightSpec, dest: Path, failures: list[str]) -> str:
     if failures:
         lines = [f"could not download weights {spec.name!r} ({spec.filename}); tried:"]
@@ -524,7 +507,7 @@ def download(spec: WeightSpec, dest_dir: Path | str | None = None, progress: boo
         raise WeightsNotFoundError(f"cannot create the weights folder {dest}: {exc}; set {ENV_HOME} or "
                                    f"--dir to a writable folder") from None
     part = target.with_name(target.name + ".part")
-    with _lock(target.with_name(target.name + ".lock")):
+    with file_lock(target.with_name(target.name + ".lock")):
         if target.is_file():  # another process may have finished it while we waited for the lock
             verify(spec, target)
             return target
@@ -540,7 +523,7 @@ def download(spec: WeightSpec, dest_dir: Path | str | None = None, progress: boo
                     break
                 size = part.stat().st_size
                 if (spec.size is None or size == spec.size) and spec.hash_matches(digest):
-                    os.replace(part, target)
+                    replace_file(part, target)
                     if spec.sha256 is not None or spec.sha256_prefix is not None:
                         _write_sidecar(target, digest)
                     log.info("saved %s (sha256 %s)", target, digest)

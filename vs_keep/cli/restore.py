@@ -14,6 +14,9 @@ from ..errors import InputError
 
 log = logging.getLogger("vs_keep.cli.restore")
 
+# `vs-keep` writes OUTPUT atomically and refuses it when it is one of INPUTS (see vs_keep.cli)
+OUTPUT, INPUTS = "output", ("input",)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="video file or folder of images")
@@ -49,30 +52,32 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engine import EngineOptions, build_engine, load_model
     from ..video import FrameSink, FrameSource
+    from .safety import checked_length, decoding
 
     if args.chunk < 1:
         raise InputError(f"--chunk must be >= 1, got {args.chunk}")
     if not 0.0 <= args.fidelity <= 1.0:
         raise InputError(f"--fidelity must be in [0,1], got {args.fidelity}")
     source = FrameSource(args.input)
+    total = checked_length(source)  # empty or truncated input: fail before loading anything
     options = EngineOptions(
         weights=args.weights, model=args.model, device=args.device, faces=args.faces, chunk=args.chunk,
         scene_reset=False, upscale=args.upscale, min_face=args.min_face, detector=args.detector,
         fidelity=args.fidelity, parse=args.parse, exact=args.exact, tiny_faces="dic" if args.tiny_weights else None,
         tiny_weights=args.tiny_weights, tiny_min=args.tiny_min, fp16=args.fp16, decoder=args.decoder,
         cpu_fast=not args.reference_ops, cpu_precision="bf16" if args.cpu_bf16 else "fp32",
+        tune_malloc=not args.reference_ops,  # this process is ours
     )
     if args.aligned:
         from ..aligned import restore_aligned
 
         net, autocast = load_model(options)
-        frames = restore_aligned(net, source, chunk=args.chunk, fidelity=args.fidelity, autocast=autocast)
+        frames = restore_aligned(net, decoding(source, args.input), chunk=args.chunk, fidelity=args.fidelity, autocast=autocast)
     else:
         from ..random_access import restore_stream
 
         engine = build_engine(options)
-        total = source.count_frames()
-        frames = (r.image for r in restore_stream(engine, source, total))
+        frames = (r.image for r in restore_stream(engine, decoding(source, args.input), total))
     audio = None if source.is_folder else args.input
     bar = tqdm(total=source.info.frames, unit="frame", file=sys.stderr, disable=args.no_progress, desc="restore")
     with FrameSink(args.output, fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, audio_from=audio) as sink:
@@ -80,5 +85,5 @@ def run(args: argparse.Namespace) -> int:
             sink.write(rgb)
             bar.update(1)
     bar.close()
-    log.info("wrote %d frames to %s", sink.count, args.output)
+    log.info("wrote %d frames", sink.count)
     return 0

@@ -14,7 +14,7 @@ element-wise work (GroupNorm, swish as sigmoid·x, residual adds). The rewrites 
 - VQGAN ResBlocks use the fused SiLU in place and an in-place residual add (swish = x·sigmoid(x) = SiLU).
 - Optionally (`CpuOptions(onnx_flow=True)`), GMFlow runs as an exported, verified ONNX graph in onnxruntime
   (`OrtFlowNet`).
-`tune_malloc` (process-wide; the engine applies it with `cpu_fast`) removes the page-fault cost of fresh activations.
+`tune_malloc` (process-wide; `vs-keep restore` applies it, hosts opt in) removes the page-fault cost of fresh activations.
 
 Nothing here changes parameters or state-dict keys: modules only get a subclass with a different `forward`
 (`optimize_cpu`), and `restore_reference` undoes it. The rewrites run only for fp32 CPU tensors without autograd;
@@ -279,8 +279,8 @@ def tune_malloc(enabled: bool = True) -> bool:
     ~1.3x of the whole pass. With a 1 GiB mmap threshold and a 2 GiB trim threshold the memory is reused; peak RSS
     stays flat (it does not grow with video length, see `vs-keep bench`), it is just not handed back between frames.
     Returns False where glibc's mallopt is not available. `enabled=False` restores glibc-like thresholds (128 KiB).
-    The engine applies it on CPU with `cpu_fast` (the default; `keep(..., cpu_fast=False)` leaves a host's allocator
-    alone). Measured under vspipe: 1.17x faster end to end, peak RSS +11 %.
+    The engine applies it on CPU only with `EngineOptions.tune_malloc` (set by `vs-keep restore` for its own
+    process) or VS_KEEP_TUNE_MALLOC=1 (hosts such as vspipe). Measured under vspipe: 1.17x faster, peak RSS +11 %.
     """
     import ctypes
     import ctypes.util

@@ -4,7 +4,7 @@ Cache: `<cache dir>/trt/decoder-<model hash>-<identity hash>.engine` with the ti
 (`.timing`) and the identity in clear text (`.json`). The identity covers everything that changes the engine:
 model weights hash, input shapes, precision, builder options, GPU name and compute capability, driver version,
 TensorRT version. `<cache dir>` is the cache root of `vs_keep.cache` (never site-packages).
-Builds are written to a temporary file, renamed into place and serialised by a file lock, so several VapourSynth
+Builds are written atomically and serialised by a file lock (`vs_keep.atomic`), so several VapourSynth
 instances can start at once.
 
 `tensorrt` is imported inside functions only; `TensorRTUnavailable` tells callers to fall back to torch.
@@ -12,21 +12,19 @@ instances can start at once.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_write, file_lock
 from ..cache import folder
 from ..errors import VsKeepError
 from .decoder import DecoderSpec
@@ -83,30 +81,6 @@ def engine_paths(identity: dict[str, Any], model_hash: str, cache_dir: str | os.
     }
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            import fcntl
-
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except ImportError:  # no fcntl (Windows): builds are still atomic, just not serialised
-            pass
-        yield
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _pin_fp32(trt: Any, network: Any, patterns: tuple[str, ...]) -> int:
     """Keep layers whose (ONNX scope) name contains one of `patterns` in fp32; returns how many were pinned."""
     pinned = 0
@@ -130,7 +104,7 @@ def build_engine(onnx_path: Path, paths: dict[str, Path], identity: dict[str, An
     layers that stay fp32 in a 16-bit engine (the accuracy guard of runtime.precision)."""
     trt = import_tensorrt()
     engine = paths["engine"]
-    with _file_lock(paths["lock"]):
+    with file_lock(paths["lock"]):
         if not force and engine.exists() and engine.stat().st_size >= MIN_ENGINE_BYTES:
             return engine
         logger = trt.Logger(trt.Logger.WARNING)
@@ -160,9 +134,9 @@ def build_engine(onnx_path: Path, paths: dict[str, Path], identity: dict[str, An
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise VsKeepError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
-        _atomic_write(engine, bytes(serialized))
-        _atomic_write(paths["timing"], bytes(config.get_timing_cache().serialize()))
-        _atomic_write(paths["identity"], json.dumps(identity, indent=1, sort_keys=True).encode())
+        atomic_write(engine, bytes(serialized))
+        atomic_write(paths["timing"], bytes(config.get_timing_cache().serialize()))
+        atomic_write(paths["identity"], json.dumps(identity, indent=1, sort_keys=True).encode())
         log.info("TensorRT engine ready in %.0f s: %s", time.perf_counter() - start, engine)
     return engine
 

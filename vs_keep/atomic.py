@@ -1,0 +1,223 @@
+"""The one file lock and the one atomic write of vs-keep (weights cache, TensorRT engines, CLI outputs).
+
+Why: a crash, Ctrl-C, a full disk or two processes at once must never leave a half-written file under a final
+name. Everything is first written under a hidden temporary name in the destination folder (same file system, so
+the final step is a `rename`), flushed to disk (`fsync`) and then renamed in one step; on any failure the temporary
+file is removed and the destination is left as it was. Concurrent writers of one cache entry are serialised with an
+advisory lock file (`flock`; where fcntl is missing, e.g. Windows, writes stay atomic, just not serialised).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["atomic_output", "atomic_write", "file_lock", "is_folder_output", "replace_file", "same_file"]
+
+PathLike = str | os.PathLike[str]
+
+
+@contextlib.contextmanager
+def file_lock(path: PathLike) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path` (created if missing) for the duration of the block."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        try:
+            import fcntl
+        except ImportError:  # no fcntl: atomic renames still protect the files, only serialisation is lost
+            yield
+            return
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); silently skipped where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync a file, or every file of a folder (and the folder itself)."""
+    if path.is_dir():
+        for child in path.iterdir():
+            if child.is_file():
+                _fsync_path(child)
+        _fsync_dir(path)
+        return
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _umask() -> int:
+    """The process umask without changing it where /proc says it (Linux); else read by setting it back at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode(path: Path) -> None:
+    """mkstemp/mkdtemp create 0600/0700; give the file the mode a plain open() would (0666/0777 minus umask)."""
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+
+
+def replace_file(src: PathLike, dst: PathLike) -> None:
+    """fsync `src`, then rename it over `dst` in one step (both in one folder / file system)."""
+    src, dst = Path(src), Path(dst)
+    _fsync_path(src)
+    os.replace(src, dst)
+    _fsync_dir(dst.parent)
+
+
+def atomic_write(path: PathLike, data: bytes) -> None:
+    """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        _default_mode(Path(tmp))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """True when `a` and `b` are one file or folder on disk (same device and inode: symlinks and hard links too)."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def is_folder_output(path: PathLike) -> bool:
+    """An output path names a folder of frames when it has no suffix or is an existing folder (FrameSink's rule)."""
+    path = Path(path)
+    return path.suffix == "" or path.is_dir()
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write the output to; it becomes `path` only when the block finishes without error.
+
+    Files: a hidden `.NAME.XXXX.tmp.SUFFIX` beside the output (the suffix is kept so muxers pick the container),
+    renamed over `path` at the end (through a symlink, its target is replaced). Folders: a hidden temporary folder
+    beside the output; renamed to `path` when that does not exist (or is empty), otherwise its files are moved into
+    the existing folder one by one at the end. On error, interrupt or SystemExit the temporary file or folder is
+    removed (with any folders created for it) and nothing appears at `path`; an OSError naming the temporary path
+    is re-pointed at `path`.
+    """
+    final = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+    folder = is_folder_output(final)
+    created = _missing_parents(final)
+    blocker = (created[-1] if created else final).parent
+    if not blocker.is_dir():  # a file where a folder should be: mkdir would say "File exists", which misleads
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot write the output ({blocker} is a file)", str(final))
+    if folder and final.exists() and not final.is_dir():
+        raise FileExistsError(errno.EEXIST, "cannot write a frame folder over an existing file", str(final))
+    tmp: Path | None = None
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if folder:
+            tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+        else:
+            fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}")
+            os.close(fd)
+            tmp = Path(name)
+        _default_mode(tmp)
+    except OSError as exc:
+        if tmp is not None:
+            _remove(tmp)
+        _remove_empty(created)
+        raise OSError(exc.errno, f"cannot write the output ({exc.strerror})", str(final)) from None
+    committed = False
+    try:
+        try:
+            yield tmp
+        except OSError as exc:
+            if exc.filename is not None and os.fspath(exc.filename).startswith(str(tmp)):
+                exc.filename = str(final)
+            raise
+        if folder:
+            _commit_folder(tmp, final)
+        else:
+            replace_file(tmp, final)
+        committed = True
+    finally:
+        if not committed:
+            _remove(tmp)
+            _remove_empty(created)
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above `path` that do not exist yet, deepest first (removed again if the write fails)."""
+    missing = []
+    for parent in path.parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _commit_folder(tmp: Path, final: Path) -> None:
+    if final.is_dir() and any(final.iterdir()):
+        _fsync_path(tmp)
+        for child in sorted(tmp.iterdir()):
+            os.replace(child, final / child.name)
+        _fsync_dir(final)
+        tmp.rmdir()
+        return
+    if final.is_dir():
+        final.rmdir()  # rename(2) onto an empty folder is POSIX-only; make it portable
+    replace_file(tmp, final)
+
+
+def _remove(tmp: Path) -> None:
+    try:
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        elif tmp.exists():
+            tmp.unlink()
+    except OSError as exc:  # nothing more to do; say where the leftover is
+        log.warning("could not remove the temporary output %s: %s", tmp, exc)
