@@ -3,7 +3,8 @@
 - `flow_warp(x, flow)`: KEEP's backward warp (bilinear, zeros, align_corners=True).
 - `affine_crop(frame, matrices, size, ...)`: aligned face crops straight from a full uint8/float frame.
 - `paste_face(canvas, face, matrix, ...)`: inverse-affine paste-back fused with the official soft-mask blend.
-CuPy is imported only inside the first CUDA call; CPU tensors always take the torch path.
+CuPy is imported only inside the first CUDA call; CPU tensors always take the torch path. `cuda_sources()` is the
+exact CUDA text and every template instantiation (what CI compiles with NVRTC and runs through a host harness).
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from ..errors import InputError
 from .crop import affine_crop_torch, as_chw_view, sampling_matrices
 from .paste import PastePlan, paste_blend_torch, paste_masks, plan_paste
 from .select import use_cupy
+from .sources import cuda_sources
 from .warp import check_warp_args, flow_warp_torch
 
-__all__ = ["PastePlan", "affine_crop", "flow_warp", "paste_face", "plan_paste"]
+__all__ = ["PastePlan", "affine_crop", "cuda_sources", "flow_warp", "paste_face", "plan_paste"]
 
 
 def flow_warp(x: Tensor, flow: Tensor) -> Tensor:
     """Sample x (N, C, H, W) at grid + flow (N, 2, H, W, channel 0 = dx); zero outside; result has x's dtype."""
-    if use_cupy(x):
+    if use_cupy(x, kernel="flow_warp"):
         from .cupy_impl import flow_warp_cupy
 
         check_warp_args(x, flow)
@@ -49,7 +51,7 @@ def affine_crop(
     frame: (H, W, C) ("hwc") or (C, H, W) ("chw") uint8/float16/float32 tensor; bilinear with constant `border`
     (frame units) outside, cv2.warpAffine geometry. See `crop.affine_crop_torch` for the reference.
     """
-    if use_cupy(frame, (torch.float32, torch.float16, torch.uint8)) and out_dtype in (torch.float32, torch.float16):
+    if use_cupy(frame, (torch.float32, torch.float16, torch.uint8), kernel="affine_crop") and out_dtype in (torch.float32, torch.float16):
         from .cupy_impl import affine_crop_cupy
 
         src = as_chw_view(frame, layout)
@@ -97,7 +99,7 @@ def paste_face(
         if sigma > 0.05:
             img = gaussian_blur(img, sigma=sigma, border="reflect")
     eroded, soft = paste_masks(plan, size, canvas.device, parse_mask)
-    if use_cupy(canvas, (torch.float32, torch.float16, torch.uint8)):
+    if use_cupy(canvas, (torch.float32, torch.float16, torch.uint8), kernel="paste_blend"):
         from .cupy_impl import paste_blend_cupy
 
         coef = torch.from_numpy(plan.coef).to(canvas.device)
