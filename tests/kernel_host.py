@@ -137,9 +137,15 @@ class HostLaunch:
 class NvrtcThenHost(HostLaunch):
     """What a GPU does first (NVRTC compile for sm_75), then the host run: a broken source fails where it would."""
 
+    def __init__(self, bodies: dict[str, str] | None = None, workdir: str | Path | None = None) -> None:
+        super().__init__(bodies, workdir)
+        self._compiled: set[str] = set()
+
     def __call__(self, name: str, expr: str, total: int, device: torch.device, args: tuple[Any, ...]) -> None:
         from vs_keep.kernels.nvrtc import compile_cubin
 
         src = self.source(name)
-        compile_cubin(src.source, src.name_expressions, "sm_75", name=f"{name}.cu")
+        if src.source not in self._compiled:  # one NVRTC compile per module, like CuPy's RawModule
+            compile_cubin(src.source, src.name_expressions, "sm_75", name=f"{name}.cu")
+            self._compiled.add(src.source)
         super().__call__(name, expr, total, device, args)
