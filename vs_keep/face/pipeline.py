@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..kernels.select import frame_device
 from .align import alignment_matrix, align_face
 from .detect import create_detector, detect_faces
 from .paste import FacePaste, paste_faces
@@ -58,11 +59,19 @@ def restore_segment(
     get = frames.__getitem__ if isinstance(frames, dict) else frames
     method = "lmeds" if exact else "lstsq"
     mats = np.stack([alignment_matrix(lm, face_size, method) for lm in segment.landmarks])
-    crops = np.stack([align_face(get(int(f)), m, face_size, antialias=antialias, exact=exact) for f, m in zip(segment.frames, mats)])
-    x = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))) * 2.0 - 1.0
+    crops = [align_face(get(int(f)), m, face_size, antialias=antialias, exact=exact) for f, m in zip(segment.frames, mats)]
+    if crops and isinstance(crops[0], torch.Tensor):  # frames on the engine's device: crops and faces stay there
+        x = torch.stack(crops).permute(0, 3, 1, 2) * 2.0 - 1.0
+    else:
+        x = torch.from_numpy(np.ascontiguousarray(np.stack(crops).transpose(0, 3, 1, 2))) * 2.0 - 1.0
     y = restorer(x)
     if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(x.shape):
         raise InputError(f"restorer returned {getattr(y, 'shape', type(y).__name__)}, expected a tensor of shape {tuple(x.shape)}")
+    if isinstance(crops[0], torch.Tensor):
+        out = ((y.detach().float().to(x.device).clamp(-1, 1) + 1) * 0.5).permute(0, 2, 3, 1)
+        if exact:
+            out = torch.round(out * 255.0) / 255.0
+        return out.contiguous(), mats  # type: ignore[return-value]
     faces = ((y.detach().float().cpu().clamp(-1, 1) + 1) * 0.5).numpy().transpose(0, 2, 3, 1)
     if exact:  # the official code converts the restored face to uint8 before pasting
         faces = np.rint(faces * 255.0) / 255.0
@@ -126,6 +135,8 @@ class FacePipeline:
         self.ends = resolve_smoothing_ends(smoothing_ends, exact)
         self.upscale, self.antialias, self.exact = int(upscale), bool(antialias), bool(exact)
         self.with_alpha = bool(with_alpha)
+        #: where frames live while they wait for their chunk (None: numpy, the OpenCV path; CUDA: on the GPU)
+        self.frame_device = frame_device(device)
         self.background = None
         if background == "realesrgan":
             from .upsample import RealESRGANUpsampler
@@ -139,7 +150,7 @@ class FacePipeline:
         self._reset()
 
     def _reset(self) -> None:
-        self._frames: dict[int, np.ndarray] = {}
+        self._frames: dict[int, np.ndarray | torch.Tensor] = {}
         self._dets: dict[int, list[Detection]] = {}
         self._pending: dict[int, list[tuple[FacePaste, PlacedFace]]] = {}
         self._restorers: dict[int, Restorer] = {}
@@ -160,8 +171,12 @@ class FacePipeline:
         elif frame.shape != self._shape:
             raise InputError(f"FacePipeline: frame {self._count} is {frame.shape}, earlier frames were {self._shape}")
         n = self._count
-        self._frames[n] = frame.copy()  # callers (decoders) may reuse their buffer
-        self._dets[n] = detect_faces(self.detector, frame, faces=self.faces, min_face_size=self.min_face_size)
+        if self.frame_device is not None:  # the one transfer in (a copy: decoders may reuse their buffer)
+            stored = torch.from_numpy(np.ascontiguousarray(frame)).to(self.frame_device, copy=True)
+        else:
+            stored = frame.copy()
+        self._frames[n] = stored
+        self._dets[n] = detect_faces(self.detector, stored, faces=self.faces, min_face_size=self.min_face_size)
         self._count += 1
         return self._advance(final=False)
 
@@ -220,7 +235,10 @@ class FacePipeline:
                 self._frames, seg, self._restorers[tid], face_size=self.face_size, antialias=self.antialias, exact=self.exact
             )
             for k, f in enumerate(seg.frames):
-                mask = self.parser(faces[k], exact=self.exact) if self.parser is not None else None
+                mask = None
+                if self.parser is not None:
+                    face = faces[k].cpu().numpy() if isinstance(faces[k], torch.Tensor) else faces[k]
+                    mask = self.parser(face, exact=self.exact)
                 placed = PlacedFace(track=tid, frame=int(f), landmarks=seg.landmarks[k], detected=bool(seg.detected[k]))
                 self._pending.setdefault(int(f), []).append((FacePaste(faces[k], mats[k], mask), placed))
 
@@ -232,4 +250,7 @@ class FacePipeline:
             background=self.background, return_alpha=self.with_alpha,
         )
         image, alpha = pasted if self.with_alpha else (pasted, None)
+        if isinstance(image, torch.Tensor):  # the one transfer out
+            image = image.cpu().numpy()
+            alpha = alpha.cpu().numpy() if alpha is not None else None
         return FrameResult(index=n, image=image, faces=tuple(e[1] for e in entries), alpha=alpha)

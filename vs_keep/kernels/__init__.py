@@ -82,6 +82,22 @@ def paste_face(
     device; matrix: the face's alignment matrix (2, 3) input frame -> crop; unit: canvas value of 1.0 (255 for
     uint8). antialias: low-pass the face first when it shrinks (the helper's default). Returns the geometry used.
     """
+    return paste_face_masks(canvas, face, matrix, layout=layout, upscale=upscale, unit=unit, parse_mask=parse_mask,
+                            antialias=antialias)[0]
+
+
+def paste_face_masks(
+    canvas: Tensor,
+    face: Tensor,
+    matrix: np.ndarray,
+    *,
+    layout: str = "hwc",
+    upscale: int = 1,
+    unit: float = 1.0,
+    parse_mask: Tensor | None = None,
+    antialias: bool = True,
+) -> tuple[PastePlan, Tensor | None]:
+    """`paste_face`, also returning the soft mask (h, w) over the plan's box (None when the box is empty)."""
     from ..face.align import antialias_sigma, warp_scale
     from .blur import gaussian_blur
 
@@ -92,7 +108,7 @@ def paste_face(
     plan = plan_paste(matrix, size, (view.shape[1], view.shape[2]), upscale)
     x0, y0, x1, y1 = plan.box
     if x1 <= x0 or y1 <= y0:
-        return plan
+        return plan, None
     img = face.to(device=canvas.device, dtype=torch.float32)
     if antialias:
         sigma = antialias_sigma(warp_scale(plan.inv))
@@ -106,4 +122,4 @@ def paste_face(
         paste_blend_cupy(view, img.contiguous(), coef, plan.box, eroded, soft, float(unit))
     else:
         paste_blend_torch(canvas, img, plan, eroded, soft, layout=layout, unit=unit)
-    return plan
+    return plan, soft

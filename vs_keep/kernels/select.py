@@ -6,6 +6,12 @@ that fails to compile or disagrees with its twin gives one warning and the torch
 The environment variable VS_KEEP_KERNELS overrides the policy: "torch" (always the reference), "cupy" (require
 CuPy for CUDA tensors; an error if it is missing or a kernel fails its self-check) or "auto" (default).
 CPU tensors always use torch.
+
+`frame_device` makes the other choice of the GPU path: where the face pipeline keeps frames. On CUDA, frames go to
+the GPU once; detection (MTCNN), alignment crops, the model and the paste-back run there and the finished frame
+comes back once. On CPU, frames stay numpy arrays and take the OpenCV path unchanged. VS_KEEP_FRAMES="host"
+forces the OpenCV path on CUDA too; "device" keeps frames as torch tensors even on CPU (the GPU path's code with
+the torch twins, which is how CI runs it without a GPU).
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["ENV_VAR", "cupy_available", "kernel_mode", "kernel_ok", "reset_self_checks", "self_check_failures", "use_cupy"]
+__all__ = ["ENV_VAR", "FRAMES_ENV_VAR", "cupy_available", "frame_device", "kernel_mode", "kernel_ok", "reset_self_checks", "self_check_failures", "use_cupy"]
 
 log = logging.getLogger(__name__)
 
 ENV_VAR = "VS_KEEP_KERNELS"
+FRAMES_ENV_VAR = "VS_KEEP_FRAMES"
 _MODES = ("auto", "torch", "cupy")
 _STATE: dict[str, bool] = {}
 _LOCK = threading.Lock()
@@ -99,3 +106,15 @@ def use_cupy(
             raise InputError(f"{ENV_VAR}=cupy but the CuPy kernel {kernel} failed its self-check ({reason}); unset the variable")
         return False
     return ok
+
+
+def frame_device(device: torch.device | str | None) -> torch.device | None:
+    """The device the face pipeline keeps frames on for an engine running on `device`, or None for numpy frames
+    (the OpenCV path). "auto": the CUDA device when the engine runs on CUDA."""
+    mode = os.environ.get(FRAMES_ENV_VAR, "auto").strip().lower() or "auto"
+    if mode not in ("auto", "host", "device"):
+        raise InputError(f"{FRAMES_ENV_VAR} must be one of auto, host, device, got {mode!r}")
+    dev = torch.device(device if device is not None else "cpu")
+    if mode == "host" or (mode == "auto" and dev.type != "cuda"):
+        return None
+    return dev
