@@ -115,3 +115,51 @@ def test_pipeline_tensor_frames_match_host_frames(tmp_path, monkeypatch: pytest.
         assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())
         assert np.abs(a.image.astype(int) - f.astype(int)).mean() > 1  # the model did act: the test can fail
         assert np.abs(a.alpha - b.alpha).max() < 1e-4
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_tensorrt_asked_for_but_missing_is_an_error_naming_the_package(caplog: pytest.LogCaptureFixture) -> None:
+    from vs_keep.runtime.backends import TensorRTBackend
+
+    with pytest.raises(InputError, match=r"decoder='tensorrt' cannot run: TensorRT is not installed \(pip install tensorrt\)"):
+        TensorRTBackend(required=True).decoder(torch.nn.Linear(1, 1))
+    assert not any("runs in PyTorch" in r.getMessage() for r in caplog.records)  # no silent fallback
+
+
+# ---- on a GPU (scripts/gpu-check.sh runs these) ------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+needs_cupy = pytest.mark.skipif(
+    not torch.cuda.is_available() or __import__("importlib").util.find_spec("cupy") is None, reason="needs CUDA and CuPy"
+)
+
+
+@pytest.mark.cuda
+@needs_cupy
+def test_cupy_kernels_pass_their_self_check_on_this_gpu() -> None:
+    from vs_keep.kernels.cupy_impl import cupy_launch
+    from vs_keep.kernels.selfcheck import check_kernel
+
+    for name in ("flow_warp", "affine_crop", "paste_blend"):
+        assert check_kernel(name, cupy_launch, "cuda") is None
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_pipeline_keeps_frames_on_the_gpu_and_matches_the_host_path(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
+    monkeypatch.delenv(FRAMES_ENV_VAR, raising=False)
+    path = write_synthetic_checkpoint(tmp_path / "keep_small.pth", "keep", "small")
+    img = astronaut()
+    frames = [cv2.warpAffine(img, np.float64([[1, 0, -(150 + 1.5 * i)], [0, 1, -(40 + 0.7 * i)]]), (160, 160)) for i in range(4)]
+    out = {}
+    for device in ("cpu", "cuda"):
+        pipe = FacePipeline(restorer_factory=restorer_factory(str(path), device=device), detector=create_detector("mtcnn", device),
+                            chunk=2, device=device)
+        assert (pipe.frame_device is not None) == (device == "cuda")
+        out[device] = list(pipe.run(frames))
+    for a, b in zip(out["cpu"], out["cuda"]):
+        assert isinstance(b.image, np.ndarray) and len(a.faces) == len(b.faces) == 1
+        diff = np.abs(a.image.astype(int) - b.image.astype(int))
+        assert diff.max() <= 3 and diff.mean() < 0.1, (diff.max(), diff.mean())  # GPU fp32 convolutions: other sums

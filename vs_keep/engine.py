@@ -143,7 +143,7 @@ def _install_decoder(net: nn.Module, decoder: str, device: str, precision: str) 
     if decoder == "auto" and importlib.util.find_spec("tensorrt") is None:
         return
     device_id = torch.device(device).index or 0
-    trt = TensorRTBackend(device_id=device_id, precision="fp16" if precision == "fp16" else "fp32")
+    trt = TensorRTBackend(device_id=device_id, precision="fp16" if precision == "fp16" else "fp32", required=decoder == "tensorrt")
     try:
         net.set_decoder(trt.decoder(net))
     except Exception as exc:  # noqa: BLE001 - auto: any build problem leaves the eager decoder
