@@ -117,6 +117,32 @@ def test_pipeline_tensor_frames_match_host_frames(tmp_path, monkeypatch: pytest.
         assert np.abs(a.alpha - b.alpha).max() < 1e-4
 
 
+
+def test_random_access_engine_tensor_frames_match_host_frames(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the filter and `vs-keep restore` run (build_engine + restore_stream), frames kept as tensors vs numpy."""
+    import cv2
+
+    from vs_keep.engine import EngineOptions, build_engine
+    from vs_keep.random_access import restore_stream
+
+    path = write_synthetic_checkpoint(tmp_path / "keep_small.pth", "keep", "small")
+    img = astronaut()
+    frames = [cv2.warpAffine(img, np.float64([[1, 0, -(150 + 1.5 * i)], [0, 1, -(40 + 0.7 * i)]]), (160, 160)) for i in range(4)]
+    out = {}
+    for mode in ("host", "device"):
+        monkeypatch.setenv(FRAMES_ENV_VAR, mode)
+        engine = build_engine(EngineOptions(weights=str(path), device="cpu", chunk=2, scene_reset=False, download=False))
+        assert (engine.frame_device is None) == (mode == "host")
+        out[mode] = list(restore_stream(engine, iter(frames), len(frames)))
+        if mode == "device":  # each frame was copied to the device once, though detection, crops and paste all used it
+            assert len(engine._device_frames._items) == len(frames)
+    for a, b, f in zip(out["host"], out["device"], frames):
+        assert isinstance(b.image, np.ndarray) and b.image.dtype == np.uint8 and len(a.faces) == len(b.faces) == 1
+        diff = np.abs(a.image.astype(int) - b.image.astype(int))
+        assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())
+        assert np.abs(a.image.astype(int) - f.astype(int)).mean() > 1
+
+
 @pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_tensorrt_asked_for_but_missing_is_an_error_naming_the_package(caplog: pytest.LogCaptureFixture) -> None:
     from vs_keep.runtime.backends import TensorRTBackend

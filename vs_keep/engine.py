@@ -155,6 +155,7 @@ def _install_decoder(net: nn.Module, decoder: str, device: str, precision: str) 
 def build_engine(o: EngineOptions) -> RandomAccessRestorer:
     """Load the restorer (and DIC, ParseNet when asked) and the detector, up front."""
     from .face import create_detector, restorer_factory
+    from .kernels.select import frame_device
     from .models import load
     from .weights import resolve
 
@@ -178,5 +179,5 @@ def build_engine(o: EngineOptions) -> RandomAccessRestorer:
     return RandomAccessRestorer(
         restorer_factory=factory, detector=detector, chunk=o.chunk, scene_reset=o.scene_reset, faces=o.faces,
         min_face_size=o.min_face, max_gap=o.max_gap, upscale=o.upscale, antialias=o.antialias, exact=o.exact,
-        parser=parser, cache_chunks=o.cache_chunks, tiny=tiny, tiny_min=o.tiny_min,
+        parser=parser, cache_chunks=o.cache_chunks, tiny=tiny, tiny_min=o.tiny_min, frame_device=frame_device(device),
     )

@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..kernels.select import frame_device
 from .align import alignment_matrix, align_face
 from .detect import create_detector, detect_faces
+from .device import crops_to_clip, model_to_faces, to_frame_device, to_host
 from .paste import FacePaste, paste_faces
 from .plan import Segment, TrackIds, check_restore_layout, chunk_window, plan_chunk, resolve_smoothing_ends
 from .restorers import Restorer, restorer_factory as make_restorer_factory
@@ -55,27 +56,16 @@ def restore_segment(
     exact: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Align one segment's faces, run the restorer on them as one clip and return (faces (T, S, S, 3) float32 RGB
-    in [0, 1], matrices (T, 2, 3) frame -> crop)."""
+    in [0, 1], matrices (T, 2, 3) frame -> crop). Tensor frames (the CUDA frame path) give tensor faces there."""
     get = frames.__getitem__ if isinstance(frames, dict) else frames
     method = "lmeds" if exact else "lstsq"
     mats = np.stack([alignment_matrix(lm, face_size, method) for lm in segment.landmarks])
     crops = [align_face(get(int(f)), m, face_size, antialias=antialias, exact=exact) for f, m in zip(segment.frames, mats)]
-    if crops and isinstance(crops[0], torch.Tensor):  # frames on the engine's device: crops and faces stay there
-        x = torch.stack(crops).permute(0, 3, 1, 2) * 2.0 - 1.0
-    else:
-        x = torch.from_numpy(np.ascontiguousarray(np.stack(crops).transpose(0, 3, 1, 2))) * 2.0 - 1.0
+    x = crops_to_clip(crops)  # on the frames' device: the GPU on the CUDA frame path
     y = restorer(x)
     if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(x.shape):
         raise InputError(f"restorer returned {getattr(y, 'shape', type(y).__name__)}, expected a tensor of shape {tuple(x.shape)}")
-    if isinstance(crops[0], torch.Tensor):
-        out = ((y.detach().float().to(x.device).clamp(-1, 1) + 1) * 0.5).permute(0, 2, 3, 1)
-        if exact:
-            out = torch.round(out * 255.0) / 255.0
-        return out.contiguous(), mats  # type: ignore[return-value]
-    faces = ((y.detach().float().cpu().clamp(-1, 1) + 1) * 0.5).numpy().transpose(0, 2, 3, 1)
-    if exact:  # the official code converts the restored face to uint8 before pasting
-        faces = np.rint(faces * 255.0) / 255.0
-    return np.ascontiguousarray(faces, dtype=np.float32), mats
+    return model_to_faces(y.to(x.device), exact=exact, on_device=isinstance(crops[0], torch.Tensor)), mats  # type: ignore[return-value]
 
 
 class FacePipeline:
@@ -171,10 +161,8 @@ class FacePipeline:
         elif frame.shape != self._shape:
             raise InputError(f"FacePipeline: frame {self._count} is {frame.shape}, earlier frames were {self._shape}")
         n = self._count
-        if self.frame_device is not None:  # the one transfer in (a copy: decoders may reuse their buffer)
-            stored = torch.from_numpy(np.ascontiguousarray(frame)).to(self.frame_device, copy=True)
-        else:
-            stored = frame.copy()
+        # a copy (decoders may reuse their buffer); on the CUDA frame path the one transfer in
+        stored = frame.copy() if self.frame_device is None else to_frame_device(frame, self.frame_device)
         self._frames[n] = stored
         self._dets[n] = detect_faces(self.detector, stored, faces=self.faces, min_face_size=self.min_face_size)
         self._count += 1
@@ -250,7 +238,6 @@ class FacePipeline:
             background=self.background, return_alpha=self.with_alpha,
         )
         image, alpha = pasted if self.with_alpha else (pasted, None)
-        if isinstance(image, torch.Tensor):  # the one transfer out
-            image = image.cpu().numpy()
-            alpha = alpha.cpu().numpy() if alpha is not None else None
+        image = to_host(image)  # the one transfer out (no-op for numpy frames)
+        alpha = to_host(alpha) if alpha is not None else None
         return FrameResult(index=n, image=image, faces=tuple(e[1] for e in entries), alpha=alpha)
