@@ -88,7 +88,10 @@ def check_kernel(name: str, launch: Launch, device: torch.device | str) -> str |
     otherwise the reason (compile error, launch error or the first mismatch). Never raises for kernel faults."""
     device = torch.device(device)
     try:
-        for what, got, ref, atol in _CASES[name](launch, device):
+        # the first use may come from inside the model's autocast region: the check compares plain fp32 twins
+        with torch.autocast(device_type=device.type, enabled=False), torch.inference_mode():
+            cases = list(_CASES[name](launch, device))
+        for what, got, ref, atol in cases:
             if got.shape != ref.shape or got.dtype != ref.dtype:
                 return f"{what}: result {tuple(got.shape)} {got.dtype}, twin {tuple(ref.shape)} {ref.dtype}"
             if atol == 0.0:
