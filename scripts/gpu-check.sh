@@ -7,7 +7,7 @@
 # Steps, each with its own time limit so one slow step cannot eat the others' time:
 #   1. Python: the repository's .venv (created with scripts/setup.sh when missing); CuPy for torch's CUDA major
 #      version installed when missing and reachable (without it the torch twins run and the JSON says so).
-#   2. tests (<= 210 s): NVRTC compile of every kernel for sm_75..sm_90, the host harness, and every CUDA test
+#   2. tests (<= 180 s): NVRTC compile of every kernel for sm_75..sm_90, the host harness, and every CUDA test
 #      (`-m cuda`: CuPy kernels vs torch twins, self-check on this GPU, the GPU frame pipeline, TensorRT decoder).
 #   3. engine path (<= 150 s): scripts/gpu_engine_fps.py, full-size KEEP, fp32 and fp16: fps on 512 crops and on
 #      1080p frames with one face through build_engine + restore_stream (what `vs-keep restore` and the filter run).
@@ -32,17 +32,17 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 cuda_major="$("$py" -c 'import torch; print((torch.version.cuda or "").split(".")[0])' 2>/dev/null)"
 if ! "$py" -c 'import cupy' >/dev/null 2>&1 && [ -n "$cuda_major" ]; then
   say "installing cupy-cuda${cuda_major}x (for torch's CUDA ${cuda_major})"
-  timeout 180 "$py" -m pip install -q "cupy-cuda${cuda_major}x" >&2 || say "cupy-cuda${cuda_major}x not installed: the torch twins will run"
+  timeout 180 "$py" -m pip install -q --retries 0 --timeout 10 "cupy-cuda${cuda_major}x" >&2 || say "cupy-cuda${cuda_major}x not installed: the torch twins will run"
 fi
 if ! "$py" -c 'import cuda.bindings.nvrtc' >/dev/null 2>&1; then
-  timeout 120 "$py" -m pip install -q "cuda-bindings>=${cuda_major:-13},<$(( ${cuda_major:-13} + 1 ))" >&2 || say "cuda-bindings not installed: the NVRTC test will skip"
+  timeout 120 "$py" -m pip install -q --retries 0 --timeout 10 "cuda-bindings>=${cuda_major:-13},<$(( ${cuda_major:-13} + 1 ))" >&2 || say "cuda-bindings not installed: the NVRTC test will skip"
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader > "$out/nvidia-smi.txt" 2>&1 || true
 
 # -- 2. tests --------------------------------------------------------------------------------------------------
 say "tests (NVRTC, host harness, -m cuda)"
 t0=$(date +%s)
-timeout 210 "$py" -m pytest -q -p no:cacheprovider --junitxml="$out/tests.xml" \
+timeout 180 "$py" -m pytest -q -p no:cacheprovider --junitxml="$out/tests.xml" \
   tests/test_cuda_sources.py tests/test_kernel_harness.py \
   tests/test_kernels.py tests/test_gpu_path.py tests/test_onnx.py -m "cuda or not slow" -k "cuda or cupy or nvrtc or kernel or tensorrt or source" \
   > "$out/tests.log" 2>&1

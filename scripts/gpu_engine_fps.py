@@ -3,7 +3,7 @@
 
 Two numbers per precision (fp32 / fp16), with full-size KEEP (synthetic weights: the speed is the same as the
 official ones'):
-- `fps_512_crops`: the model on aligned 512x512 crops, chunk by chunk (what `vs-keep restore --aligned` runs);
+- `fps_crops` (with `face_size`, 512 for the full model): the model on aligned crops, chunk by chunk (what `vs-keep restore --aligned` runs);
 - `fps_1080p_one_face`: `build_engine` + `restore_stream` (what `vs-keep restore` and the VapourSynth filter run)
   on 1920x1080 uint8 frames with one real face panning: detection, smoothing, crop, KEEP, paste-back, the frame
   copied to the GPU once and back once (`kernels.select.frame_device`).
@@ -56,17 +56,19 @@ def measure(weights: str, device: str, fp16: bool, chunk: int, chunks: int) -> d
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     res: dict = {"precision": "fp16" if fp16 else "fp32", "chunk": chunk}
 
-    # 512 crops: the model alone, one chunk per call (restore --aligned)
+    # aligned crops (512 for the full model): the model alone, one chunk per call (restore --aligned)
     net, autocast = load_model(opts)
     restorer = restorer_factory(net, autocast=autocast).restorer
-    clip = torch.rand(chunk, 3, 512, 512, device=device) * 2 - 1
+    size = restorer.face_size  # 512 for the full model
+    res["face_size"] = size
+    clip = torch.rand(chunk, 3, size, size, device=device) * 2 - 1
     restorer(clip)
     sync()
     t = time.perf_counter()
     for _ in range(chunks):
         restorer(clip)
     sync()
-    res["fps_512_crops"] = round(chunk * chunks / (time.perf_counter() - t), 3)
+    res["fps_crops"] = round(chunk * chunks / (time.perf_counter() - t), 3)
     del net, restorer
 
     # 1080p, one face: the engine the CLI and the filter run
