@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="gpu_engine_fps: %(message)s", stream=sys.stderr)
     report: dict = {"device": args.device, "model": args.model, "torch": torch.__version__, "cuda": torch.version.cuda}
     if args.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            report["error"] = f"no CUDA device visible to torch {torch.__version__}"
+            print(json.dumps(report, indent=1))
+            if args.out:
+                Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+            return 1
         report["gpu"] = torch.cuda.get_device_name(0)
     with tempfile.TemporaryDirectory(prefix="vs-keep-fps-") as tmp:
         weights = str(write_synthetic_checkpoint(Path(tmp) / f"keep_{args.model}.pth", "keep", args.model))
