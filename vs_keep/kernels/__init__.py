@@ -22,7 +22,7 @@ from .select import use_cupy
 from .sources import cuda_sources
 from .warp import check_warp_args, flow_warp_torch
 
-__all__ = ["PastePlan", "affine_crop", "cuda_sources", "flow_warp", "paste_face", "plan_paste"]
+__all__ = ["PastePlan", "affine_crop", "cuda_sources", "flow_warp", "paste_face", "paste_face_masks", "plan_paste"]
 
 
 def flow_warp(x: Tensor, flow: Tensor) -> Tensor:

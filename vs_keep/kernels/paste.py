@@ -7,8 +7,10 @@ kernel samples the face and blends it into the canvas in place (`paste_blend`). 
 reference of that kernel plus the shared geometry and masks; the CuPy kernel repeats `paste_blend_torch`'s
 float32 steps in the same order.
 
-Differences from the CPU helper in its default (non-exact) mode: positions are not rounded to cv2's 1/32 pixel,
-and with several overlapping faces a uint8 canvas is rounded after each face instead of once.
+The geometry (box, output mapping) is the CPU helper's own (`face.paste.paste_geometry`). Differences from the
+CPU helper in its default (non-exact) mode: positions are not rounded to cv2's 1/32 pixel, and `paste_face` on a
+uint8 canvas rounds after each face (`kernels.frames.paste_faces_tensor`, what the engine runs, blends all faces
+into a float canvas and rounds once, like the CPU helper).
 """
 
 from __future__ import annotations
