@@ -17,8 +17,9 @@ EXTRAS = {
     "vapoursynth": ["vapoursynth>=70"],
     # RetinaFace / ParseNet through facexlib (weights supplied by the user).
     "facexlib": ["facexlib>=0.3"],
-    # GPU kernels and the TensorRT decoder engine.
-    "cuda": ["cupy-cuda12x>=13"],
+    # GPU kernels (CuPy built for torch's CUDA major version: 13 for today's default torch wheels) and TensorRT.
+    "cuda": ["cupy-cuda13x>=14"],
+    "cuda12": ["cupy-cuda12x>=13"],
     "tensorrt": ["tensorrt>=10", "onnx>=1.16"],
     # CPU fast path: GMFlow / decoder through onnxruntime (GMFlow's export needs the torch.export-based exporter).
     "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"],
@@ -39,6 +40,8 @@ EXTRAS["test"] = sorted(
         + ["pytest>=8", "pytest-timeout>=2.3", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"]
         # reload soak of the filter (tests/test_reliability.py, scripts/soak.py): a previewer's load/dispose cycle
         + ["vsjetengine>=2"]
+        # NVRTC without a GPU: CI compiles every CUDA kernel for sm_75..sm_90 (tests/test_cuda_sources.py)
+        + ["cuda-bindings>=13,<14", "nvidia-cuda-nvrtc>=13,<14"]
     )
 )
 

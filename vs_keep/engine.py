@@ -204,7 +204,7 @@ def _install_decoder(net: nn.Module, decoder: str, device: str, precision: str) 
     if decoder == "auto" and importlib.util.find_spec("tensorrt") is None:
         return
     device_id = torch.device(device).index or 0
-    trt = TensorRTBackend(device_id=device_id, precision="fp16" if precision == "fp16" else "fp32")
+    trt = TensorRTBackend(device_id=device_id, precision="fp16" if precision == "fp16" else "fp32", required=decoder == "tensorrt")
     try:
         net.set_decoder(trt.decoder(net))
     except Exception as exc:  # noqa: BLE001 - auto: any build problem leaves the eager decoder
@@ -216,6 +216,7 @@ def _install_decoder(net: nn.Module, decoder: str, device: str, precision: str) 
 def build_engine(o: EngineOptions) -> RandomAccessRestorer:
     """Load the restorer (and DIC, ParseNet when asked) and the detector, up front."""
     from .face import create_detector, restorer_factory
+    from .kernels.select import frame_device
     from .models import load
     from .weights import resolve
 
@@ -239,5 +240,5 @@ def build_engine(o: EngineOptions) -> RandomAccessRestorer:
     return RandomAccessRestorer(
         restorer_factory=factory, detector=detector, chunk=o.chunk, scene_reset=o.scene_reset, faces=o.faces,
         min_face_size=o.min_face, max_gap=o.max_gap, upscale=o.upscale, antialias=o.antialias, exact=o.exact,
-        parser=parser, cache_chunks=o.cache_chunks, tiny=tiny, tiny_min=o.tiny_min,
+        parser=parser, cache_chunks=o.cache_chunks, tiny=tiny, tiny_min=o.tiny_min, frame_device=frame_device(device),
     )

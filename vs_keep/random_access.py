@@ -29,6 +29,7 @@ import torch
 
 from .face import FacePaste, PlacedFace, align_face, alignment_matrix, chunk_window, detect_faces, paste_faces, plan_chunk
 from .face.plan import check_restore_layout, resolve_smoothing_ends
+from .face.device import crops_to_clip, model_to_faces, to_frame_device, to_host
 from .face.restorers import ClipRun
 from .face.smooth import SIGMA
 from .face.tiny import TinyFace, TinyFaceRestorer, box_side
@@ -116,7 +117,7 @@ class RandomAccessRestorer:
     """Restore frame n of a clip on demand (see the module docstring for the exact semantics).
 
     restorer_factory: `vs_keep.face.restorer_factory(...)` (KEEP per chunk, or CodeFormer per frame). Other options
-    as `vs_keep.face.FacePipeline`. tiny: a `TinyFaceRestorer` (DIC); faces whose box side is in [tiny_min,
+    as `vs_keep.engine.EngineOptions`. tiny: a `TinyFaceRestorer` (DIC); faces whose box side is in [tiny_min,
     min_face_size) then go through it per frame instead of being left alone.
     """
 
@@ -141,6 +142,7 @@ class RandomAccessRestorer:
         cache_detections: int = 512,
         tiny: TinyFaceRestorer | None = None,
         tiny_min: float = 12.0,
+        frame_device: torch.device | str | None = None,
     ) -> None:
         check_restore_layout(faces, chunk, upscale)
         self.restorer_factory = restorer_factory
@@ -159,6 +161,11 @@ class RandomAccessRestorer:
         self._chunks = _LRU(cache_chunks)
         self._detections = _LRU(cache_detections)
         self._restore_lock = threading.Lock()  # one model run at a time (the model is not re-entrant on one device)
+        # CUDA frame path (`kernels.select.frame_device`): frames copied to the device once and kept for a chunk
+        # plus its detection window, so detection, crops and paste-back share one copy
+        self.frame_device = torch.device(frame_device) if frame_device is not None else None
+        lo, hi = chunk_window(0, self.chunk, max_gap=self.link.max_gap, sigma=self.sigma)
+        self._device_frames = _LRU(hi - lo + self.chunk)
         self.stats = {"model_steps": 0, "chunks_planned": 0, "detections": 0}
 
     # -- geometry of chunks -----------------------------------------------------------------------------------
@@ -184,11 +191,17 @@ class RandomAccessRestorer:
 
     # -- stages -----------------------------------------------------------------------------------------------
 
+    def _frame(self, n: int, access: FrameAccess) -> np.ndarray | torch.Tensor:
+        """Input frame n where the engine works on it (numpy, or a tensor on the frame device)."""
+        if self.frame_device is None:
+            return access.frame(n)
+        return self._device_frames.get(n, lambda: to_frame_device(access.frame(n), self.frame_device))  # type: ignore[return-value]
+
     def detections(self, n: int, access: FrameAccess) -> list[Detection]:
         def run() -> list[Detection]:
             self.stats["detections"] += 1
             low = self.tiny_min if self.tiny is not None else self.min_face_size
-            return detect_faces(self.detector, access.frame(n), faces=self.faces, min_face_size=low)
+            return detect_faces(self.detector, self._frame(n, access), faces=self.faces, min_face_size=low)
 
         return self._detections.get(n, run)  # type: ignore[return-value]
 
@@ -208,10 +221,9 @@ class RandomAccessRestorer:
         method = "lmeds" if self.exact else "lstsq"
         for track, seg in enumerate(segments):
             mats = np.stack([alignment_matrix(lm, self.face_size, method) for lm in seg.landmarks])
-            crops = np.stack(
-                [align_face(access.frame(int(f)), m, self.face_size, antialias=self.antialias, exact=self.exact) for f, m in zip(seg.frames, mats)]
+            clip = crops_to_clip(
+                [align_face(self._frame(int(f), access), m, self.face_size, antialias=self.antialias, exact=self.exact) for f, m in zip(seg.frames, mats)]
             )
-            clip = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))) * 2.0 - 1.0
             run = ClipRun(self.restorer_factory(track), clip)
             for k, f in enumerate(seg.frames):
                 placed = PlacedFace(track=track, frame=int(f), landmarks=seg.landmarks[k], detected=bool(seg.detected[k]))
@@ -225,10 +237,7 @@ class RandomAccessRestorer:
         with self._restore_lock:
             y = run.frame(k)
         self.stats["model_steps"] += run.steps - before
-        face = ((y.detach().float().cpu().clamp(-1, 1) + 1) * 0.5).numpy().transpose(1, 2, 0)
-        if self.exact:  # the official code converts the restored face to uint8 before pasting
-            face = np.rint(face * 255.0) / 255.0
-        return np.ascontiguousarray(face, dtype=np.float32)
+        return model_to_faces(y[None], exact=self.exact, on_device=self.frame_device is not None)[0]
 
     def _tiny_faces(self, chunk: ChunkFaces, n: int, frame: np.ndarray) -> list[tuple[FacePaste, TinyFace]]:
         small = chunk.small.get(n)
@@ -246,20 +255,21 @@ class RandomAccessRestorer:
         span = self.span(n, access)
         chunk = self.chunk_faces(span, access)
         faces = chunk.per_frame.get(n, [])
-        frame = access.frame(n) if frame is None else frame
+        frame = self._frame(n, access) if frame is None else to_frame_device(frame, self.frame_device)
         tiny = self._tiny_faces(chunk, n, access.frame(n))
         pastes = [t[0] for t in tiny]
         for run, k, mat, _ in faces:
             img = self._face_image(run, k)
-            mask = self.parser(img, exact=self.exact) if self.parser is not None else None
+            mask = self.parser(to_host(img), exact=self.exact) if self.parser is not None else None
             pastes.append(FacePaste(img, mat, mask))
-        image = paste_faces(frame, pastes, upscale=self.upscale, exact=self.exact, antialias=self.antialias, background=self.background)
+        image = to_host(paste_faces(frame, pastes, upscale=self.upscale, exact=self.exact, antialias=self.antialias, background=self.background))
         return RenderedFrame(image=image, faces=tuple(f[3] for f in faces), span=span, tiny=tuple(t[1] for t in tiny))
 
     def close(self) -> None:
         """Drop caches and the restorer (frees GPU memory held by tensors they reference)."""
         self._chunks.clear()
         self._detections.clear()
+        self._device_frames.clear()
         self.restorer_factory = None  # type: ignore[assignment]
 
 

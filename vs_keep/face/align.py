@@ -17,6 +17,7 @@ import math
 
 import cv2
 import numpy as np
+import torch
 
 from ..errors import InputError
 
@@ -127,21 +128,25 @@ def to_unit_float(image: np.ndarray) -> np.ndarray:
 
 
 def align_face(
-    image: np.ndarray,
+    image: np.ndarray | torch.Tensor,
     matrix: np.ndarray,
     face_size: int,
     *,
     antialias: bool = True,
     exact: bool = False,
-) -> np.ndarray:
+) -> np.ndarray | torch.Tensor:
     """Aligned (face_size, face_size, 3) float32 crop in [0, 1] from an (H, W, 3) uint8 or [0, 1] float frame.
 
     matrix: (2, 3) frame -> crop coordinates (see `alignment_matrix`). exact: the official path (uint8 frames
     are warped as uint8, so the crop is quantised like the official one). Otherwise only the source region is
     converted to float and, when shrinking, blurred before the bilinear warp.
+    A torch tensor frame (the engine's frames on CUDA, see `kernels.select.frame_device`) gives a tensor crop on
+    its device, cut by `kernels.affine_crop` (the CuPy kernel on CUDA) after the same Gaussian prefilter.
     """
     if image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(f"align_face: image must be HxWx3, got shape {image.shape}")
+        raise InputError(f"align_face: image must be HxWx3, got shape {tuple(image.shape)}")
+    if isinstance(image, torch.Tensor):
+        return _align_face_tensor(image, matrix, face_size, antialias=antialias, exact=exact)
     size = int(face_size)
     m = np.asarray(matrix, np.float64)
     fill = BORDER_RGB if image.dtype == np.uint8 else tuple(v / 255.0 for v in BORDER_RGB)
@@ -162,3 +167,31 @@ def align_face(
         roi, _shift_source(m, x0, y0), (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
         borderValue=unit_fill,
     )
+
+
+def _align_face_tensor(image: torch.Tensor, matrix: np.ndarray, face_size: int, *, antialias: bool, exact: bool) -> torch.Tensor:
+    """`align_face` for a tensor frame, on its device. Same region, prefilter sigma, border and geometry as the
+    cv2 path; differs from it by cv2's 1/32-pixel rounding of sample positions (and float32 rounding)."""
+    from ..kernels import affine_crop
+    from ..kernels.blur import gaussian_blur
+
+    size = int(face_size)
+    m = np.asarray(matrix, np.float64)
+    if exact:  # the official uint8 cv2 warp: one copy of the frame to the host, for comparisons only
+        return torch.from_numpy(align_face(image.cpu().numpy(), m, size, exact=True)).to(image.device)
+    unit = 1 / 255 if image.dtype == torch.uint8 else 1.0
+    unit_fill = tuple(v / 255.0 for v in BORDER_RGB)
+    sigma = antialias_sigma(warp_scale(m)) if antialias else 0.0
+    if sigma <= 0.05:  # no prefilter: sample the frame itself, scaled to [0, 1] in the same pass
+        fill = BORDER_RGB if image.dtype == torch.uint8 else unit_fill
+        return affine_crop(image, m, size, layout="hwc", border=fill, scale=unit)[0].permute(1, 2, 0)
+    pad = int(math.ceil(3 * sigma)) + 2
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = _source_roi(invert_affine(m), size, pad, h, w)
+    if x1 <= x0 or y1 <= y0:  # the crop lies entirely outside the frame
+        return torch.tensor(unit_fill, dtype=torch.float32, device=image.device).expand(size, size, 3).clone()
+    roi = image[y0:y1, x0:x1].permute(2, 0, 1).to(torch.float32)
+    if unit != 1.0:
+        roi = roi * torch.tensor(unit, dtype=torch.float32)
+    roi = gaussian_blur(roi, sigma=sigma, border="reflect")
+    return affine_crop(roi, _shift_source(m, x0, y0), size, layout="chw", border=unit_fill)[0].permute(1, 2, 0)

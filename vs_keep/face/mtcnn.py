@@ -129,9 +129,7 @@ def _crop_resized(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.n
     cover, which is what the networks' regressions are relative to.
     """
     h, w = image.shape[:2]
-    ib = np.round(boxes[:, :4]).astype(np.int64)
-    ib[:, 2] = np.maximum(ib[:, 2], ib[:, 0] + 1)
-    ib[:, 3] = np.maximum(ib[:, 3], ib[:, 1] + 1)
+    ib = _integer_boxes(boxes)
     pad_value = (0.0 - _MEAN) * _SCALE
     out = np.empty((len(ib), size, size, 3), np.float32)
     for k, (x1, y1, x2, y2) in enumerate(ib):
@@ -141,6 +139,36 @@ def _crop_resized(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.n
             crop[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
         out[k] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
     return out.transpose(0, 3, 1, 2), ib.astype(np.float64)
+
+
+def _integer_boxes(boxes: np.ndarray) -> np.ndarray:
+    ib = np.round(boxes[:, :4]).astype(np.int64)
+    ib[:, 2] = np.maximum(ib[:, 2], ib[:, 0] + 1)
+    ib[:, 3] = np.maximum(ib[:, 3], ib[:, 1] + 1)
+    return ib
+
+
+def _crop_resized_tensor(image: torch.Tensor, boxes: np.ndarray, size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """`_crop_resized` for a normalised (3,H,W) tensor on its device: the padded crop's INTER_AREA resize is
+    Wy @ crop @ Wx.T, and the zero-padded part contributes pad_value times its share of the weights."""
+    from ..kernels.resize import area_matrix
+
+    h, w = image.shape[1:]
+    ib = _integer_boxes(boxes)
+    pad_value = (0.0 - _MEAN) * _SCALE
+    out = torch.empty((len(ib), 3, size, size), dtype=torch.float32, device=image.device)
+    for k, (x1, y1, x2, y2) in enumerate(ib):
+        ch, cw = int(y2 - y1), int(x2 - x1)
+        down = size <= ch and size <= cw
+        wy, wx = area_matrix(ch, size, down, image.device), area_matrix(cw, size, down, image.device)
+        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+        if sx2 > sx1 and sy2 > sy1:
+            wy_in, wx_in = wy[:, sy1 - y1 : sy2 - y1], wx[:, sx1 - x1 : sx2 - x1]
+            inside = wy_in @ image[:, sy1:sy2, sx1:sx2] @ wx_in.T
+            out[k] = inside + pad_value * (1 - wy_in.sum(1)[:, None] * wx_in.sum(1)[None, :])
+        else:
+            out[k] = pad_value
+    return out, ib.astype(np.float64)
 
 
 def _apply_offsets(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
@@ -191,19 +219,28 @@ class MTCNN:
             side *= self.factor
         return out
 
-    def _net(self, net: nn.Module, x: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _net(self, net: nn.Module, x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, ...]:
+        """Run a stage; only its small outputs (scores, offsets) come back to the CPU."""
         with torch.inference_mode():
-            outs = net(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+            inp = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+            outs = net(inp.to(self.device))
         return tuple(o.float().cpu().numpy() for o in outs)
 
-    def _propose(self, image: np.ndarray) -> np.ndarray:
-        """Stage 1: (N,5) boxes x1,y1,x2,y2,score from P-Net over the pyramid (after NMS and regression)."""
-        h, w = image.shape[:2]
+    def _propose(self, image: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Stage 1: (N,5) boxes x1,y1,x2,y2,score from P-Net over the pyramid (after NMS and regression).
+        image: normalised (H,W,3) array (cv2 path) or (3,H,W) tensor (resized on its device)."""
+        on_device = isinstance(image, torch.Tensor)
+        h, w = image.shape[1:] if on_device else image.shape[:2]
         found = []
         for s in self.scales(h, w):
             hs, ws = int(math.ceil(h * s)), int(math.ceil(w * s))
-            small = cv2.resize(image, (ws, hs), interpolation=cv2.INTER_AREA)
-            reg, prob = self._net(self.pnet, small.transpose(2, 0, 1)[None])
+            if on_device:
+                from ..kernels.resize import resize_area
+
+                small = resize_area(image, hs, ws)[None]
+            else:
+                small = cv2.resize(image, (ws, hs), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None]
+            reg, prob = self._net(self.pnet, small)
             iy, ix = np.nonzero(prob[0, 1] >= self.thresholds[0])
             if len(iy) == 0:
                 continue
@@ -221,17 +258,30 @@ class MTCNN:
         boxes = _apply_offsets(cand[:, :4], cand[:, 5:9])
         return np.concatenate([square_boxes(boxes), cand[:, 4:5]], axis=1)
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Faces in an (H,W,3) uint8 RGB image, best score first."""
-        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+    #: `detect` takes (H,W,3) uint8 tensors too and keeps them on their device (see `detect_faces`)
+    accepts_tensors = True
+
+    def detect(self, image: np.ndarray | torch.Tensor) -> list[Detection]:
+        """Faces in an (H,W,3) uint8 RGB image, best score first. A torch tensor (e.g. a frame already on the GPU)
+        is normalised, resized and cropped on its device with cv2's INTER_AREA weights (`kernels.resize`)."""
+        is_tensor = isinstance(image, torch.Tensor)
+        if not (
+            (isinstance(image, np.ndarray) or is_tensor)
+            and image.ndim == 3 and image.shape[2] == 3 and image.dtype in (np.uint8, torch.uint8)
+        ):
             got = f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
             raise InputError(f"MTCNN.detect: image must be an HxWx3 uint8 RGB array, got {got}")
-        norm = (image.astype(np.float32) - _MEAN) * _SCALE
+        if is_tensor:
+            norm = ((image.to(self.device).permute(2, 0, 1).to(torch.float32) - _MEAN) * _SCALE).contiguous()
+            crop = _crop_resized_tensor
+        else:
+            norm = (image.astype(np.float32) - _MEAN) * _SCALE
+            crop = _crop_resized  # type: ignore[assignment]
         boxes = self._propose(norm)
         if len(boxes) == 0:
             return []
         # Stage 2: R-Net on 24x24 crops.
-        crops, ib = _crop_resized(norm, boxes, 24)
+        crops, ib = crop(norm, boxes, 24)
         reg, prob = self._net(self.rnet, crops)
         keep = prob[:, 1] > self.thresholds[1]
         ib, reg, score = ib[keep], reg[keep], prob[keep, 1]
@@ -240,7 +290,7 @@ class MTCNN:
         order = nms(ib, score, 0.7)
         boxes = square_boxes(_apply_offsets(ib[order], reg[order].astype(np.float64)))
         # Stage 3: O-Net on 48x48 crops gives the final boxes and the five landmarks.
-        crops, ib = _crop_resized(norm, boxes, 48)
+        crops, ib = crop(norm, boxes, 48)
         reg, pts, prob = self._net(self.onet, crops)
         keep = prob[:, 1] > self.thresholds[2]
         ib, reg, pts, score = ib[keep], reg[keep].astype(np.float64), pts[keep].astype(np.float64), prob[keep, 1]

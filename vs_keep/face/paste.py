@@ -49,6 +49,17 @@ def paste_matrix(matrix: np.ndarray, upscale: int, exact: bool = False) -> np.nd
     return inv
 
 
+def paste_geometry(
+    matrix: np.ndarray, size: int, upscale: int, frame_size: tuple[int, int], exact: bool = False
+) -> tuple[np.ndarray, float, tuple[int, int, int, int]]:
+    """The one paste geometry (cv2 path and `kernels.plan_paste`): (inv (2, 3) crop -> output frame, the face's
+    side in output pixels, the output-frame box (x0, y0, x1, y1) a paste can change: the face plus the blur margin)."""
+    inv = paste_matrix(matrix, upscale, exact)
+    side = size * math.sqrt(abs(np.linalg.det(inv[:, :2])))
+    box = _dst_box(inv, size, int(side / 10) + 2 * upscale + 8, frame_size[0], frame_size[1])
+    return inv, float(side), box
+
+
 def _dst_box(inv: np.ndarray, size: int, margin: int, height: int, width: int) -> tuple[int, int, int, int]:
     corners = np.array([[-1, -1, 1], [size, -1, 1], [-1, size, 1], [size, size, 1]], np.float64) @ inv.T
     x0 = max(int(math.floor(corners[:, 0].min())) - margin, 0)
@@ -78,12 +89,9 @@ def blend_face(canvas: np.ndarray, face: FacePaste, origin: tuple[int, int], fra
     size = face.image.shape[0]
     if face.image.shape != (size, size, 3):
         raise InputError(f"paste: restored face must be (S, S, 3), got {face.image.shape}")
-    inv = paste_matrix(face.matrix, upscale, exact)
-    side = size * math.sqrt(abs(np.linalg.det(inv[:, :2])))
+    inv, side, (gx0, gy0, gx1, gy1) = paste_geometry(face.matrix, size, upscale, frame_size, exact)
     if exact:  # cv2 quantises warp coordinates relative to the output origin: bit parity needs the full frame
         gx0, gy0, gx1, gy1 = 0, 0, frame_size[1], frame_size[0]
-    else:
-        gx0, gy0, gx1, gy1 = _dst_box(inv, size, int(side / 10) + 2 * upscale + 8, frame_size[0], frame_size[1])
     ox, oy = origin
     ch, cw = canvas.shape[:2]
     x0, y0, x1, y1 = max(gx0, ox), max(gy0, oy), min(gx1, ox + cw), min(gy1, oy + ch)
@@ -125,9 +133,7 @@ def blend_face(canvas: np.ndarray, face: FacePaste, origin: tuple[int, int], fra
 
 def face_region(face: FacePaste, frame_size: tuple[int, int], upscale: int = 1, exact: bool = False) -> tuple[int, int, int, int]:
     """Output-frame box (x0, y0, x1, y1) that pasting `face` can change."""
-    inv = paste_matrix(face.matrix, upscale, exact)
-    side = face.image.shape[0] * math.sqrt(abs(np.linalg.det(inv[:, :2])))
-    return _dst_box(inv, face.image.shape[0], int(side / 10) + 2 * upscale + 8, frame_size[0], frame_size[1])
+    return paste_geometry(face.matrix, face.image.shape[0], upscale, frame_size, exact)[2]
 
 
 def upscale_background(frame: np.ndarray, upscale: int) -> np.ndarray:
@@ -157,6 +163,11 @@ def paste_faces(
     if int(upscale) != upscale or upscale < 1:
         raise InputError(f"upscale must be a whole number >= 1, got {upscale}")
     upscale = int(upscale)
+    if not isinstance(frame, np.ndarray):  # a tensor frame on the engine's device (CUDA): paste it there
+        from ..kernels.frames import paste_faces_tensor
+
+        return paste_faces_tensor(frame, faces, upscale=upscale, exact=exact, antialias=antialias, background=background,
+                                  return_alpha=return_alpha)
     out = (background or upscale_background)(frame, upscale)
     h, w = frame.shape[0] * upscale, frame.shape[1] * upscale
     if out.shape[:2] != (h, w):

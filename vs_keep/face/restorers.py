@@ -76,7 +76,7 @@ class ModuleRestorer:
                 out = torch.cat([self._forward(x[i : i + self.batch]) for i in range(0, len(x), self.batch)])
             else:
                 out = self._forward(x)
-        return out.float().cpu()
+        return out.float().to(chunk.device)  # faces stay where the crops were (the GPU on the CUDA frame path)
 
 
 class SharedRestorerFactory:
@@ -156,7 +156,7 @@ class ClipRun:
                 while self._state.t <= k:
                     t = self._state.t
                     out, self._state = m.step(self._chunk, self._state)
-                    self.outputs[t] = out[0].float().cpu()
+                    self.outputs[t] = out[0].float().to(self.clip.device)
                     self.steps += 1
                 if self._state.t >= self.length:  # done: drop the chunk's features and flows
                     self._chunk = self._state = None

@@ -3,7 +3,8 @@
 - `flow_warp(x, flow)`: KEEP's backward warp (bilinear, zeros, align_corners=True).
 - `affine_crop(frame, matrices, size, ...)`: aligned face crops straight from a full uint8/float frame.
 - `paste_face(canvas, face, matrix, ...)`: inverse-affine paste-back fused with the official soft-mask blend.
-CuPy is imported only inside the first CUDA call; CPU tensors always take the torch path.
+CuPy is imported only inside the first CUDA call; CPU tensors always take the torch path. `cuda_sources()` is the
+exact CUDA text and every template instantiation (what CI compiles with NVRTC and runs through a host harness).
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from ..errors import InputError
 from .crop import affine_crop_torch, as_chw_view, sampling_matrices
 from .paste import PastePlan, paste_blend_torch, paste_masks, plan_paste
 from .select import use_cupy
+from .sources import cuda_sources
 from .warp import check_warp_args, flow_warp_torch
 
-__all__ = ["PastePlan", "affine_crop", "flow_warp", "paste_face", "plan_paste"]
+__all__ = ["PastePlan", "affine_crop", "cuda_sources", "flow_warp", "paste_face", "paste_face_masks", "plan_paste"]
 
 
 def flow_warp(x: Tensor, flow: Tensor) -> Tensor:
     """Sample x (N, C, H, W) at grid + flow (N, 2, H, W, channel 0 = dx); zero outside; result has x's dtype."""
-    if use_cupy(x):
+    if use_cupy(x, kernel="flow_warp"):
         from .cupy_impl import flow_warp_cupy
 
         check_warp_args(x, flow)
@@ -49,7 +51,7 @@ def affine_crop(
     frame: (H, W, C) ("hwc") or (C, H, W) ("chw") uint8/float16/float32 tensor; bilinear with constant `border`
     (frame units) outside, cv2.warpAffine geometry. See `crop.affine_crop_torch` for the reference.
     """
-    if use_cupy(frame, (torch.float32, torch.float16, torch.uint8)) and out_dtype in (torch.float32, torch.float16):
+    if use_cupy(frame, (torch.float32, torch.float16, torch.uint8), kernel="affine_crop") and out_dtype in (torch.float32, torch.float16):
         from .cupy_impl import affine_crop_cupy
 
         src = as_chw_view(frame, layout)
@@ -80,6 +82,22 @@ def paste_face(
     device; matrix: the face's alignment matrix (2, 3) input frame -> crop; unit: canvas value of 1.0 (255 for
     uint8). antialias: low-pass the face first when it shrinks (the helper's default). Returns the geometry used.
     """
+    return paste_face_masks(canvas, face, matrix, layout=layout, upscale=upscale, unit=unit, parse_mask=parse_mask,
+                            antialias=antialias)[0]
+
+
+def paste_face_masks(
+    canvas: Tensor,
+    face: Tensor,
+    matrix: np.ndarray,
+    *,
+    layout: str = "hwc",
+    upscale: int = 1,
+    unit: float = 1.0,
+    parse_mask: Tensor | None = None,
+    antialias: bool = True,
+) -> tuple[PastePlan, Tensor | None]:
+    """`paste_face`, also returning the soft mask (h, w) over the plan's box (None when the box is empty)."""
     from ..face.align import antialias_sigma, warp_scale
     from .blur import gaussian_blur
 
@@ -90,18 +108,18 @@ def paste_face(
     plan = plan_paste(matrix, size, (view.shape[1], view.shape[2]), upscale)
     x0, y0, x1, y1 = plan.box
     if x1 <= x0 or y1 <= y0:
-        return plan
+        return plan, None
     img = face.to(device=canvas.device, dtype=torch.float32)
     if antialias:
         sigma = antialias_sigma(warp_scale(plan.inv))
         if sigma > 0.05:
             img = gaussian_blur(img, sigma=sigma, border="reflect")
     eroded, soft = paste_masks(plan, size, canvas.device, parse_mask)
-    if use_cupy(canvas, (torch.float32, torch.float16, torch.uint8)):
+    if use_cupy(canvas, (torch.float32, torch.float16, torch.uint8), kernel="paste_blend"):
         from .cupy_impl import paste_blend_cupy
 
         coef = torch.from_numpy(plan.coef).to(canvas.device)
         paste_blend_cupy(view, img.contiguous(), coef, plan.box, eroded, soft, float(unit))
     else:
         paste_blend_torch(canvas, img, plan, eroded, soft, layout=layout, unit=unit)
-    return plan
+    return plan, soft

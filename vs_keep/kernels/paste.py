@@ -7,20 +7,20 @@ kernel samples the face and blends it into the canvas in place (`paste_blend`). 
 reference of that kernel plus the shared geometry and masks; the CuPy kernel repeats `paste_blend_torch`'s
 float32 steps in the same order.
 
-Differences from the CPU helper in its default (non-exact) mode: positions are not rounded to cv2's 1/32 pixel,
-and with several overlapping faces a uint8 canvas is rounded after each face instead of once.
+The geometry (box, output mapping) is the CPU helper's own (`face.paste.paste_geometry`). Differences from the
+CPU helper in its default (non-exact) mode: positions are not rounded to cv2's 1/32 pixel, and `paste_face` on a
+uint8 canvas rounds after each face (`kernels.frames.paste_faces_tensor`, what the engine runs, blends all faces
+into a float canvas and rounds once, like the CPU helper).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import InputError
 from .blur import erode, gaussian_blur
 from .crop import as_chw_view, bilinear_taps, sampling_matrices
 
@@ -46,31 +46,12 @@ class PastePlan:
 
 def plan_paste(matrix: np.ndarray, size: int, frame_hw: tuple[int, int], upscale: int = 1) -> PastePlan:
     """Paste geometry for an alignment matrix (2, 3) frame -> crop, a face of size² and an output frame of
-    frame_hw (already upscaled). Same box and output mapping as `vs_keep.face.paste` (non-exact mode)."""
-    m = np.asarray(matrix, np.float64).reshape(2, 3)
-    inv = _invert64(m) * upscale  # crop -> output frame
-    if upscale > 1:
-        inv[:, 2] += 0.5 * (upscale - 1)
-    side = size * math.sqrt(abs(np.linalg.det(inv[:, :2])))
-    margin = int(side / 10) + 2 * upscale + 8
-    h, w = frame_hw
-    corners = np.array([[-1, -1, 1], [size, -1, 1], [-1, size, 1], [size, size, 1]], np.float64) @ inv.T
-    x0 = max(int(math.floor(corners[:, 0].min())) - margin, 0)
-    y0 = max(int(math.floor(corners[:, 1].min())) - margin, 0)
-    x1 = min(int(math.ceil(corners[:, 0].max())) + margin + 1, w)
-    y1 = min(int(math.ceil(corners[:, 1].max())) + margin + 1, h)
+    frame_hw (already upscaled): `vs_keep.face.paste.paste_geometry` (non-exact mode), the one implementation."""
+    from ..face.paste import paste_geometry  # lazy: vs_keep.face imports the models, which import kernels
+
+    inv, side, box = paste_geometry(matrix, int(size), int(upscale), frame_hw)
     coef = sampling_matrices(inv, invert=True)[0]  # output frame -> crop
-    return PastePlan(coef=coef, inv=inv, box=(x0, y0, x1, y1), side=float(side), upscale=int(upscale))
-
-
-def _invert64(m: np.ndarray) -> np.ndarray:
-    a, b, c = m[0]
-    d, e, f = m[1]
-    det = a * e - b * d
-    if abs(det) < 1e-12:
-        raise InputError("alignment matrix is singular (zero scale); cannot paste the face back")
-    ia, ib, id_, ie = e / det, -b / det, -d / det, a / det
-    return np.array([[ia, ib, -(ia * c + ib * f)], [id_, ie, -(id_ * c + ie * f)]], np.float64)
+    return PastePlan(coef=coef, inv=inv, box=box, side=side, upscale=int(upscale))
 
 
 def _box_coords(plan: PastePlan, device: torch.device) -> tuple[Tensor, Tensor]:

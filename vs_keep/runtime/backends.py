@@ -5,7 +5,8 @@
 - `OrtBackend`: the decoder through onnxruntime (exported once per model and shape into the cache dir).
 - `OpenVinoBackend`: the decoder through OpenVINO, bf16 on CPUs with AVX512-BF16/AMX (`cpu_precision="bf16"`).
 - `TensorRTBackend`: the decoder as a TensorRT engine; without TensorRT or CUDA it falls back to the torch decoder
-  and says so once in the log.
+  and says so once in the log, unless `required` (decoder="tensorrt" asked for explicitly): then an InputError
+  names the missing package.
 
 Fields that do not change results (`cache_dir`, `force_rebuild`, `threads`) are `repr=False`, so `repr(backend)`
 is usable as a cache key. Variants come from `dataclasses.replace`, never mutation.
@@ -148,6 +149,8 @@ class TensorRTBackend:
     opt_level: int = 3
     cache_dir: str | None = field(default=None, repr=False)
     force_rebuild: bool = field(default=False, repr=False)
+    #: the user asked for TensorRT (decoder="tensorrt"): its absence is an error naming the package, not a fallback
+    required: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -206,6 +209,8 @@ class TensorRTBackend:
             path = self.engine_path(model)
             return TrtDecoder(path, decoder_spec(model), self.device_id)
         except TensorRTUnavailable as exc:
+            if self.required:
+                raise InputError(f"decoder='tensorrt' cannot run: {exc}; install it or use decoder='auto'") from None
             torch_fallback_notice(str(exc))
             return torch_decoder(model)
 

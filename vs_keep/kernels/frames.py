@@ -1,0 +1,91 @@
+"""Paste-back of all faces of one frame with the frame on its device (the CUDA path of `face.paste_faces`).
+
+Why: on CUDA the decoded frame goes to the GPU once; detection, crops, KEEP and the paste all work there and only
+the finished frame comes back. Same contract as the cv2 path (`vs_keep.face.paste.paste_faces`): bilinear
+background, faces blended in order into a float canvas that is rounded once, same geometry
+(`face.paste.paste_geometry`), same masks and prefilter (`kernels.paste`, `kernels.blur`), `return_alpha` the same
+accumulated weight. It differs from the cv2 path by cv2's 1/32-pixel position rounding and float32 rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from .resize import resize_linear
+
+__all__ = ["paste_faces_tensor", "upscale_background_tensor"]
+
+
+def upscale_background_tensor(frame: Tensor, upscale: int) -> Tensor:
+    """cv2.resize(INTER_LINEAR) of an (H, W, 3) frame on its device (a copy when upscale is 1)."""
+    if upscale == 1:
+        return frame.clone()
+    h, w = frame.shape[:2]
+    out = resize_linear(frame.permute(2, 0, 1), h * upscale, w * upscale).permute(1, 2, 0)
+    if frame.dtype == torch.uint8:
+        return out.round().clamp(0, 255).to(torch.uint8).contiguous()
+    return out.to(frame.dtype).contiguous()
+
+
+def _as_face_tensor(image: Any, device: torch.device) -> Tensor:
+    """(S, S, 3) array or tensor -> (3, S, S) float32 on `device`."""
+    t = image if isinstance(image, Tensor) else torch.from_numpy(np.ascontiguousarray(image))
+    return t.to(device=device, dtype=torch.float32).permute(2, 0, 1)
+
+
+def paste_faces_tensor(
+    frame: Tensor,
+    faces: Sequence[Any],
+    *,
+    upscale: int = 1,
+    exact: bool = False,
+    antialias: bool = True,
+    background: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    return_alpha: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """`face.paste_faces` for an (H, W, 3) uint8 / float [0, 1] tensor frame; faces: `FacePaste` whose image
+    (and parse_mask) may be tensors on the frame's device. Returns a tensor (and the alpha tensor) there."""
+    from . import paste_face_masks
+
+    if exact or background is not None:  # the official arithmetic / a host upsampler: the cv2 path, one round trip
+        from ..face.paste import FacePaste, paste_faces
+
+        host = [FacePaste(_host(f.image), np.asarray(f.matrix), None if f.parse_mask is None else _host(f.parse_mask))
+                for f in faces]
+        res = paste_faces(frame.cpu().numpy(), host, upscale=upscale, exact=exact, antialias=antialias,
+                          background=background, return_alpha=return_alpha)
+        if return_alpha:
+            return torch.from_numpy(res[0]).to(frame.device), torch.from_numpy(res[1]).to(frame.device)
+        return torch.from_numpy(res).to(frame.device)
+    out = upscale_background_tensor(frame, upscale)
+    h, w = out.shape[:2]
+    alpha = torch.zeros((h, w), dtype=torch.float32, device=frame.device) if return_alpha else None
+    if not faces:
+        return (out, alpha) if alpha is not None else out
+    is_int = out.dtype == torch.uint8
+    canvas = out.to(torch.float32)  # 0..255 for uint8 frames; rounded once at the end, like the cv2 path
+    for f in faces:
+        if tuple(f.image.shape[2:]) != (3,) or f.image.shape[0] != f.image.shape[1]:
+            raise InputError(f"paste: restored face must be (S, S, 3), got {tuple(f.image.shape)}")
+        mask = None if f.parse_mask is None else torch.as_tensor(np.asarray(f.parse_mask) if not isinstance(f.parse_mask, Tensor) else f.parse_mask)
+        plan, soft = paste_face_masks(canvas, _as_face_tensor(f.image, frame.device), np.asarray(f.matrix), layout="hwc",
+                                      upscale=upscale, unit=255.0 if is_int else 1.0, parse_mask=mask, antialias=antialias)
+        if alpha is not None and soft is not None:
+            x0, y0, x1, y1 = plan.box
+            win = alpha[y0:y1, x0:x1]
+            win.copy_(1.0 - (1.0 - soft) * (1.0 - win))
+    if is_int:
+        out = canvas.round().clamp(0, 255).to(torch.uint8)
+    else:
+        out = canvas.to(out.dtype)
+    return (out, alpha) if alpha is not None else out
+
+
+def _host(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
