@@ -325,8 +325,10 @@ def restore_sharded(
     must be on storage every worker shares, like `input`); `output` appears only when complete."""
     from tqdm import tqdm
 
+    from .engine import validate
     from .video import FrameSource
 
+    validate(options)
     out = Path(output)
     if out.suffix == "" or out.is_dir():
         raise InputError(f"{out}: --shards writes one video file; give OUT a suffix such as .mkv or .mp4")

@@ -28,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upscale", type=int, default=1, help="output size factor (default 1)")
     p.add_argument("--detector", default="mtcnn", help="mtcnn (bundled), retinaface_resnet50 or retinaface_mobilenet0.25")
     p.add_argument("--parse", action="store_true", help="ParseNet mask in paste-back (needs `vs-keep download parsenet`)")
+    p.add_argument("--max-gap", type=int, default=10, help="bridge detection gaps up to this many frames (default 10)")
     p.add_argument("--exact", action="store_true", help="official arithmetic: LMEDS alignment, plain bilinear, truncation")
     p.add_argument("--tiny-weights", help="restore faces smaller than --min-face with DIC (x8) from this checkpoint")
     p.add_argument("--tiny-min", type=float, default=12.0, help="smallest face (px) given to DIC (default 12)")
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         scene_reset=False, upscale=args.upscale, min_face=args.min_face, detector=args.detector,
         fidelity=args.fidelity, parse=args.parse, exact=args.exact, tiny_faces="dic" if args.tiny_weights else None,
         tiny_weights=args.tiny_weights, tiny_min=args.tiny_min, fp16=args.fp16, decoder=args.decoder,
-        cpu_fast=not args.reference_ops,
+        cpu_fast=not args.reference_ops, max_gap=args.max_gap,
     )
     if args.shards is not None or args.ray is not None:
         return _run_sharded(args, options, source)
