@@ -125,3 +125,37 @@ def test_ray_worker_killed_mid_shard_is_retried(media, local_ray: Path, tmp_path
     sharded_on_ray(media, out)
     assert not local_ray.exists(), "no worker was killed"
     assert_same_video(out, media["one"])
+
+
+def y4m_frames(data: bytes) -> tuple[bytes, list[bytes]]:
+    """(stream header without vspipe's XLENGTH=frame count, frame payloads) of a YUV4MPEG2 stream."""
+    header, _, body = data.partition(b"\n")
+    header = b" ".join(t for t in header.split(b" ") if not t.startswith(b"XLENGTH="))
+    parts = body.split(b"FRAME\n")
+    assert parts[0] == b""
+    return header, parts[1:]
+
+
+@pytest.mark.timeout(600)
+def test_vspipe_chunk_aligned_ranges_concatenate_to_the_whole_run(media, tmp_path: Path) -> None:
+    """What av1an-style chunked encoders do: `vspipe -s A -e B` per range (inclusive B), one process each."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("vapoursynth")
+    root = Path(__file__).resolve().parents[1]
+    vspipe = Path(sys.executable).parent / "vspipe"
+    src = write_video(tmp_path / "scene.mp4", two_face_scene(n=12).frames, fps=25, audio=False)
+
+    def run(*extra: str) -> bytes:
+        cmd = [str(vspipe), "-c", "y4m", str(root / "plugin" / "templates" / "keep_vspipe.vpy"), "-a", f"input={src}",
+               "-a", f"weights={media['weights']}", "-a", "chunk=6", *extra, "-"]
+        r = subprocess.run(cmd, capture_output=True, timeout=600)
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        return r.stdout
+
+    header, whole = y4m_frames(run())
+    assert len(whole) == 12
+    pieces = [y4m_frames(run("-s", str(a), "-e", str(b))) for a, b in ((0, 5), (6, 11))]
+    assert [h for h, _ in pieces] == [header, header], header
+    assert [f for _, frames in pieces for f in frames] == whole
