@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .engine import EngineOptions
-from .errors import InputError
+from .errors import InputError, VsKeepError
 from .face.plan import chunk_window
 from .face.smooth import SIGMA
 
@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 #: and kills its own process (a worker lost mid-shard); tests use it to prove that a retried shard changes nothing
 KILL_ENV = "VS_KEEP_TEST_KILL_SHARD"
 MAX_RETRIES = 3
+
+
+class ShardError(VsKeepError, RuntimeError):
+    """A shard could not be completed (its worker kept failing)."""
+
 
 Report = Callable[[int, int], None]  # (shard index, frames done in this attempt)
 
@@ -282,15 +287,21 @@ def _run_ray(jobs: list[ShardJob], address: str | None, bar) -> list[ShardResult
         device = "cuda" if gpus else "cpu"  # Ray hands each GPU task its own device as cuda:0
         jobs = [dataclasses.replace(j, options=dataclasses.replace(j.options, device=device)) for j in jobs]
         board = ray.remote(num_cpus=0)(_Board).remote(len(jobs))
-        task = ray.remote(_ray_shard).options(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
-                                              max_retries=MAX_RETRIES)
+        task = ray.remote(_ray_shard).options(num_gpus=1 if gpus else 0, num_cpus=1, max_retries=MAX_RETRIES)
         refs = [task.remote(job, board) for job in jobs]
         pending = list(refs)
-        while pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
-            bar.n = ray.get(board.total.remote())
-            bar.refresh()
-        return ray.get(refs)
+        try:
+            while pending:
+                _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+                bar.n = ray.get(board.total.remote())
+                bar.refresh()
+            return ray.get(refs)
+        except ray.exceptions.RayTaskError as exc:  # our own error inside a shard: one line, not a remote traceback
+            if isinstance(exc.cause, VsKeepError):
+                raise exc.cause from None
+            raise
+        except ray.exceptions.RayError as exc:  # e.g. a worker lost more than MAX_RETRIES times
+            raise ShardError(f"a shard failed on Ray after {MAX_RETRIES} retries: {exc}") from None
     finally:
         if started:
             ray.shutdown()
