@@ -62,6 +62,24 @@ def assert_same_video(got: Path, want: Path) -> None:
         assert pts(g) == pts(w)
 
 
+def test_iter_frames_seeks_frame_accurately(tmp_path: Path) -> None:
+    """Decoding from frame i (keyframe before it, then frames dropped by timestamp) gives the frames a decode from
+    the start gives, for starts on, before and after keyframes (GOP of 5, B-frames)."""
+    from vs_keep.video import FrameSource, iter_frames
+
+    src = write_video(tmp_path / "gop.mp4", two_face_scene(n=17).frames, fps=Fraction(30000, 1001), audio=False,
+                      crf=30, options={"g": "5", "bf": "2"})
+    full = list(iter_frames(src))
+    stamps = FrameSource(src).timestamps()
+    assert len(full) == len(stamps) == 17
+    for start in (1, 4, 5, 6, 13, 16):
+        got = list(iter_frames(src, start=start, start_pts=stamps[start], max_frames=3))
+        assert len(got) == min(3, 17 - start)
+        assert all(np.array_equal(a, b) for a, b in zip(got, full[start:])), start
+    rest = list(iter_frames(src, start=7))  # timestamp looked up by iter_frames itself
+    assert len(rest) == 10 and all(np.array_equal(a, b) for a, b in zip(rest, full[7:]))
+
+
 def test_plan_cuts_whole_chunks_with_context() -> None:
     plan = plan_shards(N, CHUNK, 2, max_gap=GAP)
     assert [(s.start, s.stop, s.lo, s.hi) for s in plan] == [(0, 32, 0, 55), (32, 64, 6, 64)]
