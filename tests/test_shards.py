@@ -1,5 +1,8 @@
 """`vs-keep restore --shards N [--ray]`: a video restored in pieces decodes to the frames of one process.
 
+Every run here uses one torch thread (the `one_thread` fixture; Ray's CPU tasks run one thread each): the CPU
+path's float32 results depend on the thread count, and equal frames need equal arithmetic.
+
 The clip is mostly background with a short face scene across a shard seam, and `--max-gap 2` keeps the detection
 context (26 frames before a shard, 23 after) shorter than the clip, so every shard's window is cut on the inside:
 a plan that missed context would fail loudly (`WindowAccess` raises) or change frames at the seam."""
@@ -31,7 +34,7 @@ def clip_frames() -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def media(tmp_path_factory: pytest.TempPathFactory, one_thread) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("shards")
     weights = write_synthetic_checkpoint(d / "keep_small.pth", "keep", "small")
     # keyframe every 10 frames with B-frames: shard windows start mid-GOP, so the seek is really exercised
@@ -131,8 +134,10 @@ def sharded_on_ray(media, out: Path) -> None:
 
 @pytest.mark.timeout(600)
 def test_ray_two_shards_equal_one_process(media, local_ray, tmp_path: Path) -> None:
+    """Through the CLI: `--ray` without ADDRESS uses the Ray instance this process runs (the fixture's)."""
     out = tmp_path / "ray.mkv"
-    sharded_on_ray(media, out)
+    args = ["restore", str(media["video"]), str(out), "--weights", str(media["weights"]), "--shards", "2", "--ray"]
+    assert main([*args, *OPTS]) == 0
     assert_same_video(out, media["one"])
 
 
