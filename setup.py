@@ -27,6 +27,8 @@ EXTRAS = {
     "openvino": ["openvino>=2024.0", "onnx>=1.16"],
     # Evaluation plots and reference metrics.
     "eval": ["matplotlib>=3.8", "scikit-image>=0.22"],
+    # `vs-keep restore --shards N --ray [ADDRESS]`: shards as Ray tasks on a local Ray or a cluster.
+    "ray": ["ray>=2.9"],
     # Offline identity (dlib 128-d descriptor, CC0) and 68-point landmarks for `vs-keep eval`.
     "identity": ["dlib-bin>=20", "face-recognition-models>=0.3"],
 }
@@ -37,6 +39,7 @@ EXTRAS["test"] = sorted(
         + EXTRAS["eval"]
         + EXTRAS["identity"]
         + EXTRAS["openvino"]
+        + EXTRAS["ray"]
         + ["pytest>=8", "pytest-timeout>=2.3", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"]
         # reload soak of the filter (tests/test_reliability.py, scripts/soak.py): a previewer's load/dispose cycle
         + ["vsjetengine>=2"]

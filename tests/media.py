@@ -9,8 +9,10 @@ from typing import Sequence
 import numpy as np
 
 
-def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: Fraction | int = 25, audio: bool = True, crf: int = 10) -> Path:
-    """Encode RGB uint8 frames with libx264 (yuv444p keeps colours near-lossless) and a 440 Hz AAC tone."""
+def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: Fraction | int = 25, audio: bool = True, crf: int = 10,
+                options: dict[str, str] | None = None) -> Path:
+    """Encode RGB uint8 frames with libx264 (yuv444p keeps colours near-lossless) and a 440 Hz AAC tone.
+    options: extra x264 options (e.g. {"g": "10", "bf": "2"} for short GOPs with B-frames)."""
     import av
 
     path = Path(path)
@@ -18,7 +20,7 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: Fraction | 
     with av.open(str(path), "w") as c:
         v = c.add_stream("libx264", rate=Fraction(fps))
         v.width, v.height, v.pix_fmt = w, h, "yuv444p"
-        v.options = {"crf": str(crf), "preset": "ultrafast"}
+        v.options = {"crf": str(crf), "preset": "ultrafast", **(options or {})}
         a = None
         if audio:
             a = c.add_stream("aac", rate=48000)

@@ -120,12 +120,18 @@ def probe(path: PathLike) -> VideoInfo:
         raise InputError(f"{path}: cannot open as a video ({exc})") from None
 
 
-def iter_frames(path: PathLike, *, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Yield the frames of a video file, image folder or single image as HxWx3 RGB uint8."""
+def iter_frames(
+    path: PathLike, *, max_frames: int | None = None, start: int = 0, start_pts: int | None = None
+) -> Iterator[np.ndarray]:
+    """Yield the frames of a video file, image folder or single image as HxWx3 RGB uint8.
+
+    start: index of the first frame (frame-accurate: decoding begins at the keyframe at or before it and the
+    frames before it are dropped by timestamp). start_pts: its timestamp from `FrameSource.timestamps()`, which
+    saves demuxing the file again."""
     path = _exists(path)
     if path.is_dir() or _is_image_file(path):
         files = list_images(path) if path.is_dir() else [path]
-        for file in files[:max_frames]:
+        for file in files[start:][:max_frames]:
             yield read_image(file)
         return
     import av
@@ -139,10 +145,46 @@ def iter_frames(path: PathLike, *, max_frames: int | None = None) -> Iterator[np
             raise InputError(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # decoding is bit-exact whatever the threading
-        for i, frame in enumerate(container.decode(stream)):
+        frames = container.decode(stream)
+        if start:
+            frames = _decode_from(container, stream, _timestamps(path)[start] if start_pts is None else start_pts)
+        for i, frame in enumerate(frames):
             if max_frames is not None and i >= max_frames:
                 return
             yield frame.to_ndarray(format="rgb24")
+
+
+def _timestamps(path: Path) -> list[int]:
+    """Sorted pts of the video packets: the i-th is frame i's once decoded (one frame per timestamped packet)."""
+    import av
+
+    with av.open(str(path)) as c:
+        return sorted(p.pts for p in c.demux(c.streams.video[0]) if p.pts is not None)
+
+
+def _decode_from(container, stream, pts: int) -> Iterator:
+    """Decoded frames from the one with timestamp `pts` on: seek to the keyframe at or before it, drop the frames
+    before it. A container whose index lands after `pts` is decoded from its first frame instead."""
+    for seek_to in (pts, None):
+        if seek_to is None:
+            container.seek(stream.start_time or 0, backward=True, any_frame=False, stream=stream)
+        else:
+            container.seek(seek_to, backward=True, any_frame=False, stream=stream)
+        frames = container.decode(stream)
+        first = next(frames, None)
+        if first is None or first.pts is None:
+            break
+        if first.pts > pts:
+            continue
+        if first.pts == pts:
+            yield first
+        for frame in frames:
+            if frame.pts is None:
+                raise InputError(f"{container.name}: frame without timestamp after a seek; decode from the start")
+            if frame.pts >= pts:
+                yield frame
+        return
+    raise InputError(f"{container.name}: cannot seek to timestamp {pts}; remux the file (ffmpeg -c copy) to repair its index")
 
 
 class FrameSource:
@@ -158,14 +200,16 @@ class FrameSource:
 
     def count_frames(self) -> int:
         """Exact number of frames: images in a folder, or video packets (demuxed, not decoded)."""
-        if self.path.is_dir() or _is_image_file(self.path):
-            return self.info.frames
-        import av
+        return len(self.timestamps())
 
-        with av.open(str(self.path)) as c:
-            n = sum(1 for p in c.demux(c.streams.video[0]) if p.pts is not None)
-        self.info = dataclasses.replace(self.info, frames=n)
-        return n
+    def timestamps(self) -> list[int]:
+        """Presentation timestamp of every frame in display order (video packets demuxed, not decoded; an image
+        folder's frame numbers): `iter_frames(start=i, start_pts=timestamps()[i])` seeks to frame i."""
+        if self.path.is_dir() or _is_image_file(self.path):
+            return list(range(self.info.frames))
+        stamps = _timestamps(self.path)
+        self.info = dataclasses.replace(self.info, frames=len(stamps))
+        return stamps
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter_frames(self.path)
@@ -236,26 +280,7 @@ class FrameSink:
             self._copy_audio_streams()
 
     def _copy_audio_streams(self) -> None:
-        import av
-
-        with av.open(str(self.audio_from)) as src:
-            pairs = []
-            for s in src.streams.audio:
-                try:
-                    out = self._container.add_stream_from_template(s)
-                except (ValueError, av.error.FFmpegError) as exc:
-                    log.warning("audio stream %d not copied: %s", s.index, exc)
-                    continue
-                pairs.append((s, out))
-            if not pairs:
-                return
-            # Audio packets are remuxed up front; the muxer interleaves them with video by timestamp.
-            by_index = {s.index: out for s, out in pairs}
-            for packet in src.demux([s for s, _ in pairs]):
-                if packet.dts is None:  # demuxer flush packets
-                    continue
-                packet.stream = by_index[packet.stream.index]
-                self._container.mux(packet)
+        copy_audio(self._container, self.audio_from)
 
     def write(self, rgb: np.ndarray) -> None:
         """Append one HxWx3 RGB uint8 frame."""
@@ -290,3 +315,27 @@ class FrameSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def copy_audio(container, source: PathLike) -> None:
+    """Copy the audio streams of `source` into the open output `container` (packets remuxed, not re-encoded)."""
+    import av
+
+    with av.open(str(source)) as src:
+        pairs = []
+        for s in src.streams.audio:
+            try:
+                out = container.add_stream_from_template(s)
+            except (ValueError, av.error.FFmpegError) as exc:
+                log.warning("audio stream %d not copied: %s", s.index, exc)
+                continue
+            pairs.append((s, out))
+        if not pairs:
+            return
+        # Audio packets are remuxed up front; the muxer interleaves them with video by timestamp.
+        by_index = {s.index: out for s, out in pairs}
+        for packet in src.demux([s for s, _ in pairs]):
+            if packet.dts is None:  # demuxer flush packets
+                continue
+            packet.stream = by_index[packet.stream.index]
+            container.mux(packet)

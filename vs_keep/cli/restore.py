@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upscale", type=int, default=1, help="output size factor (default 1)")
     p.add_argument("--detector", default="mtcnn", help="mtcnn (bundled), retinaface_resnet50 or retinaface_mobilenet0.25")
     p.add_argument("--parse", action="store_true", help="ParseNet mask in paste-back (needs `vs-keep download parsenet`)")
+    p.add_argument("--max-gap", type=int, default=10, help="bridge detection gaps up to this many frames (default 10)")
     p.add_argument("--exact", action="store_true", help="official arithmetic: LMEDS alignment, plain bilinear, truncation")
     p.add_argument("--tiny-weights", help="restore faces smaller than --min-face with DIC (x8) from this checkpoint")
     p.add_argument("--tiny-min", type=float, default=12.0, help="smallest face (px) given to DIC (default 12)")
@@ -45,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crf", type=int, default=18, help="x264/x265 CRF (default 18)")
     p.add_argument("--preset", default="medium", help="x264/x265 preset (default medium)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--shards", type=int, help="restore in N pieces cut at chunk boundaries (same frames as one run)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="run the shards as Ray tasks (local Ray, or the cluster at ADDRESS); needs vs-keep[ray]")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
         fidelity=args.fidelity, parse=args.parse, exact=args.exact, tiny_faces="dic" if args.tiny_weights else None,
         tiny_weights=args.tiny_weights, tiny_min=args.tiny_min, fp16=args.fp16, decoder=args.decoder,
         cpu_fast=not args.reference_ops, cpu_precision="bf16" if args.cpu_bf16 else "fp32",
-        tune_malloc=not args.reference_ops,  # this process is ours
+        tune_malloc=not args.reference_ops, max_gap=args.max_gap,  # tune_malloc: this process is ours
     )
+    if args.shards is not None or args.ray is not None:
+        return _run_sharded(args, options, source)
     if args.aligned:
         from ..aligned import restore_aligned
 
@@ -86,4 +92,23 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
     bar.close()
     log.info("wrote %d frames", sink.count)
+    return 0
+
+
+def _run_sharded(args: argparse.Namespace, options, source) -> int:
+    """`--shards N [--ray [ADDRESS]]`: `vs_keep.shards` restores the same frames in N pieces."""
+    from ..shards import Encoding, restore_sharded
+
+    if args.shards is None:
+        raise InputError("--ray runs shards: add --shards N (e.g. the number of GPUs)")
+    if args.aligned:
+        raise InputError("--shards does not apply to --aligned crops; drop --shards")
+    if args.ray is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise InputError("--ray needs Ray: pip install 'vs-keep[ray]'")
+    encoding = Encoding(fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset)
+    restore_sharded(args.input, args.output, options, shards=args.shards, encoding=encoding, ray=args.ray is not None,
+                    address=args.ray or None, progress=not args.no_progress)
     return 0

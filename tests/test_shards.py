@@ -1,0 +1,184 @@
+"""`vs-keep restore --shards N [--ray]`: a video restored in pieces decodes to the frames of one process.
+
+Every run here uses one torch thread (the `one_thread` fixture; Ray's CPU tasks run one thread each): the CPU
+path's float32 results depend on the thread count, and equal frames need equal arithmetic.
+
+The clip is mostly background with a short face scene across a shard seam, and `--max-gap 2` keeps the detection
+context (26 frames before a shard, 23 after) shorter than the clip, so every shard's window is cut on the inside:
+a plan that missed context would fail loudly (`WindowAccess` raises) or change frames at the seam."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.face_scenes import two_face_scene
+from media import write_video
+from vs_keep.cli import main
+from vs_keep.models.synthetic import write_synthetic_checkpoint
+from vs_keep.shards import KILL_ENV, Encoding, plan_shards, restore_sharded
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+N, CHUNK, GAP = 64, 8, 2
+OPTS = ["--chunk", str(CHUNK), "--max-gap", str(GAP), "--faces", "largest", "--codec", "ffv1", "--no-progress"]
+
+
+def clip_frames() -> list[np.ndarray]:
+    """26 background frames, 12 with faces (frames 26..37, across the seam at 32), 26 background frames."""
+    bg = two_face_scene(n=0, empty_head=1).frames[0]
+    return [bg] * 26 + two_face_scene(n=12).frames + [bg] * 26
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory, one_thread) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("shards")
+    weights = write_synthetic_checkpoint(d / "keep_small.pth", "keep", "small")
+    # keyframe every 10 frames with B-frames: shard windows start mid-GOP, so the seek is really exercised
+    src = write_video(d / "in.mp4", clip_frames(), fps=Fraction(30000, 1001), audio=True, options={"g": "10", "bf": "2"})
+    one = d / "one.mkv"
+    assert main(["restore", str(src), str(one), "--weights", str(weights), *OPTS]) == 0
+    return {"weights": weights, "video": src, "one": one, "dir": d}
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def assert_same_video(got: Path, want: Path) -> None:
+    import av
+
+    a, b = decoded(got), decoded(want)
+    assert len(a) == len(b) == N
+    for n, (x, y) in enumerate(zip(a, b)):
+        assert np.array_equal(x, y), f"frame {n} differs"
+    with av.open(str(got)) as g, av.open(str(want)) as w:
+        assert g.streams.video[0].average_rate == w.streams.video[0].average_rate
+        assert len(g.streams.audio) == len(w.streams.audio) == 1
+        pts = lambda c: [p.pts for p in c.demux(c.streams.video[0]) if p.pts is not None]  # noqa: E731
+        assert pts(g) == pts(w)
+
+
+def test_iter_frames_seeks_frame_accurately(tmp_path: Path) -> None:
+    """Decoding from frame i (keyframe before it, then frames dropped by timestamp) gives the frames a decode from
+    the start gives, for starts on, before and after keyframes (GOP of 5, B-frames)."""
+    from vs_keep.video import FrameSource, iter_frames
+
+    src = write_video(tmp_path / "gop.mp4", two_face_scene(n=17).frames, fps=Fraction(30000, 1001), audio=False,
+                      crf=30, options={"g": "5", "bf": "2"})
+    full = list(iter_frames(src))
+    stamps = FrameSource(src).timestamps()
+    assert len(full) == len(stamps) == 17
+    for start in (1, 4, 5, 6, 13, 16):
+        got = list(iter_frames(src, start=start, start_pts=stamps[start], max_frames=3))
+        assert len(got) == min(3, 17 - start)
+        assert all(np.array_equal(a, b) for a, b in zip(got, full[start:])), start
+    rest = list(iter_frames(src, start=7))  # timestamp looked up by iter_frames itself
+    assert len(rest) == 10 and all(np.array_equal(a, b) for a, b in zip(rest, full[7:]))
+
+
+def test_plan_cuts_whole_chunks_with_context() -> None:
+    plan = plan_shards(N, CHUNK, 2, max_gap=GAP)
+    assert [(s.start, s.stop, s.lo, s.hi) for s in plan] == [(0, 32, 0, 55), (32, 64, 6, 64)]
+    plan = plan_shards(100, 20, 3, max_gap=10)  # 5 chunks in 3 shards; context 42 before, 31 after
+    assert [(s.start, s.stop) for s in plan] == [(0, 40), (40, 60), (60, 100)]
+    assert (plan[1].lo, plan[1].hi) == (0, 91) and (plan[2].lo, plan[2].hi) == (18, 100)
+    assert len(plan_shards(10, 20, 4, max_gap=10)) == 1  # never more shards than chunks
+
+
+@pytest.mark.timeout(600)
+def test_shards_in_process_equal_one_process(media, tmp_path: Path) -> None:
+    out = tmp_path / "sharded.mkv"
+    assert main(["restore", str(media["video"]), str(out), "--weights", str(media["weights"]), "--shards", "2", *OPTS]) == 0
+    assert_same_video(out, media["one"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sharded.mkv"]  # segments and partial files removed
+
+
+def test_bad_shard_arguments(media, tmp_path: Path, capsys) -> None:
+    args = ["restore", str(media["video"])]
+    assert main([*args, str(tmp_path / "o.mkv"), "--shards", "0"]) == 1
+    assert main([*args, str(tmp_path / "folder"), "--shards", "2"]) == 1
+    assert main([*args, str(tmp_path / "o.mkv"), "--ray"]) == 1
+    err = capsys.readouterr().err
+    assert "--shards must be >= 1" in err and "one video file" in err and "add --shards N" in err
+    assert "Traceback" not in err and not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory: pytest.TempPathFactory):
+    """A local Ray with 2 CPUs. Workers inherit the environment of `ray.init`, so the kill flag's path is set here;
+    the flag file itself exists only inside the retry test."""
+    ray = pytest.importorskip("ray")
+    flag = tmp_path_factory.mktemp("ray") / "kill-once"
+    os.environ[KILL_ENV] = str(flag)
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield flag
+    ray.shutdown()
+    del os.environ[KILL_ENV]
+
+
+def sharded_on_ray(media, out: Path) -> None:
+    from vs_keep.engine import EngineOptions
+
+    options = EngineOptions(weights=str(media["weights"]), device="cpu", chunk=CHUNK, max_gap=GAP, faces="largest",
+                            scene_reset=False)
+    restore_sharded(media["video"], out, options, shards=2, encoding=Encoding(fps=Fraction(30000, 1001), codec="ffv1"),
+                    ray=True, progress=False)
+
+
+@pytest.mark.timeout(600)
+def test_ray_two_shards_equal_one_process(media, local_ray, tmp_path: Path) -> None:
+    """Through the CLI: `--ray` without ADDRESS uses the Ray instance this process runs (the fixture's)."""
+    out = tmp_path / "ray.mkv"
+    args = ["restore", str(media["video"]), str(out), "--weights", str(media["weights"]), "--shards", "2", "--ray"]
+    assert main([*args, *OPTS]) == 0
+    assert_same_video(out, media["one"])
+
+
+@pytest.mark.timeout(600)
+def test_ray_worker_killed_mid_shard_is_retried(media, local_ray: Path, tmp_path: Path) -> None:
+    local_ray.touch()  # the first shard to reach its second frame removes it and kills its worker
+    out = tmp_path / "ray.mkv"
+    sharded_on_ray(media, out)
+    assert not local_ray.exists(), "no worker was killed"
+    assert_same_video(out, media["one"])
+
+
+def y4m_frames(data: bytes) -> tuple[bytes, list[bytes]]:
+    """(stream header without vspipe's XLENGTH=frame count, frame payloads) of a YUV4MPEG2 stream."""
+    header, _, body = data.partition(b"\n")
+    header = b" ".join(t for t in header.split(b" ") if not t.startswith(b"XLENGTH="))
+    parts = body.split(b"FRAME\n")
+    assert parts[0] == b""
+    return header, parts[1:]
+
+
+@pytest.mark.timeout(600)
+def test_vspipe_chunk_aligned_ranges_concatenate_to_the_whole_run(media, tmp_path: Path) -> None:
+    """What av1an-style chunked encoders do: `vspipe -s A -e B` per range (inclusive B), one process each."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("vapoursynth")
+    root = Path(__file__).resolve().parents[1]
+    vspipe = Path(sys.executable).parent / "vspipe"
+    src = write_video(tmp_path / "scene.mp4", two_face_scene(n=12).frames, fps=25, audio=False)
+
+    def run(*extra: str) -> bytes:
+        cmd = [str(vspipe), "-c", "y4m", str(root / "plugin" / "templates" / "keep_vspipe.vpy"), "-a", f"input={src}",
+               "-a", f"weights={media['weights']}", "-a", "chunk=6", *extra, "-"]
+        r = subprocess.run(cmd, capture_output=True, timeout=600)
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        return r.stdout
+
+    header, whole = y4m_frames(run())
+    assert len(whole) == 12
+    pieces = [y4m_frames(run("-s", str(a), "-e", str(b))) for a, b in ((0, 5), (6, 11))]
+    assert [h for h, _ in pieces] == [header, header], header
+    assert [f for _, frames in pieces for f in frames] == whole
