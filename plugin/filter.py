@@ -78,9 +78,9 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Frame callbacks and FrameEval functions: any exception becomes `frame_error`."""
 
     @functools.wraps(fn)
-    def call(n: int, *args: Any) -> Any:
+    def call(n: int, **kw: Any) -> Any:  # VapourSynth passes n= (and f= for frames) by keyword
         try:
-            return fn(n, *args)
+            return fn(n, **kw)
         except Exception as exc:  # noqa: BLE001 - reported as one vs.Error line, traceback at DEBUG
             raise frame_error(n, exc) from None
 
