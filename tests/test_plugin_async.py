@@ -58,3 +58,62 @@ def _env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH", ""), tests) if p)
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+@pytest.mark.timeout(600)
+def test_work_is_done_once_and_a_seek_costs_at_most_one_chunk(media) -> None:
+    """In-process, all frames at once (8 threads): every frame detected once, every face cropped once and one
+    recurrent step per face and frame, so the caches really spare the stages their inputs. Then a cold seek into a
+    fresh filter costs at most the steps from the chunk start."""
+    from vs_keep.engine import EngineOptions, build_engine
+    from vs_keep.plugin import source
+    from vs_keep.plugin.filter import build_filter
+
+    core = vs.core
+    core.num_threads = 8
+    engine = build_engine(EngineOptions(weights=str(media["weights"]), chunk=CHUNK, device="cpu"))
+    clip = build_filter(source(media["video"]), engine, debug_props=True, matrix_in_s=None)
+    futures = [clip.get_frame_async(n) for n in range(N)]
+    faces = 0
+    for fut in futures:
+        with fut.result(timeout=HANG) as f:
+            faces += int(f.props["KeepFaces"])
+    stats = engine.stats.as_dict()
+    assert faces >= N  # both faces of the scene in most frames
+    assert stats["detections"] == N
+    assert stats["crops"] == faces
+    assert stats["model_steps"] == faces
+    assert stats["chunks_planned"] == N // CHUNK
+    engine.close()
+
+    engine = build_engine(EngineOptions(weights=str(media["weights"]), chunk=CHUNK, device="cpu"))
+    clip = build_filter(source(media["video"]), engine, debug_props=True, matrix_in_s=None)
+    with clip.get_frame_async(N - 2).result(timeout=HANG) as f:  # frame 6 of chunk [4, 8)
+        present = int(f.props["KeepFaces"])
+    assert 1 <= present and engine.stats["model_steps"] <= present * (N - 2 - CHUNK + 1)
+    engine.close()
+
+
+def test_frame_errors_are_one_line(media) -> None:
+    """Any exception in a frame callback reaches the caller as `keep: frame N: <one line>`; CUDA out-of-memory
+    says what to lower."""
+    import torch
+
+    from vs_keep.engine import EngineOptions, build_engine
+    from vs_keep.plugin import source
+    from vs_keep.plugin.filter import build_filter, frame_error
+
+    engine = build_engine(EngineOptions(weights=str(media["weights"]), chunk=CHUNK, device="cpu"))
+
+    def broken(track: int):
+        raise RuntimeError("restorer exploded\nsecond line of detail")
+
+    engine.restorer_factory = broken
+    clip = build_filter(source(media["video"]), engine, debug_props=True, matrix_in_s=None)
+    with pytest.raises(vs.Error) as err:
+        clip.get_frame(1)
+    assert str(err.value).strip().splitlines()[-1].endswith("keep: frame 1: RuntimeError: restorer exploded")
+    assert "second line" not in str(err.value)
+    oom = str(frame_error(3, torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")))
+    assert oom.startswith("keep: frame 3: CUDA out of memory") and "fp16=True" in oom and "faces=" in oom
+    engine.close()

@@ -275,7 +275,7 @@ class RandomAccessRestorer:
         # Waiting on this lock cannot deadlock: it is only ever held by a thread that is running a model on inputs
         # it already has (no frame requests, no other locks taken inside except a ClipRun's own).
         self._model_lock = model_lock(device) if device is not None else threading.Lock()
-        self.stats = Counters("model_steps", "chunks_planned", "detections")
+        self.stats = Counters("model_steps", "chunks_planned", "detections", "crops")
 
     # -- geometry of blocks and chunks ------------------------------------------------------------------------
 
@@ -374,6 +374,7 @@ class RandomAccessRestorer:
 
     def crop(self, view: np.ndarray, face: FacePlan) -> np.ndarray:
         """The aligned (S, S, 3) float32 crop of one face from its frame (as detection sees it)."""
+        self.stats.add("crops")
         return align_face(view, self.matrix(face), self.face_size, antialias=self.antialias, exact=self.exact)
 
     def cached_runs(self, span: Span) -> ChunkRuns | None:
