@@ -33,7 +33,7 @@ EXTRAS["test"] = sorted(
         + EXTRAS["facexlib"]
         + EXTRAS["eval"]
         + EXTRAS["identity"]
-        + ["pytest>=8", "pytest-timeout>=2.3", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"]
+        + ["pytest>=8", "pytest-timeout>=2.3", "vsjetengine>=2", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"]
     )
 )
 
