@@ -48,11 +48,11 @@ DET_LANDMARKS = "KeepDetLandmarks"  # float array: 10 per face
 PLAN_SPANS = "KeepPlanSpans"  # int array: start, stop of every chunk of the block
 PLAN_FACES = "KeepPlanFaces"  # int array: 6 per face (chunk, frame, track, first, length, detected)
 PLAN_LANDMARKS = "KeepPlanLandmarks"  # float array: 10 per face (smoothed, float64 exact)
-PLAN_SMALL = "KeepPlanSmall"  # float array: 16 per tiny-face detection (chunk, frame, box 4, score, landmarks 10)
+PLAN_SMALL = "KeepPlanSmall"  # float array: 17 per tiny-face detection (chunk, frame, box 4, score, landmarks 10)
 CROPS = "KeepCrops"  # data: float32 (faces, S, S, 3) aligned crops of the frame's faces, in track order
 
 _PLAN_FACE_INTS = 6
-_SMALL_FLOATS = 16
+_SMALL_FLOATS = 17
 
 
 def _ints(frame: vs.VideoFrame, key: str) -> list[int]:

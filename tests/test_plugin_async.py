@@ -117,3 +117,83 @@ def test_frame_errors_are_one_line(media) -> None:
     oom = str(frame_error(3, torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")))
     assert oom.startswith("keep: frame 3: CUDA out of memory") and "fp16=True" in oom and "faces=" in oom
     engine.close()
+
+
+@pytest.mark.timeout(600)
+def test_scene_flags_arrive_as_inputs(media) -> None:
+    """`_SceneChangePrev` on an upstream frame cuts the chunk there, exactly as the engine's linear composition
+    does with the same cut (frames requested all at once, 2 threads)."""
+    import numpy as np
+
+    from vs_keep.engine import EngineOptions, build_engine
+    from vs_keep.plugin import source
+    from vs_keep.plugin.filter import build_filter
+
+    class Frames:  # the engine's FrameAccess over decoded frames, with the same cut
+        def __init__(self, frames: list, cuts: set[int]) -> None:
+            self.frames, self.cuts, self.num_frames = frames, cuts, len(frames)
+
+        def frame(self, n: int):
+            return self.frames[n]
+
+        def scene_start(self, n: int) -> bool:
+            return n in self.cuts
+
+    core = vs.core
+    core.num_threads = 2
+    src = source(media["video"])
+    cut = core.std.Splice([src[:5], src[5].std.SetFrameProps(_SceneChangePrev=1), src[6:]])
+    engine = build_engine(EngineOptions(weights=str(media["weights"]), chunk=CHUNK, device="cpu"))
+    clip = build_filter(cut, engine, debug_props=True, matrix_in_s=None)
+    got = {}
+    for n, fut in enumerate([clip.get_frame_async(n) for n in range(N)]):
+        with fut.result(timeout=HANG) as f:
+            got[n] = (np.stack([np.asarray(f[p]) for p in range(3)], -1).copy(), f.props["KeepChunkStart"], f.props["KeepChunkEnd"])
+    engine.close()
+    frames = []
+    for n in range(N):
+        with src.get_frame(n) as f:
+            frames.append(np.stack([np.asarray(f[p]) for p in range(3)], -1).copy())
+    reference = build_engine(EngineOptions(weights=str(media["weights"]), chunk=CHUNK, device="cpu"))
+    access = Frames(frames, {5})
+    assert [got[n][1:] for n in (3, 4, 5, 7)] == [(0, 4), (4, 5), (5, 8), (5, 8)]
+    for n in range(N):
+        assert np.array_equal(got[n][0], reference.render(n, access).image), n
+    reference.close()
+
+
+def test_stage_props_round_trip_exactly() -> None:
+    """What the stages hand each other as props decodes to the very same values (float32 detections and float64
+    landmarks survive VapourSynth's float64 props bit for bit)."""
+    import numpy as np
+
+    from vs_keep.face.types import Detection
+    from vs_keep.plugin import props as P
+    from vs_keep.random_access import BlockPlan, ChunkPlan, FacePlan, Span
+
+    rng = np.random.default_rng(0)
+    det = lambda: Detection(box=rng.random(4) * 300, score=float(rng.random()), landmarks=rng.random((5, 2)) * 300)  # noqa: E731
+    frame = vs.core.std.BlankClip(format=vs.GRAY8, width=1, height=1, length=1).get_frame(0).copy()
+    dets = [det(), det()]
+    P.write_detections(frame.props, dets)
+    back = P.read_detections(frame)
+    for a, b in zip(dets, back, strict=True):
+        assert np.array_equal(a.box, b.box) and a.score == b.score and np.array_equal(a.landmarks, b.landmarks)
+    face = lambda t, m: FacePlan(track=t, frame=m, first=8, length=3, landmarks=rng.random((5, 2)) * 300, detected=m != 9)  # noqa: E731
+    block = BlockPlan(base=8, chunks=(
+        ChunkPlan(Span(8, 11), faces={8: (face(0, 8), face(1, 8)), 9: (face(0, 9),), 10: ()}, small={8: (), 9: (det(),), 10: ()}),
+        ChunkPlan(Span(11, 12), faces={11: ()}, small={11: (det(), det())}),
+    ))
+    frame = frame.copy()
+    P.write_plan(frame.props, block)
+    got = P.read_plan(frame, 8)
+    assert [c.span for c in got.chunks] == [Span(8, 11), Span(11, 12)]
+    for c, g in zip(block.chunks, got.chunks, strict=True):
+        for m in c.faces:
+            for a, b in zip(c.faces[m], g.faces[m], strict=True):
+                assert (a.track, a.frame, a.first, a.length, a.detected) == (b.track, b.frame, b.first, b.length, b.detected)
+                assert np.array_equal(a.landmarks, b.landmarks)
+        for m in c.small:
+            assert len(c.small[m]) == len(g.small[m])
+            for a, b in zip(c.small[m], g.small[m]):
+                assert np.array_equal(a.box, b.box) and np.array_equal(a.landmarks, b.landmarks) and a.score == b.score
