@@ -22,6 +22,9 @@ EXTRAS = {
     "tensorrt": ["tensorrt>=10", "onnx>=1.16"],
     # CPU fast path: GMFlow / decoder through onnxruntime (GMFlow's export needs the torch.export-based exporter).
     "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"],
+    # Headless vs-preview smoke test (tests/test_vspreview.py; also needs Xvfb, xdotool and Qt's xcb libraries).
+    # vspreview 0.20.1 imports vsjetpack 1.x; 2.x breaks it.
+    "preview": ["vspreview==0.20.1", "vsjetpack<2"],
     # Evaluation plots and reference metrics.
     "eval": ["matplotlib>=3.8", "scikit-image>=0.22"],
     # Offline identity (dlib 128-d descriptor, CC0) and 68-point landmarks for `vs-keep eval`.
