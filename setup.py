@@ -25,6 +25,9 @@ EXTRAS = {
     "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"],
     # Opt-in bf16 on CPUs with AVX512-BF16 / AMX (`cpu_precision="bf16"`): KEEP's decoder through OpenVINO.
     "openvino": ["openvino>=2024.0", "onnx>=1.16"],
+    # Headless vs-preview smoke test (tests/test_vspreview.py; also needs Xvfb, xdotool and Qt's xcb libraries).
+    # vspreview 0.20.1 imports vsjetpack 1.x; 2.x breaks it.
+    "preview": ["vspreview==0.20.1", "vsjetpack<2"],
     # Evaluation plots and reference metrics.
     "eval": ["matplotlib>=3.8", "scikit-image>=0.22"],
     # `vs-keep restore --shards N --ray [ADDRESS]`: shards as Ray tasks on a local Ray or a cluster.

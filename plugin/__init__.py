@@ -61,7 +61,11 @@ def keep(
     faces: "all", "largest" (official) or "center". min_face: smallest face (box side, px) restored by KEEP.
     chunk: frames per KEEP clip; the recurrent state resets at every multiple of `chunk` and, with scene_reset, at
         every frame with `_SceneChangePrev` set. Output n depends only on n's chunk: seeking is exact.
-    num_streams: chunks that may be in flight at once (cache size); model runs are serialised per device.
+    num_streams: chunks that may be in flight at once (the per-track recurrent state of num_streams + 2 chunks is
+        kept); model runs are serialised per device. Detection, cropping and paste-back run in parallel on
+        core.num_threads workers; no frame callback ever waits on another, so previewers may request any number
+        of frames at once. A cold request (seek) costs the detections of its block's window and
+        n - chunk_start + 1 model steps per face.
     exact: official arithmetic (LMEDS alignment, plain bilinear resampling, uint8 rounding/truncation).
     tiny_faces: "dic" restores faces with a box side in [tiny_min, min_face) with DIC (x8, per frame; weights from
         `tiny_weights` or the cached `dic_celeba_x8`); their 68 landmarks go to the KeepTinyLandmarks prop.

@@ -1,22 +1,34 @@
-"""`keep(clip, ...)`: KEEP face restoration as a VapourSynth filter.
+"""`keep(clip, ...)`: KEEP face restoration as a VapourSynth filter, expressed as a graph of stages.
 
-Graph: (YUV -> RGBS when needed) -> one FrameEval-wrapped ModifyFrame per requested frame (so frames are served in
-parallel) -> engine `RandomAccessRestorer.render(n)` -> (RGBS -> the input's YUV format). The engine makes output
-n a pure function of n's chunk, so request order, seeks and thread counts never change a frame. The filter only
-pulls upstream frames synchronously and never requests its own output (that deadlocks, see VAPOURSYNTH-NOTES E2).
+Every upstream frame a callback needs is an input of the node whose callback runs, so VapourSynth fetches it
+before the callback starts; no callback requests frames, and none waits on work promised by another callback
+(VAPOURSYNTH-NOTES E10: previewers keep many async requests in flight and would deadlock the pool). Stages:
+
+  flags   scene_flags_clip(rgb): 1x1 frames carrying each frame's _SceneChangePrev
+  detect  1x1 frames with the faces of frame n as props                           (parallel across threads)
+  plan    per block [base, base + chunk): inputs are the detect frames of its window, as clips shifted once
+          at build time; tracks and smoothed landmarks of every chunk of the block, as props
+  crop    aligned face crops of frame n (inputs: frame n and its block's plan)    (parallel)
+  restore frame n: KEEP's recurrence up to n inside n's chunk (lazy per-track state; a miss rebuilds it from
+          the crops of the chunk, delivered as inputs), then tiny faces and paste-back (parallel; the model
+          itself runs one step at a time per device)
+
+Output n is a pure function of n's chunk: request order, thread count, seeks and reloads never change a frame.
+Caches (detections, plans, per-track state) only save work; where the engine holds a result, a stage's node for
+that frame is built without the inputs it would recompute from (so a cached block plan does not refetch its
+window of upstream frames).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import vapoursynth as vs
 
-from vs_keep.errors import VsKeepError
+from vs_keep.random_access import LRUCache, RandomAccessRestorer
 
 from . import props as P
 from .frames import frame_to_rgb, model_view, write_rgb
@@ -31,30 +43,48 @@ def _fail(msg: str) -> vs.Error:
     return vs.Error(f"keep: {msg}")
 
 
-class _ClipAccess:
-    """`FrameAccess` over an upstream clip: synchronous upstream requests (safe inside callbacks)."""
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    line = line.removeprefix("keep: ")
+    if isinstance(exc, vs.Error) or type(exc).__module__.startswith("vs_keep"):
+        return line
+    return f"{type(exc).__name__}: {line}"
 
-    def __init__(self, clip: vs.VideoNode) -> None:
-        self.clip = clip
-        self.num_frames = clip.num_frames
-        self._scene: dict[int, bool] = {}
-        self._lock = threading.Lock()
 
-    def frame(self, n: int) -> np.ndarray:
-        with self.clip.get_frame(n) as f:
-            return model_view(frame_to_rgb(f))
+def _is_cuda_oom(exc: BaseException) -> bool:
+    try:
+        import torch
 
-    def scene_start(self, n: int) -> bool:
-        with self._lock:
-            hit = self._scene.get(n)
-        if hit is None:
-            with self.clip.get_frame(n) as f:
-                hit = P.is_scene_start(f)
-            with self._lock:
-                if len(self._scene) > 4096:
-                    self._scene.clear()
-                self._scene[n] = hit
-        return hit
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except Exception:  # noqa: BLE001 - torch without CUDA support
+        pass
+    return "CUDA out of memory" in str(exc)
+
+
+def frame_error(n: int, exc: BaseException) -> vs.Error:
+    """The one-line `vs.Error` a failing frame callback raises; the full traceback goes to the DEBUG log."""
+    log.debug("keep: frame %d failed", n, exc_info=exc)
+    if _is_cuda_oom(exc):
+        return _fail(
+            f"frame {n}: CUDA out of memory; lower faces= (e.g. 'largest') or upscale=, use fp16=True, "
+            "or run on another device (device='cuda:1' or 'cpu')"
+        )
+    return _fail(f"frame {n}: {_one_line(exc)}")
+
+
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Frame callbacks and FrameEval functions: any exception becomes `frame_error`."""
+
+    @functools.wraps(fn)
+    def call(n: int, **kw: Any) -> Any:  # VapourSynth passes n= (and f= for frames) by keyword
+        try:
+            return fn(n, **kw)
+        except Exception as exc:  # noqa: BLE001 - reported as one vs.Error line, traceback at DEBUG
+            raise frame_error(n, exc) from None
+
+    return call
 
 
 def _check_clip(clip: Any) -> None:
@@ -101,40 +131,171 @@ def _to_rgb(clip: vs.VideoNode, matrix_in_s: str | None) -> tuple[vs.VideoNode, 
     return rgb, back
 
 
-def build_filter(clip: vs.VideoNode, engine: Any, *, debug_props: bool, matrix_in_s: str | None) -> vs.VideoNode:
-    """Wire the engine into a clip. `engine` is a vs_keep.random_access.RandomAccessRestorer."""
+def scene_flags_clip(rgb: vs.VideoNode) -> vs.VideoNode:
+    """1x1 frames whose `_SceneChangePrev` says that frame n starts a scene: here the upstream's own flags (set
+    them with e.g. misc.SCDetect or vstools.sc_detect before keep). One place to swap in a built-in detector."""
+    tiny = core.std.BlankClip(rgb, format=vs.GRAY8, width=1, height=1, keep=True)
+    return tiny.std.CopyFrameProps(rgb, props=[P.SCENE_CHANGE_PREV])
+
+
+def _blanks(template: vs.VideoNode, length: int) -> list[vs.VideoNode]:
+    return [core.std.BlankClip(template, length=length)] if length > 0 else []
+
+
+def _every(clip: vs.VideoNode, offset: int, cycle: int, length: int) -> vs.VideoNode:
+    """Frame b = clip[offset + b * cycle] for b < length (clip must be long enough)."""
+    return clip[offset:].std.SelectEvery(cycle=cycle, offsets=[0])[:length]
+
+
+def _repeat(clip: vs.VideoNode, times: int, length: int) -> vs.VideoNode:
+    """Frame n = clip[n // times], n < length."""
+    return (core.std.Interleave([clip] * times) if times > 1 else clip)[:length]
+
+
+def _detect_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.VideoNode, flags: vs.VideoNode | None) -> vs.VideoNode:
+    """1x1 frame n: the detections of frame n (and its scene flag)."""
+    inputs = [tiny, rgb] + ([flags] if flags is not None else [])
+    scene = LRUCache(4096)  # flags of frames whose detections the engine holds: a hit needs no upstream frame
+
+    def emit(n: int, f: vs.VideoFrame, dets: list, start: bool) -> vs.VideoFrame:
+        out = f.copy()
+        P.write_detections(out.props, dets)
+        out.props[P.SCENE_CHANGE_PREV] = int(start)
+        return out
+
+    def compute(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        dets = engine.detect(n, model_view(frame_to_rgb(f[1])))
+        start = P.is_scene_start(f[2]) if flags is not None else False
+        scene.put(n, start)
+        return emit(n, f[0], dets, start)
+
+    def node(n: int) -> vs.VideoNode:
+        dets = engine.cached_detections(n)
+        start = scene.get(n) if flags is not None else False
+        if dets is not None and start is not None:
+            return tiny.std.ModifyFrame(tiny, _guarded(functools.partial(emit, dets=dets, start=start)))
+        return tiny.std.ModifyFrame(inputs, _guarded(compute))
+
+    return core.std.FrameEval(tiny, _guarded(node), clip_src=inputs)
+
+
+def _plan_stage(engine: RandomAccessRestorer, det: vs.VideoNode, num_frames: int) -> vs.VideoNode:
+    """1x1 frame b: the plan of block [b * chunk, (b + 1) * chunk), from the detect frames of its window."""
+    C = engine.chunk
+    blocks = -(-num_frames // C)
+    left, right = engine.block_reach()
+    template = core.std.BlankClip(det, length=blocks)
+    padded = core.std.Splice([*_blanks(det, left), det, *_blanks(det, blocks * C - num_frames + right)])
+    window = [_every(padded, left + d, C, blocks) for d in range(-left, C + right)]  # window[i][b] = det[b*C - left + i]
+
+    def emit(b: int, f: vs.VideoFrame, block) -> vs.VideoFrame:
+        out = f.copy()
+        P.write_plan(out.props, block)
+        return out
+
+    def compute(b: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        base = b * C
+        lo, hi = engine.block_window(base, num_frames)
+
+        def at(m: int) -> vs.VideoFrame:
+            if not lo <= m < hi:
+                raise IndexError(f"plan of block {base} asked for frame {m} outside its window [{lo}, {hi})")
+            return f[1 + m - (base - left)]
+
+        block = engine.plan_block(base, lambda m: P.read_detections(at(m)), lambda m: P.is_scene_start(at(m)), num_frames)
+        return emit(b, f[0], block)
+
+    def node(b: int) -> vs.VideoNode:
+        hit = engine.cached_block(b * C)
+        if hit is not None:  # no need to fetch (and maybe recompute) the window's frames again
+            return template.std.ModifyFrame(template, _guarded(functools.partial(emit, block=hit)))
+        return template.std.ModifyFrame([template, *window], _guarded(compute))
+
+    return core.std.FrameEval(template, _guarded(node), clip_src=[template, *window])
+
+
+def _crop_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.VideoNode, plan: vs.VideoNode) -> vs.VideoNode:
+    """1x1 frame n: the aligned crops of frame n's faces (plan: frame n = the plan of n's block)."""
+    inputs = [tiny, rgb, plan]
+    C = engine.chunk
+
+    def compute(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        chunk = P.read_plan(f[2], n - n % C).chunk_of(n)
+        out = f[0].copy()
+        faces = chunk.faces.get(n, ())
+        if faces:
+            view = model_view(frame_to_rgb(f[1]))
+            P.write_crops(out.props, [engine.crop(view, face) for face in faces])
+        return out
+
+    def node(n: int) -> vs.VideoNode:
+        return tiny.std.ModifyFrame(inputs, _guarded(compute))
+
+    return core.std.FrameEval(tiny, _guarded(node), clip_src=inputs)
+
+
+def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_props: bool, matrix_in_s: str | None) -> vs.VideoNode:
+    """Wire the engine's stages into a graph (see the module docstring)."""
     rgb, back = _to_rgb(clip, matrix_in_s)
-    access = _ClipAccess(rgb)
+    N, C, S = rgb.num_frames, engine.chunk, engine.face_size
+    blocks = -(-N // C)
+    tiny = core.std.BlankClip(rgb, format=vs.GRAY8, width=1, height=1, keep=True)
+    flags = scene_flags_clip(rgb) if engine.scene_reset else None
+    det = _detect_stage(engine, tiny, rgb, flags)
+    plan = _repeat(_plan_stage(engine, det, N), C, N)
+    crops = _crop_stage(engine, tiny, rgb, plan)
+    padded = core.std.Splice([crops, *_blanks(crops, blocks * C - N)])
+    block_crops = [_repeat(_every(padded, j, C, blocks), C, N) for j in range(C)]  # [j][n] = crops[base(n) + j]
     up = engine.upscale
     blank = core.std.BlankClip(rgb, width=rgb.width * up, height=rgb.height * up, keep=True)
-    src_clips = [blank, rgb]
 
-    def render(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        try:
-            # paste onto the frame as it is (float input unclamped); faces are cropped from the clamped view
-            result = engine.render(n, access, frame=frame_to_rgb(f[1]))
-        except VsKeepError as exc:
-            raise _fail(str(exc)) from None
+    def render(n: int, f: list[vs.VideoFrame], chunk, runs) -> vs.VideoFrame:
+        faces = chunk.faces.get(n, ())
+        if runs is None:  # state not cached: rebuild it from the chunk's crops (inputs 2.. = frames from span.start)
+            def crop_of(m: int, track: int) -> Any:
+                return P.read_crop(f[2 + m - chunk.span.start], chunk.position(m, track), S)
+
+            runs = [
+                engine.track_run(chunk.span, face.track, face.length, face.first, functools.partial(crop_of, track=face.track))
+                for face in faces
+            ]
+        restored = [engine.restored_face(run, face.index) for run, face in zip(runs, faces)]
+        frame = frame_to_rgb(f[1])  # paste onto the frame as it is (float input unclamped)
+        result = engine.compose(n, frame, model_view(frame), chunk, restored)
         out = f[0].copy()
         write_rgb(out, result.image)
         out.props.update(dict(f[1].props))
         if debug_props:
-            faces = result.faces
-            out.props[P.FACES] = len(faces)
-            out.props[P.TRACK_IDS] = [int(pf.track) for pf in faces] or [-1]
-            out.props[P.DETECTED] = [int(pf.detected) for pf in faces] or [-1]
-            if faces:
-                out.props[P.LANDMARKS] = [float(v) for pf in faces for v in np.asarray(pf.landmarks).reshape(-1)]
-            if result.tiny:
-                out.props[P.TINY_FACES] = len(result.tiny)
-                out.props[P.TINY_LANDMARKS] = [float(v) for tf in result.tiny for v in tf.landmarks68.reshape(-1)]
-            out.props[P.CHUNK_START] = result.span.start
-            out.props[P.CHUNK_END] = result.span.stop
+            _write_debug_props(out, result)
         return out
 
-    def per_frame(n: int) -> vs.VideoNode:
-        # a fresh ModifyFrame per frame: callbacks of different frames may run in parallel
-        return blank.std.ModifyFrame(clips=src_clips, selector=render)
+    def node(n: int, f: vs.VideoFrame) -> vs.VideoNode:
+        base = n - n % C
+        chunk = P.read_plan(f, base).chunk_of(n)
+        faces = chunk.faces.get(n, ())
+        held = engine.cached_runs(chunk.span)
+        runs = [held.get(face.track) for face in faces] if held is not None else None
+        if runs is not None and all(r is not None for r in runs):
+            # the node holds the runs themselves: they stay alive (and findable) until this frame is done
+            return blank.std.ModifyFrame([blank, rgb], _guarded(functools.partial(render, chunk=chunk, runs=runs)))
+        needed = [block_crops[m - base] for m in range(chunk.span.start, chunk.span.stop)] if faces else []
+        return blank.std.ModifyFrame([blank, rgb, *needed], _guarded(functools.partial(render, chunk=chunk, runs=None)))
 
-    restored = core.std.FrameEval(blank, per_frame, clip_src=src_clips)
+    restored = core.std.FrameEval(blank, _guarded(node), prop_src=plan, clip_src=[blank, rgb, plan, *block_crops])
     return back(restored)
+
+
+def _write_debug_props(out: vs.VideoFrame, result: Any) -> None:
+    import numpy as np
+
+    faces = result.faces
+    out.props[P.FACES] = len(faces)
+    out.props[P.TRACK_IDS] = [int(pf.track) for pf in faces] or [-1]
+    out.props[P.DETECTED] = [int(pf.detected) for pf in faces] or [-1]
+    if faces:
+        out.props[P.LANDMARKS] = [float(v) for pf in faces for v in np.asarray(pf.landmarks).reshape(-1)]
+    if result.tiny:
+        out.props[P.TINY_FACES] = len(result.tiny)
+        out.props[P.TINY_LANDMARKS] = [float(v) for tf in result.tiny for v in tf.landmarks68.reshape(-1)]
+    out.props[P.CHUNK_START] = result.span.start
+    out.props[P.CHUNK_END] = result.span.stop

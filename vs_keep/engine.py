@@ -240,5 +240,6 @@ def build_engine(o: EngineOptions) -> RandomAccessRestorer:
     return RandomAccessRestorer(
         restorer_factory=factory, detector=detector, chunk=o.chunk, scene_reset=o.scene_reset, faces=o.faces,
         min_face_size=o.min_face, max_gap=o.max_gap, upscale=o.upscale, antialias=o.antialias, exact=o.exact,
-        parser=parser, cache_chunks=o.cache_chunks, tiny=tiny, tiny_min=o.tiny_min, frame_device=frame_device(device),
+        parser=parser, cache_chunks=o.cache_chunks, tiny=tiny, tiny_min=o.tiny_min, device=device,
+        frame_device=frame_device(device),
     )

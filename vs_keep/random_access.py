@@ -1,4 +1,5 @@
-"""Face restoration with random access by frame index: what the VapourSynth filter runs.
+"""Face restoration with random access by frame index: the pure stages the VapourSynth filter wires into a graph,
+and `render`/`restore_stream`, which compose the same stages for the CLI's linear pass.
 
 Output frame n is a pure function of the input frames of n's chunk and of the detections around it:
 - chunk of n = [start, stop): start is the last multiple of `chunk` at or before n, or the last scene start
@@ -7,29 +8,38 @@ Output frame n is a pure function of the input frames of n's chunk and of the de
   bridging), cut at scene changes so that tracks and smoothing never cross a cut;
 - every track of the chunk is restored as one clip (KEEP's state resets at the chunk start), then each frame's
   faces are pasted back.
-At default settings this is exactly the official script's chunking. Because nothing depends on the request order,
-seeks, parallel and repeated requests give the same frames as a linear pass; caches only save work. A request
-restores at most one chunk of faces, once: concurrent requests for the same chunk wait for the first.
+At default settings this is exactly the official script's chunking.
+
+Stages (each a function of values, never of request order):
+  detect(n, view)                      faces of one frame
+  plan_block(base, detect, flag, N)    every chunk of the block [base, base + chunk): spans, tracks, smoothed
+                                       landmarks (a block holds several chunks when scene cuts split it)
+  crop(view, face)                     one aligned face
+  track_run(span, track, crop_of)      one track's lazy KEEP recurrence over its crops (`ClipRun`)
+  restored_face(run, k)                step the recurrence to frame k (one model run at a time per device)
+  compose(...)                         tiny faces (DIC), parsing masks, paste-back
+Caches (detections, block plans, per-track recurrent state) only save work: a miss recomputes the same values.
+Nothing here waits on work another thread has promised: concurrent misses compute twice and the first result
+stored wins, so callers never block on each other except on plain locks held by a thread that is computing.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-
-from .errors import InputError
 import torch
 
+from .errors import InputError
 from .face import FacePaste, PlacedFace, align_face, alignment_matrix, chunk_window, detect_faces, paste_faces, plan_chunk
-from .face.plan import check_restore_layout, resolve_smoothing_ends
 from .face.device import crops_to_clip, model_to_faces, to_frame_device, to_host
+from .face.plan import check_restore_layout, resolve_smoothing_ends
 from .face.restorers import ClipRun
 from .face.smooth import SIGMA
 from .face.tiny import TinyFace, TinyFaceRestorer, box_side
@@ -40,7 +50,7 @@ log = logging.getLogger(__name__)
 
 
 class FrameAccess(Protocol):
-    """Where input frames come from (the VapourSynth filter reads them from the upstream clip)."""
+    """Where input frames come from for `render` (a decoder for the CLI, a list in tests)."""
 
     num_frames: int
 
@@ -60,14 +70,55 @@ class Span:
 
 
 @dataclass(frozen=True, eq=False)
-class ChunkFaces:
-    """One planned chunk: per frame, (track clip run, index in the clip, alignment matrix, placement); tiny-face
-    detections per frame and their DIC results once computed."""
+class FacePlan:
+    """One track's face in one frame of a chunk: where its segment (frames first .. first + length - 1 of the
+    chunk) starts, and its smoothed landmarks here."""
+
+    track: int
+    frame: int
+    first: int
+    length: int
+    landmarks: np.ndarray  # (5, 2) float64
+    detected: bool
+
+    @property
+    def index(self) -> int:
+        """Position of this frame in the track's clip (the recurrent step that produces it)."""
+        return self.frame - self.first
+
+    @property
+    def placed(self) -> PlacedFace:
+        return PlacedFace(track=self.track, frame=self.frame, landmarks=self.landmarks, detected=self.detected)
+
+
+@dataclass(frozen=True, eq=False)
+class ChunkPlan:
+    """One chunk: its faces per frame (in track order) and the tiny-face detections per frame."""
 
     span: Span
-    per_frame: dict[int, list[tuple[ClipRun, int, np.ndarray, PlacedFace]]]
-    small: dict[int, list[Detection]]
-    tiny: "_LRU" = field(default_factory=lambda: _LRU(1 << 30))
+    faces: dict[int, tuple[FacePlan, ...]]
+    small: dict[int, tuple[Detection, ...]]
+
+    def position(self, frame: int, track: int) -> int:
+        """Index of `track` among the faces of `frame`."""
+        for i, face in enumerate(self.faces.get(frame, ())):
+            if face.track == track:
+                return i
+        raise InputError(f"track {track} has no face in frame {frame} of chunk [{self.span.start}, {self.span.stop})")
+
+
+@dataclass(frozen=True, eq=False)
+class BlockPlan:
+    """The chunks of one block [base, base + chunk) (one chunk unless scene cuts split the block)."""
+
+    base: int
+    chunks: tuple[ChunkPlan, ...]
+
+    def chunk_of(self, n: int) -> ChunkPlan:
+        for c in self.chunks:
+            if c.span.start <= n < c.span.stop:
+                return c
+        raise InputError(f"frame {n} is not in block {self.base}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,47 +129,110 @@ class RenderedFrame:
     tiny: tuple[TinyFace, ...] = ()
 
 
-class _LRU:
-    """Small thread-safe LRU of single-flight futures: the first caller computes, later callers wait for it."""
+class Counters:
+    """Work counters (model steps, plans, detections), safe to bump from many threads."""
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self._items: OrderedDict[object, Future] = OrderedDict()
+    def __init__(self, *names: str) -> None:
+        self._values = dict.fromkeys(names, 0)
         self._lock = threading.Lock()
 
-    def get(self, key: object, compute: Callable[[], object]) -> object:
+    def add(self, name: str, k: int = 1) -> None:
         with self._lock:
-            fut = self._items.get(key)
-            owner = fut is None
-            if owner:
-                fut = Future()
-                self._items[key] = fut
-                while len(self._items) > self.capacity:
-                    self._items.popitem(last=False)
-            else:
-                self._items.move_to_end(key)
-        assert fut is not None
-        if owner:
-            try:
-                fut.set_result(compute())
-            except BaseException as exc:
-                with self._lock:  # do not cache failures: a later request retries
-                    if self._items.get(key) is fut:
-                        del self._items[key]
-                fut.set_exception(exc)
-        return fut.result()
+            self._values[name] = self._values.get(name, 0) + k
+
+    def __getitem__(self, name: str) -> int:
+        with self._lock:
+            return self._values[name]
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._values)
+
+
+class LRUCache:
+    """Thread-safe LRU without futures: `get` never waits on anyone; `put` keeps the first value stored for a key
+    (so concurrent misses end up sharing one object). With `weak`, values still referenced elsewhere (work in
+    flight) stay reachable after leaving the LRU, so eviction never loses work someone is still doing."""
+
+    def __init__(self, capacity: int, *, weak: bool = False) -> None:
+        self.capacity = max(1, int(capacity))
+        self._items: OrderedDict[object, object] = OrderedDict()
+        self._live: weakref.WeakValueDictionary | None = weakref.WeakValueDictionary() if weak else None
+        self._lock = threading.Lock()
+
+    def _lookup(self, key: object) -> object | None:
+        value = self._items.get(key)
+        if value is None and self._live is not None:
+            value = self._live.get(key)
+        return value
+
+    def _store(self, key: object, value: object) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        if self._live is not None:
+            self._live[key] = value
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def get(self, key: object) -> object | None:
+        with self._lock:
+            value = self._lookup(key)
+            if value is not None:
+                self._store(key, value)
+            return value
+
+    def put(self, key: object, value: object) -> object:
+        with self._lock:
+            existing = self._lookup(key)
+            if existing is not None:
+                value = existing
+            self._store(key, value)
+            return value
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            if self._live is not None:
+                self._live.clear()
+
+
+class ChunkRuns:
+    """The lazy recurrent state (`ClipRun`) of each track of one chunk."""
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self._runs: dict[int, ClipRun] = {}
+        self._lock = threading.Lock()
+
+    def get(self, track: int) -> ClipRun | None:
+        with self._lock:
+            return self._runs.get(track)
+
+    def put(self, track: int, run: ClipRun) -> ClipRun:
+        with self._lock:
+            return self._runs.setdefault(track, run)
+
+
+_DEVICE_LOCKS: dict[str, threading.Lock] = {}
+_DEVICE_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(device: str | None) -> threading.Lock:
+    """The lock that serialises model runs on one device (shared by every engine in the process)."""
+    key = str(device or "cpu")
+    with _DEVICE_LOCKS_GUARD:
+        return _DEVICE_LOCKS.setdefault(key, threading.Lock())
 
 
 class RandomAccessRestorer:
-    """Restore frame n of a clip on demand (see the module docstring for the exact semantics).
+    """Restore frame n of a clip on demand (see the module docstring for the exact semantics and the stages).
 
     restorer_factory: `vs_keep.face.restorer_factory(...)` (KEEP per chunk, or CodeFormer per frame). Other options
     as `vs_keep.engine.EngineOptions`. tiny: a `TinyFaceRestorer` (DIC); faces whose box side is in [tiny_min,
-    min_face_size) then go through it per frame instead of being left alone.
+    min_face_size) then go through it per frame instead of being left alone. device: models on the same device
+    share one lock (None: a lock of this engine's own). frame_device (`kernels.select.frame_device`; the CUDA
+    device when the engine runs there): frames are copied there once (cached per frame index for a chunk plus its
+    detection window) and detection, crops, the model and the paste-back work on that copy.
     """
 
     def __init__(
@@ -142,6 +256,7 @@ class RandomAccessRestorer:
         cache_detections: int = 512,
         tiny: TinyFaceRestorer | None = None,
         tiny_min: float = 12.0,
+        device: str | None = None,
         frame_device: torch.device | str | None = None,
     ) -> None:
         check_restore_layout(faces, chunk, upscale)
@@ -158,119 +273,200 @@ class RandomAccessRestorer:
         self.tiny, self.tiny_min = tiny, float(tiny_min)
         if tiny is not None and not 0 < self.tiny_min < self.min_face_size:
             raise InputError(f"tiny_min must be in (0, min_face={self.min_face_size:g}), got {tiny_min}")
-        self._chunks = _LRU(cache_chunks)
-        self._detections = _LRU(cache_detections)
-        self._restore_lock = threading.Lock()  # one model run at a time (the model is not re-entrant on one device)
-        # CUDA frame path (`kernels.select.frame_device`): frames copied to the device once and kept for a chunk
-        # plus its detection window, so detection, crops and paste-back share one copy
+        self._detections = LRUCache(cache_detections)
+        self._plans = LRUCache(max(8, 2 * cache_chunks))
+        self._runs = LRUCache(cache_chunks, weak=True)
+        # Waiting on this lock cannot deadlock: it is only ever held by a thread that is running a model on inputs
+        # it already has (no frame requests, no other locks taken inside except a ClipRun's own).
+        self._model_lock = model_lock(device) if device is not None else threading.Lock()
+        self.stats = Counters("model_steps", "chunks_planned", "detections", "crops")
         self.frame_device = torch.device(frame_device) if frame_device is not None else None
-        lo, hi = chunk_window(0, self.chunk, max_gap=self.link.max_gap, sigma=self.sigma)
-        self._device_frames = _LRU(hi - lo + self.chunk)
-        self.stats = {"model_steps": 0, "chunks_planned": 0, "detections": 0}
+        left, right = self.block_reach()
+        self._device_frames = LRUCache(left + 2 * self.chunk + right)
 
-    # -- geometry of chunks -----------------------------------------------------------------------------------
+    # -- geometry of blocks and chunks ------------------------------------------------------------------------
+
+    def block_reach(self) -> tuple[int, int]:
+        """(left, right): `plan_block(base)` reads detections and scene flags of frames
+        [base - left, base + chunk + right) only (clipped to the clip)."""
+        far = 1 << 30  # far from frame 0, so the window is not clipped there
+        lo, hi = chunk_window(far, far + self.chunk, max_gap=self.link.max_gap, sigma=self.sigma)
+        return far - lo, hi - far - self.chunk
+
+    def block_window(self, base: int, num_frames: int) -> tuple[int, int]:
+        left, right = self.block_reach()
+        return max(base - left, 0), min(base + self.chunk + right, num_frames)
+
+    def spans(self, base: int, flag: Callable[[int], bool], num_frames: int) -> list[Span]:
+        """The chunks of block [base, base + chunk): cut at every scene start when scene_reset."""
+        stop = min(base + self.chunk, num_frames)
+        cuts = [m for m in range(base + 1, stop) if flag(m)] if self.scene_reset else []
+        edges = [base, *cuts, stop]
+        return [Span(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
     def span(self, n: int, access: FrameAccess) -> Span:
         """The chunk holding frame n."""
-        if not 0 <= n < access.num_frames:
-            raise InputError(f"frame {n} outside the clip (0..{access.num_frames - 1})")
+        self._check_index(n, access.num_frames)
         base = n - n % self.chunk
-        start, stop = base, min(base + self.chunk, access.num_frames)
-        if self.scene_reset:
-            start = next((m for m in range(n, base, -1) if access.scene_start(m)), base)
-            stop = next((m for m in range(n + 1, stop) if access.scene_start(m)), stop)
-        return Span(start, stop)
+        return next(s for s in self.spans(base, access.scene_start, access.num_frames) if s.start <= n < s.stop)
 
-    def _scene_limits(self, span: Span, lo: int, hi: int, access: FrameAccess) -> tuple[int, int]:
+    def _check_index(self, n: int, num_frames: int) -> None:
+        if not 0 <= n < num_frames:
+            raise InputError(f"frame {n} outside the clip (0..{num_frames - 1})")
+
+    def _scene_limits(self, span: Span, lo: int, hi: int, flag: Callable[[int], bool]) -> tuple[int, int]:
         """Frames [a, b) of the detection window that belong to the chunk's scene."""
         if not self.scene_reset:
             return lo, hi
-        a = next((m for m in range(span.start, lo, -1) if access.scene_start(m)), lo)
-        b = next((m for m in range(span.stop, hi) if access.scene_start(m)), hi)
+        a = next((m for m in range(span.start, lo, -1) if flag(m)), lo)
+        b = next((m for m in range(span.stop, hi) if flag(m)), hi)
         return a, b
 
     # -- stages -----------------------------------------------------------------------------------------------
 
-    def _frame(self, n: int, access: FrameAccess) -> np.ndarray | torch.Tensor:
-        """Input frame n where the engine works on it (numpy, or a tensor on the frame device)."""
+    def _on_device(self, n: int, view: np.ndarray) -> np.ndarray | torch.Tensor:
+        """Frame n where the engine works on it: `view` itself (numpy, the OpenCV path) or its one copy on the
+        frame device, shared by detection, crops and paste-back."""
         if self.frame_device is None:
-            return access.frame(n)
-        return self._device_frames.get(n, lambda: to_frame_device(access.frame(n), self.frame_device))  # type: ignore[return-value]
+            return view
+        hit = self._device_frames.get(n)
+        if hit is None:
+            hit = self._device_frames.put(n, to_frame_device(view, self.frame_device))
+        return hit  # type: ignore[return-value]
 
-    def detections(self, n: int, access: FrameAccess) -> list[Detection]:
-        def run() -> list[Detection]:
-            self.stats["detections"] += 1
-            low = self.tiny_min if self.tiny is not None else self.min_face_size
-            return detect_faces(self.detector, self._frame(n, access), faces=self.faces, min_face_size=low)
+    def detect(self, n: int, view: np.ndarray) -> list[Detection]:
+        """Faces of frame n (view: the frame as detection sees it, see `vs_keep.plugin.frames.model_view`), down
+        to tiny_min when tiny faces are on. Cached by n."""
+        hit = self._detections.get(n)
+        if hit is not None:
+            return hit  # type: ignore[return-value]
+        self.stats.add("detections")
+        low = self.tiny_min if self.tiny is not None else self.min_face_size
+        found = detect_faces(self.detector, self._on_device(n, view), faces=self.faces, min_face_size=low)
+        return self._detections.put(n, found)  # type: ignore[return-value]
 
-        return self._detections.get(n, run)  # type: ignore[return-value]
+    def cached_detections(self, n: int) -> list[Detection] | None:
+        return self._detections.get(n)  # type: ignore[return-value]
 
-    def chunk_faces(self, span: Span, access: FrameAccess) -> ChunkFaces:
-        return self._chunks.get((span.start, span.stop), lambda: self._restore_chunk(span, access))  # type: ignore[return-value]
+    def plan_block(
+        self, base: int, detect: Callable[[int], list[Detection]], flag: Callable[[int], bool], num_frames: int
+    ) -> BlockPlan:
+        """Plan every chunk of block [base, base + chunk). detect(m) / flag(m) are asked only for frames of
+        `block_window(base)`; detect only inside the scene of the chunk that needs it. Cached by base."""
+        hit = self.cached_block(base)
+        if hit is not None:
+            return hit
+        chunks = tuple(self._plan_chunk(s, detect, flag, num_frames) for s in self.spans(base, flag, num_frames))
+        return self._plans.put(base, BlockPlan(base=base, chunks=chunks))  # type: ignore[return-value]
 
-    def _restore_chunk(self, span: Span, access: FrameAccess) -> ChunkFaces:
-        """Plan the chunk (tracks, smoothed landmarks) and align its faces; the restoration itself is lazy: each
-        track's clip advances only as far as the frames asked for (`ClipRun`)."""
+    def cached_block(self, base: int) -> BlockPlan | None:
+        return self._plans.get(base)  # type: ignore[return-value]
+
+    def _plan_chunk(
+        self, span: Span, detect: Callable[[int], list[Detection]], flag: Callable[[int], bool], num_frames: int
+    ) -> ChunkPlan:
         lo, hi = chunk_window(span.start, span.stop, max_gap=self.link.max_gap, sigma=self.sigma)
-        hi = min(hi, access.num_frames)
-        a, b = self._scene_limits(span, lo, hi, access)
-        every = {m: (self.detections(m, access) if a <= m < b else []) for m in range(lo, hi)}
+        hi = min(hi, num_frames)
+        a, b = self._scene_limits(span, lo, hi, flag)
+        every = {m: (detect(m) if a <= m < b else []) for m in range(lo, hi)}
         dets = {m: [d for d in v if box_side(d) >= self.min_face_size] for m, v in every.items()}
-        segments = plan_chunk(dets, span.start, span.stop, length=access.num_frames, link=self.link, sigma=self.sigma, ends=self.ends)
-        per_frame: dict[int, list] = {m: [] for m in range(span.start, span.stop)}
-        method = "lmeds" if self.exact else "lstsq"
+        segments = plan_chunk(dets, span.start, span.stop, length=num_frames, link=self.link, sigma=self.sigma, ends=self.ends)
+        faces: dict[int, list[FacePlan]] = {m: [] for m in range(span.start, span.stop)}
         for track, seg in enumerate(segments):
-            mats = np.stack([alignment_matrix(lm, self.face_size, method) for lm in seg.landmarks])
-            clip = crops_to_clip(
-                [align_face(self._frame(int(f), access), m, self.face_size, antialias=self.antialias, exact=self.exact) for f, m in zip(seg.frames, mats)]
-            )
-            run = ClipRun(self.restorer_factory(track), clip)
+            first, length = int(seg.frames[0]), len(seg.frames)
             for k, f in enumerate(seg.frames):
-                placed = PlacedFace(track=track, frame=int(f), landmarks=seg.landmarks[k], detected=bool(seg.detected[k]))
-                per_frame[int(f)].append((run, k, mats[k], placed))
-        small = {m: [d for d in every[m] if box_side(d) < self.min_face_size] for m in range(span.start, span.stop)}
-        self.stats["chunks_planned"] += 1
-        return ChunkFaces(span=span, per_frame=per_frame, small=small if self.tiny is not None else {})
+                faces[int(f)].append(
+                    FacePlan(track=track, frame=int(f), first=first, length=length,
+                             landmarks=np.asarray(seg.landmarks[k], np.float64), detected=bool(seg.detected[k]))
+                )
+        small = {}
+        if self.tiny is not None:
+            small = {m: tuple(d for d in every[m] if box_side(d) < self.min_face_size) for m in range(span.start, span.stop)}
+        self.stats.add("chunks_planned")
+        return ChunkPlan(span=span, faces={m: tuple(v) for m, v in faces.items()}, small=small)
 
-    def _face_image(self, run: ClipRun, k: int) -> np.ndarray:
-        before = run.steps
-        with self._restore_lock:
+    def matrix(self, face: FacePlan) -> np.ndarray:
+        """(2, 3) frame -> aligned-crop matrix of one face."""
+        return alignment_matrix(face.landmarks, self.face_size, "lmeds" if self.exact else "lstsq")
+
+    def crop(self, view: np.ndarray, face: FacePlan) -> np.ndarray | torch.Tensor:
+        """The aligned (S, S, 3) float32 crop of one face from its frame (as detection sees it); a tensor on the
+        frame device on the CUDA frame path."""
+        self.stats.add("crops")
+        frame = self._on_device(face.frame, view)
+        return align_face(frame, self.matrix(face), self.face_size, antialias=self.antialias, exact=self.exact)
+
+    def cached_runs(self, span: Span) -> ChunkRuns | None:
+        return self._runs.get((span.start, span.stop))  # type: ignore[return-value]
+
+    def track_run(self, span: Span, track: int, length: int, first: int, crop_of: Callable[[int], np.ndarray]) -> ClipRun:
+        """The recurrent run of one track of a chunk: the cached one, else a new one over the crops of frames
+        first .. first + length - 1 (`crop_of(m)`). Building a run does no model work."""
+        runs: ChunkRuns = self._runs.get((span.start, span.stop)) or self._runs.put((span.start, span.stop), ChunkRuns(span))  # type: ignore[assignment]
+        run = runs.get(track)
+        if run is not None:
+            return run
+        clip = crops_to_clip([crop_of(m) for m in range(first, first + length)])
+        return runs.put(track, ClipRun(self.restorer_factory(track), clip))
+
+    def restored_face(self, run: ClipRun, k: int) -> np.ndarray | torch.Tensor:
+        """Frame k of a track's clip, restored: (S, S, 3) float32 in [0, 1] (on the frame device on the CUDA
+        frame path)."""
+        with self._model_lock:
+            before = run.steps
             y = run.frame(k)
-        self.stats["model_steps"] += run.steps - before
+            done = run.steps - before
+        self.stats.add("model_steps", done)
         return model_to_faces(y[None], exact=self.exact, on_device=self.frame_device is not None)[0]
 
-    def _tiny_faces(self, chunk: ChunkFaces, n: int, frame: np.ndarray) -> list[tuple[FacePaste, TinyFace]]:
-        small = chunk.small.get(n)
+    def compose(
+        self, n: int, frame: np.ndarray, view: np.ndarray, chunk: ChunkPlan, restored: Iterable[np.ndarray]
+    ) -> RenderedFrame:
+        """Output frame n: tiny faces (DIC) and the restored KEEP faces (in track order) pasted onto `frame`
+        (unclamped; `view` is the frame as detection saw it)."""
+        faces = chunk.faces.get(n, ())
+        tiny = self._tiny_faces(n, view, chunk.small.get(n, ()))
+        pastes = [t[0] for t in tiny]
+        for face, img in zip(faces, restored, strict=True):
+            mask = self.parser(to_host(img), exact=self.exact) if self.parser is not None else None
+            pastes.append(FacePaste(img, self.matrix(face), mask))
+        canvas = self._on_device(n, frame) if frame is view else to_frame_device(frame, self.frame_device)
+        image = to_host(paste_faces(canvas, pastes, upscale=self.upscale, exact=self.exact, antialias=self.antialias, background=self.background))
+        return RenderedFrame(image=image, faces=tuple(f.placed for f in faces), span=chunk.span, tiny=tuple(t[1] for t in tiny))
+
+    def _tiny_faces(self, n: int, view: np.ndarray, small: tuple[Detection, ...]) -> list[tuple[FacePaste, TinyFace]]:
         if not small or self.tiny is None:
             return []
+        with self._model_lock:
+            return self.tiny.restore(view, list(small), n)
 
-        def run() -> list:
-            with self._restore_lock:
-                return self.tiny.restore(frame, small, n)
-
-        return chunk.tiny.get(n, run)  # type: ignore[return-value]
+    # -- composition over a FrameAccess (CLI, tests) ----------------------------------------------------------
 
     def render(self, n: int, access: FrameAccess, frame: np.ndarray | None = None) -> RenderedFrame:
         """Output frame n (input size x upscale, input dtype) and the faces pasted into it."""
-        span = self.span(n, access)
-        chunk = self.chunk_faces(span, access)
-        faces = chunk.per_frame.get(n, [])
-        frame = self._frame(n, access) if frame is None else to_frame_device(frame, self.frame_device)
-        tiny = self._tiny_faces(chunk, n, access.frame(n))
-        pastes = [t[0] for t in tiny]
-        for run, k, mat, _ in faces:
-            img = self._face_image(run, k)
-            mask = self.parser(to_host(img), exact=self.exact) if self.parser is not None else None
-            pastes.append(FacePaste(img, mat, mask))
-        image = to_host(paste_faces(frame, pastes, upscale=self.upscale, exact=self.exact, antialias=self.antialias, background=self.background))
-        return RenderedFrame(image=image, faces=tuple(f[3] for f in faces), span=span, tiny=tuple(t[1] for t in tiny))
+        self._check_index(n, access.num_frames)
+        base = n - n % self.chunk
+        block = self.plan_block(base, lambda m: self.detect(m, access.frame(m)), access.scene_start, access.num_frames)
+        chunk = block.chunk_of(n)
+        restored = []
+        for face in chunk.faces.get(n, ()):
+            crop_of = lambda m, t=face.track: self.crop(access.frame(m), chunk.faces[m][chunk.position(m, t)])  # noqa: E731
+            run = self.track_run(chunk.span, face.track, face.length, face.first, crop_of)
+            restored.append(self.restored_face(run, face.index))
+        view = access.frame(n)
+        return self.compose(n, view if frame is None else frame, view, chunk, restored)
 
     def close(self) -> None:
-        """Drop caches and the restorer (frees GPU memory held by tensors they reference)."""
-        self._chunks.clear()
+        """Drop caches and every model reference (restorer, detector, parser, DIC) so their memory can go."""
+        self._runs.clear()
+        self._plans.clear()
         self._detections.clear()
         self._device_frames.clear()
         self.restorer_factory = None  # type: ignore[assignment]
+        self.detector = None  # type: ignore[assignment]
+        self.parser = None
+        self.tiny = None
+        self.background = None
 
 
 class StreamAccess:
@@ -312,7 +508,7 @@ class StreamAccess:
         return len(self._buf)
 
 
-def restore_stream(engine: RandomAccessRestorer, frames, num_frames: int):
+def restore_stream(engine: RandomAccessRestorer, frames, num_frames: int) -> Iterator[RenderedFrame]:
     """Linear pass over `frames` (an iterable of RGB arrays): yields RenderedFrame n = 0..num_frames-1 in order,
     identical to random access on the same frames, with memory bounded by one chunk plus its look-ahead."""
     access = StreamAccess(frames, num_frames)
