@@ -293,8 +293,10 @@ def _run_ray(jobs: list[ShardJob], address: str | None, bar) -> list[ShardResult
         try:
             while pending:
                 _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
-                bar.n = ray.get(board.total.remote())
-                bar.refresh()
+                done = ray.get(board.total.remote())
+                if done != bar.n:
+                    bar.n = done
+                    bar.refresh()
             return ray.get(refs)
         except ray.exceptions.RayTaskError as exc:  # our own error inside a shard: one line, not a remote traceback
             if isinstance(exc.cause, VsKeepError):
