@@ -225,7 +225,8 @@ def pick_shipped(runs: list[dict], have_fixture: bool) -> dict[str, Any]:
         if acc and acc["index_agreement_min"] >= 0.99:
             ok.append(r)
     if not ok:
-        return {"setting": None, "reason": "no setting kept index agreement >= 99 %"}
+        return {"setting": None, "reason": "no setting kept index agreement >= 99 %",
+                "fp32_default_vs_best_exact": default_vs_exact(runs)}
     best = max(ok, key=lambda r: r["fps"])
     acc = best.get("vs_fixture") if have_fixture else best.get("vs_reference")
     fp32 = [r for r in ok if r["setting"] == "fp32-fast"]

@@ -106,6 +106,8 @@ class KernelTable:
                     pass
             self.choices = merged
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".json.tmp")
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o644)  # like any other cache file (mkstemp makes it 0600)
             with os.fdopen(fd, "w") as fh:
                 json.dump({"identity": self.identity, "choices": merged}, fh, indent=1, sort_keys=True)
             os.replace(tmp, self.path)
