@@ -50,6 +50,10 @@ class EngineOptions:
     #: CPU: fp32 convolution rewrites (`vs_keep.runtime.cpu`; parity kept) and glibc keeping freed activation
     #: memory for reuse (process-wide); False = reference ops, allocator untouched
     cpu_fast: bool = True
+    #: frames before each chunk that prime KEEP's state (outputs discarded); 0 = official chunks
+    overlap: int = 0
+    #: low-band temporal stabilizer strength in [0, 1] (`vs_keep.face.stabilize`); 0 = off
+    stabilize: float = 0.0
 
 
 def pick_device(device: str | None) -> str:
@@ -80,6 +84,11 @@ def validate(o: EngineOptions) -> None:
         raise InputError(f"decoder={o.decoder!r} runs KEEP's codebook decoder; use decoder='auto' with model={o.model!r}")
     if o.tiny_faces not in (None, "dic"):
         raise InputError(f"tiny_faces must be None or 'dic', got {o.tiny_faces!r}")
+    from .face.overlap import check_overlap
+    from .face.stabilize import check_stabilize
+
+    check_overlap(o.overlap)
+    check_stabilize(o.stabilize)
     if o.tiny_faces and not 0 < o.tiny_min < o.min_face:
         raise InputError(f"tiny_min must be in (0, min_face={o.min_face:g}): faces in between go to DIC, got {o.tiny_min}")
 
@@ -179,4 +188,5 @@ def build_engine(o: EngineOptions) -> RandomAccessRestorer:
         restorer_factory=factory, detector=detector, chunk=o.chunk, scene_reset=o.scene_reset, faces=o.faces,
         min_face_size=o.min_face, max_gap=o.max_gap, upscale=o.upscale, antialias=o.antialias, exact=o.exact,
         parser=parser, cache_chunks=o.cache_chunks, tiny=tiny, tiny_min=o.tiny_min,
+        overlap=o.overlap, stabilize=o.stabilize,
     )

@@ -6,7 +6,8 @@ Output frame n is a pure function of the input frames of n's chunk and of the de
 - detections come from the window `chunk_window(start, stop)` (±20 frames of landmark smoothing plus gap
   bridging), cut at scene changes so that tracks and smoothing never cross a cut;
 - every track of the chunk is restored as one clip (KEEP's state resets at the chunk start), then each frame's
-  faces are pasted back.
+  faces are pasted back. With `overlap=k` (and `stabilize`, see `vs_keep.face.overlap`) the clip starts up to k
+  frames before the chunk (priming; their outputs are discarded): still a bounded window, seeks cost chunk + k.
 At default settings this is exactly the official script's chunking. Because nothing depends on the request order,
 seeks, parallel and repeated requests give the same frames as a linear pass; caches only save work. A request
 restores at most one chunk of faces, once: concurrent requests for the same chunk wait for the first.
@@ -29,7 +30,9 @@ import torch
 
 from .face import FacePaste, PlacedFace, align_face, alignment_matrix, chunk_window, detect_faces, paste_faces, plan_chunk
 from .face.plan import check_restore_layout, resolve_smoothing_ends
+from .face.overlap import check_overlap, primed_segments, run_start
 from .face.restorers import ClipRun
+from .face.stabilize import StabilizedRun, check_stabilize, history
 from .face.smooth import SIGMA
 from .face.tiny import TinyFace, TinyFaceRestorer, box_side
 from .face.track import LinkParams
@@ -141,8 +144,11 @@ class RandomAccessRestorer:
         cache_detections: int = 512,
         tiny: TinyFaceRestorer | None = None,
         tiny_min: float = 12.0,
+        overlap: int = 0,
+        stabilize: float = 0.0,
     ) -> None:
         check_restore_layout(faces, chunk, upscale)
+        self.overlap, self.stabilize = check_overlap(overlap), check_stabilize(stabilize)
         self.restorer_factory = restorer_factory
         self.face_size = int(getattr(restorer_factory, "face_size", 512))
         self.detector = detector
@@ -174,6 +180,10 @@ class RandomAccessRestorer:
             stop = next((m for m in range(n + 1, stop) if access.scene_start(m)), stop)
         return Span(start, stop)
 
+    def run_start(self, span: Span, access: FrameAccess) -> int:
+        """First frame of the chunk's restoration run (`span.start` unless primed by overlap/stabilize)."""
+        return run_start(span.start, history(self.overlap, self.stabilize), access.scene_start if self.scene_reset else None)
+
     def _scene_limits(self, span: Span, lo: int, hi: int, access: FrameAccess) -> tuple[int, int]:
         """Frames [a, b) of the detection window that belong to the chunk's scene."""
         if not self.scene_reset:
@@ -198,24 +208,27 @@ class RandomAccessRestorer:
     def _restore_chunk(self, span: Span, access: FrameAccess) -> ChunkFaces:
         """Plan the chunk (tracks, smoothed landmarks) and align its faces; the restoration itself is lazy: each
         track's clip advances only as far as the frames asked for (`ClipRun`)."""
-        lo, hi = chunk_window(span.start, span.stop, max_gap=self.link.max_gap, sigma=self.sigma)
+        first = self.run_start(span, access)
+        lo, hi = chunk_window(first, span.stop, max_gap=self.link.max_gap, sigma=self.sigma)
         hi = min(hi, access.num_frames)
         a, b = self._scene_limits(span, lo, hi, access)
         every = {m: (self.detections(m, access) if a <= m < b else []) for m in range(lo, hi)}
         dets = {m: [d for d in v if box_side(d) >= self.min_face_size] for m, v in every.items()}
-        segments = plan_chunk(dets, span.start, span.stop, length=access.num_frames, link=self.link, sigma=self.sigma, ends=self.ends)
+        segments = plan_chunk(dets, first, span.stop, length=access.num_frames, link=self.link, sigma=self.sigma, ends=self.ends)
         per_frame: dict[int, list] = {m: [] for m in range(span.start, span.stop)}
         method = "lmeds" if self.exact else "lstsq"
-        for track, seg in enumerate(segments):
+        for track, (seg, prime) in enumerate(primed_segments(segments, span.start)):
             mats = np.stack([alignment_matrix(lm, self.face_size, method) for lm in seg.landmarks])
             crops = np.stack(
                 [align_face(access.frame(int(f)), m, self.face_size, antialias=self.antialias, exact=self.exact) for f, m in zip(seg.frames, mats)]
             )
             clip = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))) * 2.0 - 1.0
-            run = ClipRun(self.restorer_factory(track), clip)
-            for k, f in enumerate(seg.frames):
+            run = ClipRun(self.restorer_factory(track), clip, prime=prime)
+            if self.stabilize > 0:
+                run = StabilizedRun(run, self.stabilize)
+            for k, f in enumerate(seg.frames[prime:], start=prime):
                 placed = PlacedFace(track=track, frame=int(f), landmarks=seg.landmarks[k], detected=bool(seg.detected[k]))
-                per_frame[int(f)].append((run, k, mats[k], placed))
+                per_frame[int(f)].append((run, k - prime, mats[k], placed))
         small = {m: [d for d in every[m] if box_side(d) < self.min_face_size] for m in range(span.start, span.stop)}
         self.stats["chunks_planned"] += 1
         return ChunkFaces(span=span, per_frame=per_frame, small=small if self.tiny is not None else {})
@@ -308,5 +321,5 @@ def restore_stream(engine: RandomAccessRestorer, frames, num_frames: int):
     access = StreamAccess(frames, num_frames)
     for n in range(num_frames):
         result = engine.render(n, access)
-        access.release_before(result.span.start)
+        access.release_before(engine.run_start(result.span, access))
         yield result

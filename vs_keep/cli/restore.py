@@ -22,6 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="local checkpoint file (default: the official file, downloaded on first use)")
     p.add_argument("--aligned", action="store_true", help="frames are already aligned face crops")
     p.add_argument("--chunk", type=int, default=20, help="KEEP chunk length; state resets at each chunk (default 20)")
+    p.add_argument("--overlap", type=int, default=0,
+                   help="frames before each chunk that prime KEEP's state (outputs discarded; default 0 = official)")
+    p.add_argument("--stabilize", type=float, default=0.0,
+                   help="low-band temporal stabilizer strength in [0,1] (default 0 = off)")
     p.add_argument("--fidelity", type=float, default=0.5, help="CodeFormer fidelity weight w in [0,1] (default 0.5)")
     p.add_argument("--faces", choices=["all", "largest", "center"], default="all", help="which faces (official: largest)")
     p.add_argument("--min-face", type=float, default=20.0, help="ignore faces smaller than this (box side, px)")
@@ -58,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
         scene_reset=False, upscale=args.upscale, min_face=args.min_face, detector=args.detector,
         fidelity=args.fidelity, parse=args.parse, exact=args.exact, tiny_faces="dic" if args.tiny_weights else None,
         tiny_weights=args.tiny_weights, tiny_min=args.tiny_min, fp16=args.fp16, decoder=args.decoder,
-        cpu_fast=not args.reference_ops,
+        cpu_fast=not args.reference_ops, overlap=args.overlap, stabilize=args.stabilize,
     )
+    if args.aligned and (args.overlap or args.stabilize):
+        raise InputError("--overlap and --stabilize work on whole frames (face tracks); drop them with --aligned")
     if args.aligned:
         from ..aligned import restore_aligned
 
