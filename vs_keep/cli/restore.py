@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--chunk must be >= 1, got {args.chunk}")
     if not 0.0 <= args.fidelity <= 1.0:
         raise InputError(f"--fidelity must be in [0,1], got {args.fidelity}")
+    if args.aligned and (args.overlap or args.stabilize):
+        raise InputError("--overlap and --stabilize work on whole frames (face tracks); drop them with --aligned")
     source = FrameSource(args.input)
     options = EngineOptions(
         weights=args.weights, model=args.model, device=args.device, faces=args.faces, chunk=args.chunk,
@@ -64,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
         tiny_weights=args.tiny_weights, tiny_min=args.tiny_min, fp16=args.fp16, decoder=args.decoder,
         cpu_fast=not args.reference_ops, overlap=args.overlap, stabilize=args.stabilize,
     )
-    if args.aligned and (args.overlap or args.stabilize):
-        raise InputError("--overlap and --stabilize work on whole frames (face tracks); drop them with --aligned")
     if args.aligned:
         from ..aligned import restore_aligned
 
