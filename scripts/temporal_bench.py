@@ -227,7 +227,7 @@ def seams_section(name: str, factory, frames: list[np.ndarray], places: list, ch
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vs_keep.cli.bench import _cpu_name, _load
+    from vs_keep.bench.common import cpu_name, load_avg
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="temporal_bench.json", help="JSON file to write")
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     from vs_keep.models import load
     from vs_keep.models.synthetic import write_synthetic_checkpoint
 
-    result: dict = {"cpu": _cpu_name(), "threads": args.threads, "load_before": _load(), "torch": torch.__version__,
+    result: dict = {"cpu": cpu_name(), "threads": args.threads, "load_before": load_avg(), "torch": torch.__version__,
                     "opencv": cv2.__version__}
     t0 = time.perf_counter()
     result["flicker"] = flicker_section(args.flicker_frames, [0.5, 1.0])
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         "synthetic small KEEP (128 px faces, random weights: consecutive outputs differ by ~85/255 even on a static "
         "face, which swamps any seam; read this section for cost)", restorer_factory(net), scene.frames[:n],
         places[:n], args.chunk, [(0, 0.0), (max(overlaps), 0.0), (0, 1.0)], detector)
-    result["load_after"] = _load()
+    result["load_after"] = load_avg()
     result["seconds"] = round(time.perf_counter() - t0, 1)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     log.info("wrote %s", args.out)
