@@ -248,3 +248,49 @@ def test_bad_values_give_one_clear_error(keep_path, tmp_path) -> None:
     r = subprocess.run([sys.executable, "-m", "vs_keep", "restore", str(tmp_path), str(tmp_path / "o"), "--aligned",
                         "--stabilize", "0.5", "--weights", str(keep_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "--stabilize" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.vapoursynth
+@pytest.mark.timeout(600)
+def test_vapoursynth_filter_with_both_options_parallel_equals_linear(keep_path, frames, tmp_path) -> None:
+    vs = pytest.importorskip("vapoursynth")
+    from media import write_video
+    from vs_keep import keep
+    from vs_keep.plugin import source
+
+    video = write_video(tmp_path / "scene.mp4", frames, fps=25, audio=False)
+    core = vs.core
+    core.num_threads = 4
+
+    def restored():
+        return keep(source(video), weights=str(keep_path), chunk=CHUNK, overlap=OVERLAP, stabilize=0.8)
+
+    def rgb(f) -> np.ndarray:
+        return np.stack([np.asarray(f[p]) for p in range(3)], axis=-1).copy()
+
+    linear_clip = restored()
+    linear = []
+    for n in range(N):
+        with linear_clip.get_frame(n) as f:
+            linear.append(rgb(f))
+    clip = restored()  # fresh filter, empty caches: backward, repeated and concurrent requests
+    order = [7, 3, 5, 0, 6, 1, 4, 2, 7, 0]
+    got: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def worker(ns: list[int]) -> None:
+        try:
+            for n in ns:
+                with clip.get_frame(n) as f:
+                    got[n] = rgb(f)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(order[i::3],)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=500)
+    assert not errors and not any(t.is_alive() for t in threads)
+    for n in range(N):
+        assert np.array_equal(got[n], linear[n]), n
