@@ -168,6 +168,21 @@ def test_overlap_zero_is_the_official_chunk(net, detector, frames) -> None:
     assert make(net, detector).run_start(on.span(4, access), access) == 0  # the stabilizer primes >= WINDOW
 
 
+@pytest.mark.timeout(300)
+def test_stream_keeps_priming_frames_when_overlap_exceeds_chunk(detector, frames) -> None:
+    """The CLI's linear pass releases frames only before the run start: overlap > chunk still streams."""
+    from vs_keep.face.restorers import SharedRestorerFactory, identity_restorer
+
+    def eng() -> RandomAccessRestorer:
+        factory = SharedRestorerFactory(identity_restorer, 128)
+        return RandomAccessRestorer(restorer_factory=factory, detector=detector, chunk=3, overlap=5, stabilize=0.5)
+
+    streamed = [r.image for r in restore_stream(eng(), frames, N)]
+    seeker, access = eng(), ListAccess(frames)
+    for n in (N - 1, 4, 0):
+        assert np.array_equal(seeker.render(n, access).image, streamed[n]), n
+
+
 def flicker_faces(count: int, size: int = 256, seed: int = 0) -> list[np.ndarray]:
     """A real face with per-frame geometry, tone, colour and shading jitter plus noise (what the bench measures)."""
     x0, y0, x1, y1 = ASTRONAUT_FACE
