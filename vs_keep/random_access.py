@@ -27,6 +27,7 @@ stored wins, so callers never block on each other except on plain locks held by 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import weakref
@@ -480,7 +481,7 @@ class RandomAccessRestorer:
         """Output frame n (input size x upscale, input dtype) and the faces pasted into it."""
         self._check_index(n, access.num_frames)
         base = n - n % self.chunk
-        block = self.plan_block(base, lambda m: self.detect(m, access.frame(m)), access.scene_start, access.num_frames)
+        block = self.plan_block(base, functools.partial(self._detect_from, access=access), access.scene_start, access.num_frames)
         chunk = block.chunk_of(n)
         restored = []
         for face in chunk.faces.get(n, ()):
@@ -489,6 +490,12 @@ class RandomAccessRestorer:
             restored.append(self.restored_face(run, face.index))
         view = access.frame(n)
         return self.compose(n, view if frame is None else frame, view, chunk, restored)
+
+    def _detect_from(self, m: int, access: FrameAccess) -> list[Detection]:
+        """`detect` over a FrameAccess, reading the frame only on a cache miss (a linear pass has released the
+        frames before the current run, whose detections the next block's window still asks for)."""
+        hit = self.cached_detections(m)
+        return hit if hit is not None else self.detect(m, access.frame(m))
 
     def close(self) -> None:
         """Drop caches and every model reference (restorer, detector, parser, DIC) so their memory can go."""
