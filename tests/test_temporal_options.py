@@ -312,3 +312,35 @@ def test_vapoursynth_filter_with_both_options_parallel_equals_linear(keep_path, 
     assert not errors and not any(t.is_alive() for t in threads)
     for n in range(N):
         assert np.array_equal(got[n], linear[n]), n
+
+
+@pytest.mark.vapoursynth
+@pytest.mark.timeout(600)
+def test_vapoursynth_filter_priming_across_blocks_and_a_cut(keep_path, frames, tmp_path) -> None:
+    """overlap > chunk: a run primes over two earlier blocks (whose crop frames carry their own plans); a scene cut
+    stops the priming. Backward requests on a fresh filter equal a forward pass."""
+    vs = pytest.importorskip("vapoursynth")
+    from media import write_video
+    from vs_keep import keep
+    from vs_keep.plugin import source
+
+    video = write_video(tmp_path / "scene.mp4", frames, fps=25, audio=False)
+    vs.core.num_threads = 3
+
+    def restored(overlap: int):
+        clip = source(video)
+        clip = clip[:5] + clip[5:6].std.SetFrameProps(_SceneChangePrev=1) + clip[6:]
+        return keep(clip, weights=str(keep_path), chunk=2, overlap=overlap, stabilize=0.0)
+
+    def rgb(f) -> np.ndarray:
+        return np.stack([np.asarray(f[p]) for p in range(3)], axis=-1).copy()
+
+    forward_clip, backward_clip, cold = restored(5), restored(5), restored(0)
+    forward = [rgb(forward_clip.get_frame(n)) for n in range(N)]
+    backward = {n: rgb(backward_clip.get_frame(n)) for n in reversed(range(N))}
+    plain = [rgb(cold.get_frame(n)) for n in range(N)]
+    for n in range(N):
+        assert np.array_equal(forward[n], backward[n]), n
+    for n in (0, 1, 5):  # chunks [0, 2) and [5, 6) start at the clip start or a cut: never primed
+        assert np.array_equal(forward[n], plain[n]), n
+    assert not np.array_equal(forward[4], plain[4])  # chunk [4, 5) primed on frames 0..3 (two earlier blocks)
