@@ -41,6 +41,8 @@ def keep(
     decoder: str = "auto",
     cpu_fast: bool = True,
     cpu_precision: str = "fp32",
+    overlap: int = 0,
+    stabilize: float = 0.0,
 ) -> Any:
     """Restore the faces of `clip` with KEEP (or CodeFormer per frame).
 
@@ -61,6 +63,12 @@ def keep(
     faces: "all", "largest" (official) or "center". min_face: smallest face (box side, px) restored by KEEP.
     chunk: frames per KEEP clip; the recurrent state resets at every multiple of `chunk` and, with scene_reset, at
         every frame with `_SceneChangePrev` set. Output n depends only on n's chunk: seeking is exact.
+    overlap: frames before each chunk that KEEP steps through first to warm its state (outputs discarded; never
+        across a scene start or the clip start): no cold restart, so no jump at chunk boundaries. Output n then
+        depends on its chunk plus `overlap` frames; a seek costs chunk + overlap steps. 0 = official chunks.
+    stabilize: low-band temporal stabilizer strength in [0, 1] (0 = off): the low band (tone, shading) of each
+        restored face is averaged with the 4 previous faces of its track, warped by optical flow (DIS) with
+        occlusion-aware weights; the high band (detail) is untouched. Primes runs by >= 4 frames. KEEP/CodeFormer.
     num_streams: chunks that may be in flight at once (the per-track recurrent state of num_streams + 2 chunks is
         kept); model runs are serialised per device. Detection, cropping and paste-back run in parallel on
         core.num_threads workers; no frame callback ever waits on another, so previewers may request any number
@@ -88,7 +96,7 @@ def keep(
         scene_reset=scene_reset, upscale=upscale, min_face=float(min_face), detector=detector, fidelity=fidelity,
         parse=parse, exact=exact, antialias=antialias, max_gap=max_gap, tiny_faces=tiny_faces,
         tiny_weights=tiny_weights, tiny_min=float(tiny_min), download=download, cache_chunks=max(3, num_streams + 2),
-        decoder=decoder, cpu_fast=bool(cpu_fast), cpu_precision=cpu_precision,
+        decoder=decoder, cpu_fast=bool(cpu_fast), cpu_precision=cpu_precision, overlap=overlap, stabilize=stabilize,
     )
     try:
         with stdout_to_stderr():  # load everything now, never lazily inside frame callbacks

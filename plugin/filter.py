@@ -11,9 +11,12 @@ before the callback starts; no callback requests frames, and none waits on work 
   crop    aligned face crops of frame n (inputs: frame n and its block's plan)    (parallel)
   restore frame n: KEEP's recurrence up to n inside n's chunk (lazy per-track state; a miss rebuilds it from
           the crops of the chunk, delivered as inputs), then tiny faces and paste-back (parallel; the model
-          itself runs one step at a time per device)
+          itself runs one step at a time per device). With overlap=/stabilize= a chunk's run starts up to
+          `engine.history` frames before the chunk, in earlier blocks whose crop frames carry their own block's
+          plan: the restore node then also takes those priming frames' RGB frames (clips shifted once at build
+          time) and crops them with the chunk's own plan
 
-Output n is a pure function of n's chunk: request order, thread count, seeks and reloads never change a frame.
+Output n is a pure function of n's chunk (plus its priming frames): request order, thread count, seeks and reloads never change a frame.
 Caches (detections, plans, per-track state) only save work; where the engine holds a result, a stage's node for
 that frame is built without the inputs it would recompute from (so a cached block plan does not refetch its
 window of upstream frames).
@@ -246,17 +249,30 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
     crops = _crop_stage(engine, tiny, rgb, plan)
     padded = core.std.Splice([crops, *_blanks(crops, blocks * C - N)])
     block_crops = [_repeat(_every(padded, j, C, blocks), C, N) for j in range(C)]  # [j][n] = crops[base(n) + j]
+    H = engine.history
+    priming: dict[int, vs.VideoNode] = {}  # [d][n] = rgb[base(n) - d], d = 1 .. H
+    if H > 0:
+        rgb_padded = core.std.Splice([*_blanks(rgb, H), rgb, *_blanks(rgb, blocks * C - N)])
+        priming = {d: _repeat(_every(rgb_padded, H - d, C, blocks), C, N) for d in range(1, H + 1)}
     up = engine.upscale
     blank = core.std.BlankClip(rgb, width=rgb.width * up, height=rgb.height * up, keep=True)
 
-    def render(n: int, f: list[vs.VideoFrame], chunk, runs) -> vs.VideoFrame:
+    def render(n: int, f: list[vs.VideoFrame], chunk, runs, first: int) -> vs.VideoFrame:
         faces = chunk.faces.get(n, ())
-        if runs is None:  # state not cached: rebuild it from the chunk's crops (inputs 2.. = frames from span.start)
+        if runs is None:  # state not cached: rebuild it from the chunk's crops (inputs 2.. = frames from span.start,
+            # then the RGB frames first .. span.start - 1 of the priming frames, cropped here with this chunk's plan)
+            span = chunk.span
+            views: dict[int, Any] = {}
+
             def crop_of(m: int, track: int) -> Any:
-                return P.read_crop(f[2 + m - chunk.span.start], chunk.position(m, track), S)
+                if m >= span.start:
+                    return P.read_crop(f[2 + m - span.start], chunk.position(m, track), S)
+                if m not in views:
+                    views[m] = model_view(frame_to_rgb(f[2 + span.stop - span.start + m - first]))
+                return engine.crop(views[m], chunk.faces[m][chunk.position(m, track)])
 
             runs = [
-                engine.track_run(chunk.span, face.track, face.length, face.first, functools.partial(crop_of, track=face.track))
+                engine.track_run(span, face.track, face.length, face.first, functools.partial(crop_of, track=face.track), face.prime)
                 for face in faces
             ]
         restored = [engine.restored_face(run, face.index) for run, face in zip(runs, faces)]
@@ -277,11 +293,16 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
         runs = [held.get(face.track) for face in faces] if held is not None else None
         if runs is not None and all(r is not None for r in runs):
             # the node holds the runs themselves: they stay alive (and findable) until this frame is done
-            return blank.std.ModifyFrame([blank, rgb], _guarded(functools.partial(render, chunk=chunk, runs=runs)))
+            return blank.std.ModifyFrame([blank, rgb], _guarded(functools.partial(render, chunk=chunk, runs=runs, first=n)))
         needed = [block_crops[m - base] for m in range(chunk.span.start, chunk.span.stop)] if faces else []
-        return blank.std.ModifyFrame([blank, rgb, *needed], _guarded(functools.partial(render, chunk=chunk, runs=None)))
+        first = min((face.first for face in faces), default=chunk.span.start)
+        if first < chunk.span.start:  # priming frames (a primed chunk always starts its block: a cut runs cold)
+            if chunk.span.start != base or chunk.span.start - first > H:
+                raise RuntimeError(f"run of chunk [{chunk.span.start}, {chunk.span.stop}) starts at {first}, outside its priming window")
+            needed += [priming[base - m] for m in range(first, base)]
+        return blank.std.ModifyFrame([blank, rgb, *needed], _guarded(functools.partial(render, chunk=chunk, runs=None, first=first)))
 
-    restored = core.std.FrameEval(blank, _guarded(node), prop_src=plan, clip_src=[blank, rgb, plan, *block_crops])
+    restored = core.std.FrameEval(blank, _guarded(node), prop_src=plan, clip_src=[blank, rgb, plan, *block_crops, *priming.values()])
     return back(restored)
 
 

@@ -46,12 +46,12 @@ DET_BOXES = "KeepDetBoxes"  # float array: 4 per face (x1, y1, x2, y2)
 DET_SCORES = "KeepDetScores"  # float array: 1 per face
 DET_LANDMARKS = "KeepDetLandmarks"  # float array: 10 per face
 PLAN_SPANS = "KeepPlanSpans"  # int array: start, stop of every chunk of the block
-PLAN_FACES = "KeepPlanFaces"  # int array: 6 per face (chunk, frame, track, first, length, detected)
+PLAN_FACES = "KeepPlanFaces"  # int array: 7 per face (chunk, frame, track, first, length, detected, prime)
 PLAN_LANDMARKS = "KeepPlanLandmarks"  # float array: 10 per face (smoothed, float64 exact)
 PLAN_SMALL = "KeepPlanSmall"  # float array: 17 per tiny-face detection (chunk, frame, box 4, score, landmarks 10)
 CROPS = "KeepCrops"  # data: float32 (faces, S, S, 3) aligned crops of the frame's faces, in track order
 
-_PLAN_FACE_INTS = 6
+_PLAN_FACE_INTS = 7
 _SMALL_FLOATS = 17
 
 
@@ -92,7 +92,7 @@ def write_plan(props: Any, block: BlockPlan) -> None:
     for ci, c in enumerate(block.chunks):
         for m in sorted(c.faces):
             for f in c.faces[m]:
-                ints += [ci, f.frame, f.track, f.first, f.length, int(f.detected)]
+                ints += [ci, f.frame, f.track, f.first, f.length, int(f.detected), f.prime]
                 lms += [float(v) for v in f.landmarks.reshape(-1)]
         for m in sorted(c.small):
             for d in c.small[m]:
@@ -113,8 +113,9 @@ def read_plan(frame: vs.VideoFrame, base: int) -> BlockPlan:
     small: list[dict[int, list[Detection]]] = [{m: [] for m in range(s.start, s.stop)} for s in spans]
     ints = np.asarray(_ints(frame, PLAN_FACES), np.int64).reshape(-1, _PLAN_FACE_INTS)
     lms = _floats(frame, PLAN_LANDMARKS).reshape(-1, 5, 2)
-    for (ci, m, track, first, length, detected), lm in zip(ints.tolist(), lms):
-        faces[ci][m].append(FacePlan(track=track, frame=m, first=first, length=length, landmarks=lm.copy(), detected=bool(detected)))
+    for (ci, m, track, first, length, detected, prime), lm in zip(ints.tolist(), lms):
+        face = FacePlan(track=track, frame=m, first=first, length=length, landmarks=lm.copy(), detected=bool(detected), prime=prime)
+        faces[ci].setdefault(m, []).append(face)  # frames before the span: the run's priming frames
     for row in _floats(frame, PLAN_SMALL).reshape(-1, _SMALL_FLOATS):
         small[int(row[0])][int(row[1])].append(Detection(box=row[2:6], score=float(row[6]), landmarks=row[7:17].reshape(5, 2)))
     chunks = tuple(

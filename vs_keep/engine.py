@@ -57,6 +57,10 @@ class EngineOptions:
     #: `vs-keep` CLI turns it on for its own process; in a host such as vspipe set it (or `VS_KEEP_TUNE_MALLOC=1`)
     #: only when vs-keep owns the process
     tune_malloc: bool = False
+    #: frames before each chunk that prime KEEP's state (outputs discarded); 0 = official chunks
+    overlap: int = 0
+    #: low-band temporal stabilizer strength in [0, 1] (`vs_keep.face.stabilize`); 0 = off
+    stabilize: float = 0.0
 
 
 def pick_device(device: str | None) -> str:
@@ -92,6 +96,11 @@ def validate(o: EngineOptions) -> None:
                          f"decoder='auto' (got model={o.model!r}, decoder={o.decoder!r})")
     if o.tiny_faces not in (None, "dic"):
         raise InputError(f"tiny_faces must be None or 'dic', got {o.tiny_faces!r}")
+    from .face.overlap import check_overlap
+    from .face.stabilize import check_stabilize
+
+    check_overlap(o.overlap)
+    check_stabilize(o.stabilize)
     if o.tiny_faces and not 0 < o.tiny_min < o.min_face:
         raise InputError(f"tiny_min must be in (0, min_face={o.min_face:g}): faces in between go to DIC, got {o.tiny_min}")
 
@@ -241,5 +250,5 @@ def build_engine(o: EngineOptions) -> RandomAccessRestorer:
         restorer_factory=factory, detector=detector, chunk=o.chunk, scene_reset=o.scene_reset, faces=o.faces,
         min_face_size=o.min_face, max_gap=o.max_gap, upscale=o.upscale, antialias=o.antialias, exact=o.exact,
         parser=parser, cache_chunks=o.cache_chunks, tiny=tiny, tiny_min=o.tiny_min, device=device,
-        frame_device=frame_device(device),
+        frame_device=frame_device(device), overlap=o.overlap, stabilize=o.stabilize,
     )

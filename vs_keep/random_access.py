@@ -7,7 +7,9 @@ Output frame n is a pure function of the input frames of n's chunk and of the de
 - detections come from the window `chunk_window(start, stop)` (±20 frames of landmark smoothing plus gap
   bridging), cut at scene changes so that tracks and smoothing never cross a cut;
 - every track of the chunk is restored as one clip (KEEP's state resets at the chunk start), then each frame's
-  faces are pasted back.
+  faces are pasted back. With `overlap=k` (and `stabilize`, see `vs_keep.face.overlap` and `.face.stabilize`) the
+  clip starts up to `history(k, stabilize)` frames before the chunk (priming; their outputs are discarded): still a
+  bounded window, and a seek costs chunk + k steps.
 At default settings this is exactly the official script's chunking.
 
 Stages (each a function of values, never of request order):
@@ -25,6 +27,7 @@ stored wins, so callers never block on each other except on plain locks held by 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import weakref
@@ -40,7 +43,10 @@ from .errors import InputError
 from .face import FacePaste, PlacedFace, align_face, alignment_matrix, chunk_window, detect_faces, paste_faces, plan_chunk
 from .face.device import crops_to_clip, model_to_faces, to_frame_device, to_host
 from .face.plan import check_restore_layout, resolve_smoothing_ends
+from .face.overlap import check_overlap, primed_segments
+from .face.overlap import run_start as primed_run_start
 from .face.restorers import ClipRun
+from .face.stabilize import StabilizedRun, check_stabilize, history
 from .face.smooth import SIGMA
 from .face.tiny import TinyFace, TinyFaceRestorer, box_side
 from .face.track import LinkParams
@@ -71,8 +77,10 @@ class Span:
 
 @dataclass(frozen=True, eq=False)
 class FacePlan:
-    """One track's face in one frame of a chunk: where its segment (frames first .. first + length - 1 of the
-    chunk) starts, and its smoothed landmarks here."""
+    """One track's face in one frame of a chunk's run: where its segment (frames first .. first + length - 1 of
+    the run) starts, and its smoothed landmarks here. The first `prime` frames of the segment lie before the chunk
+    (`overlap=`/`stabilize=` priming: restored only to warm the state, never output); first may then lie in an
+    earlier block."""
 
     track: int
     frame: int
@@ -80,11 +88,12 @@ class FacePlan:
     length: int
     landmarks: np.ndarray  # (5, 2) float64
     detected: bool
+    prime: int = 0
 
     @property
     def index(self) -> int:
-        """Position of this frame in the track's clip (the recurrent step that produces it)."""
-        return self.frame - self.first
+        """Position of this frame among the track's output frames (`ClipRun.frame`; priming frames excluded)."""
+        return self.frame - self.first - self.prime
 
     @property
     def placed(self) -> PlacedFace:
@@ -93,7 +102,8 @@ class FacePlan:
 
 @dataclass(frozen=True, eq=False)
 class ChunkPlan:
-    """One chunk: its faces per frame (in track order) and the tiny-face detections per frame."""
+    """One chunk: its faces per frame (in track order) and the tiny-face detections per frame. `faces` also holds
+    the faces of the priming frames before `span.start` (see `FacePlan`); only frames of the span are output."""
 
     span: Span
     faces: dict[int, tuple[FacePlan, ...]]
@@ -201,14 +211,14 @@ class ChunkRuns:
 
     def __init__(self, span: Span) -> None:
         self.span = span
-        self._runs: dict[int, ClipRun] = {}
+        self._runs: dict[int, ClipRun | StabilizedRun] = {}
         self._lock = threading.Lock()
 
-    def get(self, track: int) -> ClipRun | None:
+    def get(self, track: int) -> ClipRun | StabilizedRun | None:
         with self._lock:
             return self._runs.get(track)
 
-    def put(self, track: int, run: ClipRun) -> ClipRun:
+    def put(self, track: int, run: ClipRun | StabilizedRun) -> ClipRun | StabilizedRun:
         with self._lock:
             return self._runs.setdefault(track, run)
 
@@ -232,7 +242,8 @@ class RandomAccessRestorer:
     min_face_size) then go through it per frame instead of being left alone. device: models on the same device
     share one lock (None: a lock of this engine's own). frame_device (`kernels.select.frame_device`; the CUDA
     device when the engine runs there): frames are copied there once (cached per frame index for a chunk plus its
-    detection window) and detection, crops, the model and the paste-back work on that copy.
+    detection window) and detection, crops, the model and the paste-back work on that copy. overlap / stabilize:
+    `vs_keep.face.overlap` and `vs_keep.face.stabilize` (0 = the official chunks).
     """
 
     def __init__(
@@ -258,8 +269,13 @@ class RandomAccessRestorer:
         tiny_min: float = 12.0,
         device: str | None = None,
         frame_device: torch.device | str | None = None,
+        overlap: int = 0,
+        stabilize: float = 0.0,
     ) -> None:
         check_restore_layout(faces, chunk, upscale)
+        self.overlap, self.stabilize = check_overlap(overlap), check_stabilize(stabilize)
+        #: frames a chunk's run may start before the chunk (0 = official chunks)
+        self.history = history(self.overlap, self.stabilize)
         self.restorer_factory = restorer_factory
         self.face_size = int(getattr(restorer_factory, "face_size", 512))
         self.detector = detector
@@ -290,7 +306,7 @@ class RandomAccessRestorer:
         """(left, right): `plan_block(base)` reads detections and scene flags of frames
         [base - left, base + chunk + right) only (clipped to the clip)."""
         far = 1 << 30  # far from frame 0, so the window is not clipped there
-        lo, hi = chunk_window(far, far + self.chunk, max_gap=self.link.max_gap, sigma=self.sigma)
+        lo, hi = chunk_window(far - self.history, far + self.chunk, max_gap=self.link.max_gap, sigma=self.sigma)
         return far - lo, hi - far - self.chunk
 
     def block_window(self, base: int, num_frames: int) -> tuple[int, int]:
@@ -309,6 +325,15 @@ class RandomAccessRestorer:
         self._check_index(n, access.num_frames)
         base = n - n % self.chunk
         return next(s for s in self.spans(base, access.scene_start, access.num_frames) if s.start <= n < s.stop)
+
+    def first_frame(self, start: int, flag: Callable[[int], bool]) -> int:
+        """First frame of the run of the chunk starting at `start`: `start` unless primed by overlap/stabilize
+        (never across the clip start or a scene start)."""
+        return primed_run_start(start, self.history, flag if self.scene_reset else None)
+
+    def run_start(self, span: Span, access: FrameAccess) -> int:
+        """`first_frame` of `span` over a FrameAccess (the CLI's linear pass releases frames before it)."""
+        return self.first_frame(span.start, access.scene_start)
 
     def _check_index(self, n: int, num_frames: int) -> None:
         if not 0 <= n < num_frames:
@@ -365,19 +390,21 @@ class RandomAccessRestorer:
     def _plan_chunk(
         self, span: Span, detect: Callable[[int], list[Detection]], flag: Callable[[int], bool], num_frames: int
     ) -> ChunkPlan:
-        lo, hi = chunk_window(span.start, span.stop, max_gap=self.link.max_gap, sigma=self.sigma)
+        run = self.first_frame(span.start, flag)
+        lo, hi = chunk_window(run, span.stop, max_gap=self.link.max_gap, sigma=self.sigma)
         hi = min(hi, num_frames)
         a, b = self._scene_limits(span, lo, hi, flag)
         every = {m: (detect(m) if a <= m < b else []) for m in range(lo, hi)}
         dets = {m: [d for d in v if box_side(d) >= self.min_face_size] for m, v in every.items()}
-        segments = plan_chunk(dets, span.start, span.stop, length=num_frames, link=self.link, sigma=self.sigma, ends=self.ends)
-        faces: dict[int, list[FacePlan]] = {m: [] for m in range(span.start, span.stop)}
-        for track, seg in enumerate(segments):
+        segments = plan_chunk(dets, run, span.stop, length=num_frames, link=self.link, sigma=self.sigma, ends=self.ends)
+        faces: dict[int, list[FacePlan]] = {m: [] for m in range(run, span.stop)}
+        for track, (seg, prime) in enumerate(primed_segments(segments, span.start)):
             first, length = int(seg.frames[0]), len(seg.frames)
             for k, f in enumerate(seg.frames):
                 faces[int(f)].append(
                     FacePlan(track=track, frame=int(f), first=first, length=length,
-                             landmarks=np.asarray(seg.landmarks[k], np.float64), detected=bool(seg.detected[k]))
+                             landmarks=np.asarray(seg.landmarks[k], np.float64), detected=bool(seg.detected[k]),
+                             prime=prime)
                 )
         small = {}
         if self.tiny is not None:
@@ -399,17 +426,23 @@ class RandomAccessRestorer:
     def cached_runs(self, span: Span) -> ChunkRuns | None:
         return self._runs.get((span.start, span.stop))  # type: ignore[return-value]
 
-    def track_run(self, span: Span, track: int, length: int, first: int, crop_of: Callable[[int], np.ndarray]) -> ClipRun:
+    def track_run(
+        self, span: Span, track: int, length: int, first: int, crop_of: Callable[[int], np.ndarray], prime: int = 0
+    ) -> ClipRun | StabilizedRun:
         """The recurrent run of one track of a chunk: the cached one, else a new one over the crops of frames
-        first .. first + length - 1 (`crop_of(m)`). Building a run does no model work."""
+        first .. first + length - 1 (`crop_of(m)`), the first `prime` of them before the chunk (priming), wrapped
+        in the low-band stabilizer when it is on. Building a run does no model work."""
         runs: ChunkRuns = self._runs.get((span.start, span.stop)) or self._runs.put((span.start, span.stop), ChunkRuns(span))  # type: ignore[assignment]
         run = runs.get(track)
         if run is not None:
             return run
         clip = crops_to_clip([crop_of(m) for m in range(first, first + length)])
-        return runs.put(track, ClipRun(self.restorer_factory(track), clip))
+        run: ClipRun | StabilizedRun = ClipRun(self.restorer_factory(track), clip, prime=prime)
+        if self.stabilize > 0:
+            run = StabilizedRun(run, self.stabilize)
+        return runs.put(track, run)
 
-    def restored_face(self, run: ClipRun, k: int) -> np.ndarray | torch.Tensor:
+    def restored_face(self, run: ClipRun | StabilizedRun, k: int) -> np.ndarray | torch.Tensor:
         """Frame k of a track's clip, restored: (S, S, 3) float32 in [0, 1] (on the frame device on the CUDA
         frame path)."""
         with self._model_lock:
@@ -417,6 +450,8 @@ class RandomAccessRestorer:
             y = run.frame(k)
             done = run.steps - before
         self.stats.add("model_steps", done)
+        if self.frame_device is not None:  # the stabilizer works on the host: its faces come back from there
+            y = y.to(self.frame_device)
         return model_to_faces(y[None], exact=self.exact, on_device=self.frame_device is not None)[0]
 
     def compose(
@@ -446,15 +481,21 @@ class RandomAccessRestorer:
         """Output frame n (input size x upscale, input dtype) and the faces pasted into it."""
         self._check_index(n, access.num_frames)
         base = n - n % self.chunk
-        block = self.plan_block(base, lambda m: self.detect(m, access.frame(m)), access.scene_start, access.num_frames)
+        block = self.plan_block(base, functools.partial(self._detect_from, access=access), access.scene_start, access.num_frames)
         chunk = block.chunk_of(n)
         restored = []
         for face in chunk.faces.get(n, ()):
             crop_of = lambda m, t=face.track: self.crop(access.frame(m), chunk.faces[m][chunk.position(m, t)])  # noqa: E731
-            run = self.track_run(chunk.span, face.track, face.length, face.first, crop_of)
+            run = self.track_run(chunk.span, face.track, face.length, face.first, crop_of, face.prime)
             restored.append(self.restored_face(run, face.index))
         view = access.frame(n)
         return self.compose(n, view if frame is None else frame, view, chunk, restored)
+
+    def _detect_from(self, m: int, access: FrameAccess) -> list[Detection]:
+        """`detect` over a FrameAccess, reading the frame only on a cache miss (a linear pass has released the
+        frames before the current run, whose detections the next block's window still asks for)."""
+        hit = self.cached_detections(m)
+        return hit if hit is not None else self.detect(m, access.frame(m))
 
     def close(self) -> None:
         """Drop caches and every model reference (restorer, detector, parser, DIC) so their memory can go."""
@@ -471,7 +512,7 @@ class RandomAccessRestorer:
 
 class StreamAccess:
     """`FrameAccess` over frames arriving in order (a decoder): reads ahead on demand and keeps only the frames a
-    linear pass can still ask for. `restore_stream` drops everything before the current chunk's start; detections
+    linear pass can still ask for. `restore_stream` drops everything before the current chunk's run start; detections
     of older frames are served from the restorer's cache."""
 
     def __init__(self, frames, num_frames: int) -> None:
@@ -514,5 +555,5 @@ def restore_stream(engine: RandomAccessRestorer, frames, num_frames: int) -> Ite
     access = StreamAccess(frames, num_frames)
     for n in range(num_frames):
         result = engine.render(n, access)
-        access.release_before(result.span.start)
+        access.release_before(engine.run_start(result.span, access))
         yield result

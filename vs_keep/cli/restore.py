@@ -25,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="local checkpoint file (default: the official file, downloaded on first use)")
     p.add_argument("--aligned", action="store_true", help="frames are already aligned face crops")
     p.add_argument("--chunk", type=int, default=20, help="KEEP chunk length; state resets at each chunk (default 20)")
+    p.add_argument("--overlap", type=int, default=0,
+                   help="frames before each chunk that prime KEEP's state (outputs discarded; default 0 = official)")
+    p.add_argument("--stabilize", type=float, default=0.0,
+                   help="low-band temporal stabilizer strength in [0,1] (default 0 = off)")
     p.add_argument("--fidelity", type=float, default=0.5, help="CodeFormer fidelity weight w in [0,1] (default 0.5)")
     p.add_argument("--faces", choices=["all", "largest", "center"], default="all", help="which faces (official: largest)")
     p.add_argument("--min-face", type=float, default=20.0, help="ignore faces smaller than this (box side, px)")
@@ -62,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--chunk must be >= 1, got {args.chunk}")
     if not 0.0 <= args.fidelity <= 1.0:
         raise InputError(f"--fidelity must be in [0,1], got {args.fidelity}")
+    if args.aligned and (args.overlap or args.stabilize):
+        raise InputError("--overlap and --stabilize work on whole frames (face tracks); drop them with --aligned")
     source = FrameSource(args.input)
     total = checked_length(source)  # empty or truncated input: fail before loading anything
     options = EngineOptions(
@@ -71,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         tiny_weights=args.tiny_weights, tiny_min=args.tiny_min, fp16=args.fp16, decoder=args.decoder,
         cpu_fast=not args.reference_ops, cpu_precision="bf16" if args.cpu_bf16 else "fp32",
         tune_malloc=not args.reference_ops, max_gap=args.max_gap,  # tune_malloc: this process is ours
+        overlap=args.overlap, stabilize=args.stabilize,
     )
     if args.shards is not None or args.ray is not None:
         return _run_sharded(args, options, source)

@@ -118,15 +118,23 @@ class ClipRun:
     """One track's clip of one chunk, restored lazily: `frame(k)` returns restored frame k, (3, S, S) in model
     range, doing only the work needed so far. For KEEP that is `prepare_chunk` once, then one recurrent step per new
     frame (consecutive requests advance the state one step each; frame k costs at most k + 1 steps). CodeFormer
-    runs per frame; any other restorer runs on the whole clip at the first request. Thread-safe."""
+    runs per frame; any other restorer runs on the whole clip at the first request. Thread-safe.
 
-    def __init__(self, restorer: Restorer, clip: torch.Tensor) -> None:
+    prime: the clip's first `prime` frames only warm up the restorer (KEEP's state, `overlap=`): `frame(k)` is clip
+    frame `prime + k`, so frame k costs at most prime + k + 1 steps; `run_frame(i)` reads any frame of the run,
+    priming frames included (the stabilizer's history). prime=0 is the official chunk."""
+
+    def __init__(self, restorer: Restorer, clip: torch.Tensor, prime: int = 0) -> None:
         import threading
 
         self.clip = clip
         self.restorer = restorer
-        self.length = int(clip.shape[0])
-        self.outputs: list[torch.Tensor | None] = [None] * self.length
+        self.total = int(clip.shape[0])
+        self.prime = int(prime)
+        if not 0 <= self.prime < self.total:
+            raise InputError(f"ClipRun: prime={prime} must leave at least one frame of the {self.total}-frame clip")
+        self.length = self.total - self.prime
+        self.outputs: list[torch.Tensor | None] = [None] * self.total
         self.steps = 0  # model frames computed (seek-cost accounting)
         self._lock = threading.Lock()
         self._chunk = None
@@ -138,10 +146,16 @@ class ClipRun:
     def frame(self, k: int) -> torch.Tensor:
         if not 0 <= k < self.length:
             raise IndexError(f"frame {k} outside the clip of {self.length}")
+        return self.run_frame(self.prime + k)
+
+    def run_frame(self, i: int) -> torch.Tensor:
+        """Frame i of the whole run (0 = first priming frame)."""
+        if not 0 <= i < self.total:
+            raise IndexError(f"run frame {i} outside the run of {self.total}")
         with self._lock:
-            if self.outputs[k] is None:
-                self._compute(k)
-            out = self.outputs[k]
+            if self.outputs[i] is None:
+                self._compute(i)
+            out = self.outputs[i]
         assert out is not None
         return out
 
@@ -158,7 +172,7 @@ class ClipRun:
                     out, self._state = m.step(self._chunk, self._state)
                     self.outputs[t] = out[0].float().to(self.clip.device)
                     self.steps += 1
-                if self._state.t >= self.length:  # done: drop the chunk's features and flows
+                if self._state.t >= self.total:  # done: drop the chunk's features and flows
                     self._chunk = self._state = None
         elif self._kind == "codeformer":
             self.outputs[k] = r(self.clip[k : k + 1])[0]
@@ -169,6 +183,6 @@ class ClipRun:
                 raise InputError(
                     f"restorer returned {getattr(y, 'shape', type(y).__name__)}, expected a tensor of shape {tuple(self.clip.shape)}"
                 )
-            for i in range(self.length):
+            for i in range(self.total):
                 self.outputs[i] = y[i]
-            self.steps += self.length
+            self.steps += self.total
