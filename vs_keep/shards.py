@@ -43,6 +43,9 @@ KILL_ENV = "VS_KEEP_TEST_KILL_SHARD"
 MAX_RETRIES = 3
 
 
+__all__ = ["Encoding", "Shard", "ShardError", "ShardJob", "ShardResult", "WindowAccess", "concat_segments", "plan_shards",
+           "restore_sharded", "run_shard"]
+
 class ShardError(VsKeepError, RuntimeError):
     """A shard could not be completed (its worker kept failing)."""
 
