@@ -95,3 +95,21 @@ def test_identity_names_cpu_torch_and_threads(home: Path) -> None:
         torch.set_num_threads(before)
     assert one is not two and one.path != two.path and two.identity["threads"] == 2
     assert one.path is not None and one.path.parent == home / "cpu"
+
+
+def test_processes_sharing_a_cache_agree(home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
+    """A shape another process measured after this one loaded its table is read, not measured again (shards and
+    Ray workers on one machine must run the same kernels); a new cache root gets its own table."""
+    tab = cpu_choice.table()  # loaded now, while the file holds nothing
+    other = cpu_choice.KernelTable(tab.identity, tab.path)  # "another process" measures the shape and saves
+    other.choices["conv:test"] = {"kind": "winograd", "ms": {"default": 2.0, "winograd": 1.0}}
+    other.save()
+
+    def never(kind: str) -> torch.Tensor:
+        raise AssertionError(f"measured {kind} although the shared table holds the shape")
+
+    assert cpu_choice.pick("conv:test", ["default", "winograd"], never, "winograd") == ("winograd", None)
+    assert tab.measured == 0
+
+    monkeypatch.setenv("VS_KEEP_HOME", str(tmp_path_factory.mktemp("other-home")))
+    assert cpu_choice.table() is not tab and "conv:test" not in cpu_choice.table().choices

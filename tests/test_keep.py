@@ -35,6 +35,11 @@ def keep_path(tmp_path_factory: pytest.TempPathFactory):
 #: convolutions round ~7x coarser per layer (runtime.cpu) and land at ~1e-4, still 50x below the smallest
 #: official top-2 margin that does not flip (the knife-edge token's 4.8e-5 is the exception handled below).
 LOGIT_TOL = {"reference": 1e-4, "shipped": 5e-4}
+#: max abs gain error. The reference path lands at ~5e-6. The shipped path picks its kernels per CPU
+#: (runtime.cpu_choice), so its error depends on the machine: 1.13e-5 measured on an AMD EPYC (CI) where Winograd
+#: won for the gain network's inputs. A gain error of 5e-5 moves a latent by < 5e-5 of the prediction-observation
+#: gap, far below the logit tolerance above. Exactness is proven in float64 (test_float64_matches_official_float64 below).
+GAIN_TOL = {"reference": 1e-5, "shipped": 5e-5}
 
 
 @pytest.fixture(scope="module", params=["reference", "shipped"])
@@ -95,10 +100,10 @@ def test_structure(keep_full: KEEP) -> None:
 
 
 @pytest.mark.slow
-def test_chunk_stage_parity(run: dict, golden: dict[str, torch.Tensor]) -> None:
+def test_chunk_stage_parity(run: dict, golden: dict[str, torch.Tensor], variant: str) -> None:
     chunk = run["chunk"]
     assert (chunk.z_obs - golden["z_codes"]).abs().max() < 1e-4
-    assert (chunk.gains - golden["gains"]).abs().max() < 1e-5
+    assert (chunk.gains - golden["gains"]).abs().max() < GAIN_TOL[variant]
     flow_err = (chunk.flows - golden["flows"]).abs()
     # px; flows reach 364 px. fp32 rounding alone moves them by ~0.02 px here (the fixture vs an fp64 run: 0.017)
     assert flow_err.max() < 0.1 and flow_err.mean() < 5e-3

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..sampling import antialias_sigma, warp_scale
 
 __all__ = [
-    "BORDER_RGB", "FFHQ_TEMPLATE_512", "align_face", "alignment_matrix", "antialias_sigma", "estimate_similarity",
-    "face_template", "invert_affine", "to_unit_float", "warp_scale",
+    "BORDER_RGB", "FFHQ_TEMPLATE_512", "align_face", "alignment_matrix", "estimate_similarity",
+    "face_template", "invert_affine", "to_unit_float",
 ]
 
 #: FFHQ 512x512 template (facexlib / CodeFormer / KEEP), RetinaFace landmark order.
@@ -84,22 +85,6 @@ def alignment_matrix(landmarks: np.ndarray, face_size: int, method: str = "lstsq
 def invert_affine(m: np.ndarray) -> np.ndarray:
     """Inverse of a (2, 3) affine matrix (cv2's arithmetic, so exact mode matches the official code bit for bit)."""
     return cv2.invertAffineTransform(np.asarray(m, np.float64))
-
-
-def warp_scale(m: np.ndarray) -> float:
-    """Output pixels per input pixel of a similarity/affine matrix (geometric mean over the axes)."""
-    return math.sqrt(abs(float(np.linalg.det(np.asarray(m, np.float64)[:, :2]))))
-
-
-def antialias_sigma(scale: float) -> float:
-    """Gaussian prefilter sigma (input pixels) before resampling by `scale` (< 1 shrinks).
-
-    sqrt(1/s^2 - 1)/2 brings the source band close to the output Nyquist limit while leaving room for the blur
-    bilinear sampling adds itself (so it fades to 0 as the scale approaches 1).
-    """
-    if scale >= 1.0:
-        return 0.0
-    return 0.5 * math.sqrt(1.0 / (scale * scale) - 1.0)
 
 
 def _source_roi(m_inv: np.ndarray, size: int, pad: int, height: int, width: int) -> tuple[int, int, int, int]:

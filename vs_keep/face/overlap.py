@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from ..errors import InputError
 from .plan import Segment
 
+__all__ = ["check_overlap", "primed_segments", "run_start"]
+
 
 def check_overlap(overlap: object) -> int:
     """`overlap` as a validated frame count (>= 0)."""

@@ -19,12 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from ..errors import InputError
-from .align import antialias_sigma, invert_affine, warp_scale
+from ..sampling import antialias_sigma, warp_scale
+from .align import invert_affine
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,8 +165,11 @@ def paste_faces(
     if int(upscale) != upscale or upscale < 1:
         raise InputError(f"upscale must be a whole number >= 1, got {upscale}")
     upscale = int(upscale)
-    if not isinstance(frame, np.ndarray):  # a tensor frame on the engine's device (CUDA): paste it there
-        from ..kernels.frames import paste_faces_tensor
+    if not isinstance(frame, np.ndarray):  # a tensor frame on the engine's device (CUDA)
+        if exact or background is not None:  # the official arithmetic / a host upsampler: one round trip to the host
+            return _paste_on_host(frame, faces, upscale=upscale, exact=exact, antialias=antialias,
+                                  background=background, return_alpha=return_alpha)
+        from ..kernels.frames import paste_faces_tensor  # paste it there
 
         return paste_faces_tensor(frame, faces, upscale=upscale, exact=exact, antialias=antialias, background=background,
                                   return_alpha=return_alpha)
@@ -192,3 +197,19 @@ def paste_faces(
         else:
             out[y0:y1, x0:x1] = canvas
     return (out, alpha) if return_alpha else out
+
+
+def _host(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def _paste_on_host(frame: Any, faces: Sequence[FacePaste], *, return_alpha: bool, **options: Any) -> Any:
+    """`paste_faces` of a tensor frame through the cv2 path; the result goes back to the frame's device."""
+    import torch
+
+    host = [FacePaste(_host(f.image), np.asarray(f.matrix), None if f.parse_mask is None else _host(f.parse_mask))
+            for f in faces]
+    res = paste_faces(frame.cpu().numpy(), host, return_alpha=return_alpha, **options)
+    if return_alpha:
+        return torch.from_numpy(res[0]).to(frame.device), torch.from_numpy(res[1]).to(frame.device)
+    return torch.from_numpy(res).to(frame.device)

@@ -29,6 +29,8 @@ import torch
 from ..errors import InputError
 from ..evaluation.temporal import DisFlow, occlusion_mask, warp
 
+__all__ = ["SIGMA", "WINDOW", "WORK", "LowBandStabilizer", "StabilizedRun", "check_stabilize", "history"]
+
 #: previous faces averaged into each face's low band
 WINDOW = 4
 #: Gaussian σ of the low band, in pixels of a 512 face

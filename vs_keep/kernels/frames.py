@@ -50,19 +50,12 @@ def paste_faces_tensor(
     return_alpha: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """`face.paste_faces` for an (H, W, 3) uint8 / float [0, 1] tensor frame; faces: `FacePaste` whose image
-    (and parse_mask) may be tensors on the frame's device. Returns a tensor (and the alpha tensor) there."""
+    (and parse_mask) may be tensors on the frame's device. Returns a tensor (and the alpha tensor) there.
+    `exact` and a host `background` take the cv2 path; `face.paste_faces` makes that round trip before calling here."""
+    if exact or background is not None:
+        raise InputError("paste_faces_tensor: exact=True or a host background needs face.paste_faces (the cv2 path)")
     from . import paste_face_masks
 
-    if exact or background is not None:  # the official arithmetic / a host upsampler: the cv2 path, one round trip
-        from ..face.paste import FacePaste, paste_faces
-
-        host = [FacePaste(_host(f.image), np.asarray(f.matrix), None if f.parse_mask is None else _host(f.parse_mask))
-                for f in faces]
-        res = paste_faces(frame.cpu().numpy(), host, upscale=upscale, exact=exact, antialias=antialias,
-                          background=background, return_alpha=return_alpha)
-        if return_alpha:
-            return torch.from_numpy(res[0]).to(frame.device), torch.from_numpy(res[1]).to(frame.device)
-        return torch.from_numpy(res).to(frame.device)
     out = upscale_background_tensor(frame, upscale)
     h, w = out.shape[:2]
     alpha = torch.zeros((h, w), dtype=torch.float32, device=frame.device) if return_alpha else None
@@ -85,7 +78,3 @@ def paste_faces_tensor(
     else:
         out = canvas.to(out.dtype)
     return (out, alpha) if alpha is not None else out
-
-
-def _host(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)

@@ -17,6 +17,7 @@ rule of `CpuOptions(auto=False)`), e.g. to reproduce a run from another machine.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ import platform
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,13 +83,18 @@ class KernelTable:
         self.path = path
         self.choices: dict[str, dict[str, Any]] = {}
         self.measured = 0  # shapes measured by this process (0 once the cache holds every shape)
-        if path is not None and path.exists():
-            try:
-                data = json.loads(path.read_text())
-                if data.get("identity") == identity:
-                    self.choices = dict(data.get("choices", {}))
-            except (OSError, ValueError) as exc:
-                log.warning("ignoring unreadable CPU kernel table %s (%s); measuring again", path, exc)
+        self.reload()
+
+    def reload(self) -> None:
+        """Add the file's entries (they win: another process may have measured a shape since this one loaded)."""
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            if data.get("identity") == self.identity:
+                self.choices.update(data.get("choices", {}))
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable CPU kernel table %s (%s); measuring again", self.path, exc)
 
     def save(self) -> None:
         """Merge into the file (entries already there win: a cached choice never changes) and replace it atomically."""
@@ -116,18 +122,41 @@ class KernelTable:
 
 
 def table() -> KernelTable:
-    """The kernel table for this CPU, torch version and the current thread count (loaded once per process)."""
+    """The kernel table for this CPU, torch version, the current thread count and cache root (loaded once per
+    process and root: a process that changes VS_KEEP_HOME reads and writes the table of the new root)."""
     identity = cpu_identity()
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    if key not in _TABLES:
+    try:
         from ..cache import folder
 
-        try:
-            path: Path | None = folder("cpu") / f"kernels-{key}.json"
-        except Exception:  # noqa: BLE001 - no usable cache location: measure per process
-            path = None
-        _TABLES[key] = KernelTable(identity, path)
-    return _TABLES[key]
+        path: Path | None = folder("cpu") / f"kernels-{key}.json"
+    except Exception:  # noqa: BLE001 - no usable cache location: measure per process
+        path = None
+    slot = f"{key}:{path}"
+    if slot not in _TABLES:
+        _TABLES[slot] = KernelTable(identity, path)
+    return _TABLES[slot]
+
+
+@contextlib.contextmanager
+def _machine_lock(tab: KernelTable) -> Iterator[None]:
+    """Serialise measuring across the processes that share the table file (shards, vspipe jobs, Ray workers on
+    one machine): the first measures a shape, the others read its choice, so they all run the same kernels."""
+    if tab.path is None:
+        yield
+        return
+    try:
+        from ..atomic import file_lock
+
+        lock = file_lock(tab.path.with_suffix(".lock"))
+        lock.__enter__()
+    except OSError:  # read-only cache: choices agree within this process only
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _forced(candidates: Sequence[str], fixed: str) -> str | None:
@@ -154,7 +183,8 @@ def pick(shape: str, candidates: Sequence[str], run: Callable[[str], Tensor], fi
     entry = tab.choices.get(shape)
     if entry is not None and entry.get("kind") in candidates:
         return entry["kind"], None
-    with _LOCK:
+    with _LOCK, _machine_lock(tab):
+        tab.reload()
         entry = tab.choices.get(shape)
         if entry is not None and entry.get("kind") in candidates:
             return entry["kind"], None
