@@ -1,7 +1,8 @@
 """`keep(clip, ...)`: KEEP face restoration as a VapourSynth filter.
 
-Graph: (YUV -> RGBS when needed) -> one FrameEval-wrapped ModifyFrame per requested frame (so frames are served in
-parallel) -> engine `RandomAccessRestorer.render(n)` -> (RGBS -> the input's YUV format). The engine makes output
+Graph: working_clip (RGB at full precision, scene flags) -> one FrameEval-wrapped ModifyFrame per requested frame
+(so frames are served in parallel) -> engine `RandomAccessRestorer.render(n, layer=True)` (faces as colour + alpha)
+-> compose (merged into the untouched source in its own format, see compose.py). The engine makes output
 n a pure function of n's chunk, so request order, seeks and thread counts never change a frame. The filter only
 pulls upstream frames synchronously and never requests its own output (that deadlocks, see VAPOURSYNTH-NOTES E2).
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,13 +19,11 @@ import vapoursynth as vs
 from vs_keep.errors import VsKeepError
 
 from . import props as P
-from .frames import frame_to_rgb, model_view, write_rgb
+from .compose import compose, mask_out, scene_flags, split_layer, working_clip
+from .frames import frame_to_rgb, layer_clip, model_view, write_layer
 
 log = logging.getLogger("vs_keep.plugin")
 core = vs.core
-
-RGB_FORMATS = (vs.RGB24, vs.RGBS, vs.RGBH)
-
 
 def _fail(msg: str) -> vs.Error:
     return vs.Error(f"keep: {msg}")
@@ -66,58 +64,23 @@ def _check_clip(clip: Any) -> None:
         raise _fail("clip has no frames")
 
 
-def _to_rgb(clip: vs.VideoNode, matrix_in_s: str | None) -> tuple[vs.VideoNode, Callable[[vs.VideoNode], vs.VideoNode]]:
-    """The clip in a working RGB format and a function that converts the result back to the input's format."""
-    fmt = clip.format
-    if fmt.id in RGB_FORMATS:
-        return clip, lambda c: c
-    if fmt.color_family == vs.RGB:
-        work = vs.RGBS if fmt.sample_type == vs.FLOAT else vs.RGB24
-        hint = "RGBS" if work == vs.RGBS else "RGB24"
-        log.debug("converting %s to %s", fmt.name, hint)
-        return clip.resize.Point(format=work), lambda c: c.resize.Point(format=fmt.id)
-    if fmt.color_family == vs.GRAY:
-        raise _fail(
-            f"GRAY input ({fmt.name}) is not supported; make it RGB first, e.g. "
-            "core.std.ShufflePlanes(clip, [0, 0, 0], vs.RGB) then resize to RGBS"
-        )
-    # YUV: honour _Matrix/_Range (or matrix_in_s), restore the same on the way out.
-    with clip.get_frame(0) as f0:
-        matrix = f0.props.get(P.MATRIX)
-        full = P.is_full_range(f0, default=False)
-    if matrix_in_s is None and (matrix is None or int(matrix) == 2):  # 2 = unspecified
-        raise _fail(
-            f"{fmt.name} input has no usable _Matrix frame property; pass matrix_in_s='709' (or '170m', '2020ncl', ...) "
-            "or convert to RGBS yourself, e.g. core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s='709')"
-        )
-    kw_in: dict[str, Any] = {"matrix_in_s": matrix_in_s} if matrix_in_s else {}
-    rgb = clip.resize.Bicubic(format=vs.RGBS, **kw_in)
-    kw_out: dict[str, Any] = {"matrix_s": matrix_in_s} if matrix_in_s else {"matrix": int(matrix)}
-    kw_out["range"] = vs.RANGE_FULL if full else vs.RANGE_LIMITED
-
-    def back(c: vs.VideoNode) -> vs.VideoNode:
-        return c.resize.Bicubic(format=fmt.id, **kw_out)
-
-    return rgb, back
-
-
-def build_filter(clip: vs.VideoNode, engine: Any, *, debug_props: bool, matrix_in_s: str | None) -> vs.VideoNode:
+def build_filter(clip: vs.VideoNode, engine: Any, *, debug_props: bool, matrix_in_s: str | None, gray: bool | str = "auto",
+                 scene_detect: str = "auto", mask: bool = False) -> vs.VideoNode:
     """Wire the engine into a clip. `engine` is a vs_keep.random_access.RandomAccessRestorer."""
-    rgb, back = _to_rgb(clip, matrix_in_s)
+    work = working_clip(clip, matrix_in_s, gray)  # issue 12 boundary: model input at full precision
+    rgb = scene_flags(work.rgb, scene_detect) if engine.scene_reset else work.rgb
     access = _ClipAccess(rgb)
     up = engine.upscale
-    blank = core.std.BlankClip(rgb, width=rgb.width * up, height=rgb.height * up, keep=True)
+    blank = layer_clip(rgb, rgb.width * up, rgb.height * up)
     src_clips = [blank, rgb]
 
     def render(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         try:
-            # paste onto the frame as it is (float input unclamped); faces are cropped from the clamped view
-            result = engine.render(n, access, frame=frame_to_rgb(f[1]))
+            result = engine.render(n, access, layer=True)  # faces as colour + alpha; compose() merges them
         except VsKeepError as exc:
             raise _fail(str(exc)) from None
         out = f[0].copy()
-        write_rgb(out, result.image)
-        out.props.update(dict(f[1].props))
+        write_layer(out, result.image, result.alpha)
         if debug_props:
             faces = result.faces
             out.props[P.FACES] = len(faces)
@@ -136,5 +99,9 @@ def build_filter(clip: vs.VideoNode, engine: Any, *, debug_props: bool, matrix_i
         # a fresh ModifyFrame per frame: callbacks of different frames may run in parallel
         return blank.std.ModifyFrame(clips=src_clips, selector=render)
 
-    restored = core.std.FrameEval(blank, per_frame, clip_src=src_clips)
-    return back(restored)
+    stacked = core.std.FrameEval(blank, per_frame, clip_src=src_clips)
+    layer, alpha = split_layer(stacked)
+    if mask:
+        return mask_out(alpha)
+    out = compose(work, layer, alpha, up)  # the source's own format; untouched where alpha is 0
+    return core.std.CopyFrameProps(out, stacked, props=list(P.WRITTEN)) if debug_props else out

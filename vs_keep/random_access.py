@@ -27,7 +27,7 @@ import numpy as np
 from .errors import InputError
 import torch
 
-from .face import FacePaste, PlacedFace, align_face, alignment_matrix, chunk_window, detect_faces, paste_faces, plan_chunk
+from .face import FacePaste, PlacedFace, align_face, alignment_matrix, chunk_window, detect_faces, paste_faces, paste_layer, plan_chunk
 from .face.plan import check_restore_layout, resolve_smoothing_ends
 from .face.restorers import ClipRun
 from .face.smooth import SIGMA
@@ -75,6 +75,8 @@ class RenderedFrame:
     faces: tuple[PlacedFace, ...]
     span: Span
     tiny: tuple[TinyFace, ...] = ()
+    #: render(layer=True): `image` is the faces' colour layer and this their alpha (vs_keep.face.FaceLayer)
+    alpha: np.ndarray | None = None
 
 
 class _LRU:
@@ -241,8 +243,9 @@ class RandomAccessRestorer:
 
         return chunk.tiny.get(n, run)  # type: ignore[return-value]
 
-    def render(self, n: int, access: FrameAccess, frame: np.ndarray | None = None) -> RenderedFrame:
-        """Output frame n (input size x upscale, input dtype) and the faces pasted into it."""
+    def render(self, n: int, access: FrameAccess, frame: np.ndarray | None = None, layer: bool = False) -> RenderedFrame:
+        """Output frame n (input size x upscale, input dtype) and the faces pasted into it. layer: return the faces
+        as colour + alpha instead (the caller composites them into the source in its own format)."""
         span = self.span(n, access)
         chunk = self.chunk_faces(span, access)
         faces = chunk.per_frame.get(n, [])
@@ -253,6 +256,10 @@ class RandomAccessRestorer:
             img = self._face_image(run, k)
             mask = self.parser(img, exact=self.exact) if self.parser is not None else None
             pastes.append(FacePaste(img, mat, mask))
+        if layer:
+            fl = paste_layer(pastes, frame.shape[:2], upscale=self.upscale, exact=self.exact, antialias=self.antialias)
+            return RenderedFrame(image=fl.color, faces=tuple(f[3] for f in faces), span=span,
+                                 tiny=tuple(t[1] for t in tiny), alpha=fl.alpha)
         image = paste_faces(frame, pastes, upscale=self.upscale, exact=self.exact, antialias=self.antialias, background=self.background)
         return RenderedFrame(image=image, faces=tuple(f[3] for f in faces), span=span, tiny=tuple(t[1] for t in tiny))
 
@@ -268,12 +275,15 @@ class StreamAccess:
     linear pass can still ask for. `restore_stream` drops everything before the current chunk's start; detections
     of older frames are served from the restorer's cache."""
 
-    def __init__(self, frames, num_frames: int) -> None:
+    def __init__(self, frames, num_frames: int, scene: Callable[[np.ndarray, np.ndarray], bool] | None = None) -> None:
         self._it = iter(frames)
         self.num_frames = int(num_frames)
         self._buf: dict[int, np.ndarray] = {}
         self._next = 0
         self._floor = 0
+        self._scene = scene  # cut detector on (frame n-1, frame n), decided as frames arrive
+        self._cuts: set[int] = set()
+        self._last: np.ndarray | None = None
 
     def frame(self, n: int) -> np.ndarray:
         if n < self._floor:
@@ -285,12 +295,19 @@ class StreamAccess:
                 raise InputError(
                     f"the input ended after {self._next} frames but {self.num_frames} were announced"
                 ) from None
-            self._buf[self._next] = np.asarray(img)
+            img = np.asarray(img)
+            if self._scene is not None and self._last is not None and self._scene(self._last, img):
+                self._cuts.add(self._next)
+            self._buf[self._next] = self._last = img
             self._next += 1
         return self._buf[n]
 
     def scene_start(self, n: int) -> bool:
-        return False
+        if self._scene is None or n <= 0:
+            return False
+        if n >= self._next:
+            self.frame(min(n, self.num_frames - 1))
+        return n in self._cuts
 
     def release_before(self, n: int) -> None:
         self._floor = max(self._floor, n)
@@ -302,11 +319,13 @@ class StreamAccess:
         return len(self._buf)
 
 
-def restore_stream(engine: RandomAccessRestorer, frames, num_frames: int):
+def restore_stream(engine: RandomAccessRestorer, frames, num_frames: int, *, layer: bool = False,
+                   scene: Callable[[np.ndarray, np.ndarray], bool] | None = None):
     """Linear pass over `frames` (an iterable of RGB arrays): yields RenderedFrame n = 0..num_frames-1 in order,
-    identical to random access on the same frames, with memory bounded by one chunk plus its look-ahead."""
-    access = StreamAccess(frames, num_frames)
+    identical to random access on the same frames, with memory bounded by one chunk plus its look-ahead.
+    layer: faces as colour + alpha (see `render`); scene: cut detector on (frame n-1, frame n)."""
+    access = StreamAccess(frames, num_frames, scene)
     for n in range(num_frames):
-        result = engine.render(n, access)
+        result = engine.render(n, access, layer=layer)
         access.release_before(result.span.start)
         yield result

@@ -248,4 +248,5 @@ def paste_layer(
         np.divide(canvas, a, out=canvas, where=a > 0)
         canvas[np.broadcast_to(a <= 0, canvas.shape)] = 0.0
         np.clip(canvas, 0.0, 1.0, out=canvas)
+        np.clip(window, 0.0, 1.0, out=window)  # 1 - prod(1 - m) can round to 1 + 1e-7
     return FaceLayer(color=color, alpha=alpha, box=box)
