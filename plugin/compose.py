@@ -119,12 +119,15 @@ def working_clip(clip: vs.VideoNode, matrix_in_s: str | None = None, gray: bool 
     # YUV: honour _Matrix (or matrix_in_s) both ways
     with clip.get_frame(0) as f0:
         matrix = f0.props.get(P.MATRIX)
+        chromaloc = f0.props.get("_ChromaLocation")
     if matrix_in_s is None and (matrix is None or int(matrix) == 2):  # 2 = unspecified
         raise _fail(
             f"{fmt.name} input has no usable _Matrix frame property; pass matrix_in_s='709' (or '170m', '2020ncl', ...) "
             "or convert to RGBS yourself, e.g. core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s='709')"
         )
     to_yuv: dict[str, Any] = {"matrix_s": matrix_in_s} if matrix_in_s else {"matrix": int(matrix)}
+    if chromaloc is not None:  # the layer's chroma sited like the source's
+        to_yuv["chromaloc"] = int(chromaloc)
     src_f = _as_float(clip, ffmt, full)
     rgb = src_f.resize.Bicubic(format=vs.RGBS, matrix_in_s=matrix_in_s) if matrix_in_s else src_f.resize.Bicubic(format=vs.RGBS)
     flat = gray is True or (gray == "auto" and _looks_gray(rgb))
