@@ -25,6 +25,7 @@ from .frames import frame_to_rgb, layer_clip, model_view, write_layer
 log = logging.getLogger("vs_keep.plugin")
 core = vs.core
 
+
 def _fail(msg: str) -> vs.Error:
     return vs.Error(f"keep: {msg}")
 

@@ -127,3 +127,42 @@ def test_stream_access_flags_cuts_as_frames_arrive() -> None:
     access = StreamAccess(iter(shot_a + shot_b), 6, is_cut)
     assert [access.scene_start(n) for n in range(6)] == [False, False, False, True, False, False]
     assert not StreamAccess(iter(shot_a + shot_b), 6).scene_start(3)  # no detector: no cut
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p10le", "yuv444p16le", "gbrp10le", "gbrpf32le", "gray", "gray16le",
+                                     "nv12", "rgb24", "yuvj420p"])
+def test_pixels_compose_in_the_frame_format(pix_fmt: str) -> None:
+    """vs_keep.pixels.compose (the CLI's merge) on a real photo with grain: same pixel format, tags and pts; no
+    sample changes where the (area-resampled) alpha is 0; the face region takes the layer."""
+    from vs_keep.pixels import compose, resize, to_rgb
+
+    photo = grainy16(cv2.resize(two_face_scene(n=1).frames[0], (96, 72), interpolation=cv2.INTER_AREA), 3)
+    frame = av.VideoFrame.from_ndarray(photo, format="rgb48le").reformat(
+        format=pix_fmt, dst_colorspace=1, src_color_range=2, dst_color_range=2 if pix_fmt.startswith(("gbr", "rgb", "yuvj")) else 1)
+    frame.colorspace, frame.color_primaries, frame.color_trc, frame.pts = 1, 1, 1, 7
+    frame.time_base = Fraction(1, 1000)
+    rgb = to_rgb(frame)
+    assert rgb.shape == (72, 96, 3) and rgb.dtype == np.float32
+    layer = 1.0 - rgb  # something clearly different
+    alpha = np.zeros((72, 96), np.float32)
+    alpha[20:50, 30:70] = 1.0
+    alpha[18:20, 30:70] = 0.5
+    out = compose(frame, layer, alpha)
+    assert out.format.name == frame.format.name and out.pts == 7 and int(out.colorspace) == 1
+    planar = out.reformat(format="gbrp16le" if frame.format.is_rgb else None) if pix_fmt in ("rgb24", "nv12") else out
+    src = frame.reformat(format=planar.format.name) if planar is not out else frame
+    def row_bytes(f, i: int) -> np.ndarray:  # the plane's samples as bytes, line padding cut off
+        p = f.planes[i]
+        comps = [c for c in f.format.components if c.plane == i]
+        width = p.width * len(comps) * ((comps[0].bits + 7) // 8)
+        return np.frombuffer(memoryview(p), np.uint8).reshape(p.height, -1)[:, :width]
+
+    for i in range(len(src.planes)):
+        a, b = row_bytes(src, i), row_bytes(planar, i)
+        h = a.shape[0]
+        sy = 72 // h
+        assert np.array_equal(a[: 16 // sy], b[: 16 // sy]) and np.array_equal(a[52 // sy:], b[52 // sy:]), (pix_fmt, i)
+        assert (a[24 // sy: 46 // sy] != b[24 // sy: 46 // sy]).mean() > 0.1, (pix_fmt, i)
+    assert compose(frame, layer, np.zeros_like(alpha)) is frame
+    up = resize(frame, 192, 144)
+    assert up.format.name == pix_fmt and (up.width, up.height) == (192, 144) and up.pts == 7
