@@ -96,12 +96,22 @@ def test_10bit_vfr_bt709_comes_back_as_it_went_in(weights: Path, tmp_path: Path)
 def test_face_free_10bit_is_bit_identical_through_ffv1(weights: Path, tmp_path: Path) -> None:
     frames = [grainy16(cv2.resize(f, (160, 120), interpolation=cv2.INTER_AREA), i)
               for i, f in enumerate(panning_frames(n=3, size=256, image="coffee", origin=(300, 100)))]
-    src = write_10bit(tmp_path / "plain.mkv", frames, PTS_MS[:3])
+    video = write_10bit(tmp_path / "plain.mkv", frames, PTS_MS[:3])
+    (tmp_path / "subs.srt").write_text("1\n00:00:00,000 --> 00:00:00,100\nHello\n\n2\n00:00:00,100 --> 00:00:00,130\nagain\n")
+    src = tmp_path / "plain_av.mkv"  # + FLAC audio and SRT subtitles (ffmpeg, streams copied)
+    r = subprocess.run(["ffmpeg", "-v", "error", "-i", str(video), "-f", "lavfi", "-i", "sine=f=440:d=0.2", "-i",
+                        str(tmp_path / "subs.srt"), "-map", "0", "-map", "1", "-map", "2", "-c:v", "copy", "-c:a", "flac",
+                        "-c:s", "srt", str(src)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
     out = tmp_path / "plain_out.mkv"
     r = cli(str(src), str(out), "--weights", str(weights), "--codec", "ffv1")
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = decoded(src), decoded(out)
     assert len(a) == len(b) == 3
+    with av.open(str(src)) as c, av.open(str(out)) as d:
+        assert (len(d.streams.audio), len(d.streams.subtitles)) == (1, 1)
+        subs = [[bytes(p) for p in x.demux(x.streams.subtitles[0]) if p.size] for x in (c, d)]
+        assert subs[0] == subs[1] and len(subs[0]) == 2
     for x, y in zip(a, b):
         assert y["fmt"] == x["fmt"] == "yuv420p10le" and y["time"] == x["time"] and y["tags"] == x["tags"]
         for s, d in zip(x["planes"], y["planes"]):
