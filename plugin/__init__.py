@@ -71,7 +71,8 @@ def keep(
     chunk: frames per KEEP clip; the recurrent state resets at every multiple of `chunk` and, with scene_reset, at
         every frame with `_SceneChangePrev` set. Output n depends only on n's chunk: seeking is exact.
     num_streams: chunks that may be in flight at once (cache size); model runs are serialised per device.
-    exact: official arithmetic (LMEDS alignment, plain bilinear resampling, uint8 rounding/truncation).
+    exact: official arithmetic (LMEDS alignment, plain bilinear resampling, uint8 rounding of the face); the merge
+        into the source rounds at the source's precision (the official uint8 truncation of the frame is not applied).
     tiny_faces: "dic" restores faces with a box side in [tiny_min, min_face) with DIC (x8, per frame; weights from
         `tiny_weights` or the cached `dic_celeba_x8`); their 68 landmarks go to the KeepTinyLandmarks prop.
     """
