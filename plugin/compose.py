@@ -115,6 +115,8 @@ def working_clip(clip: vs.VideoNode, matrix_in_s: str | None = None, gray: bool 
     if fmt.color_family == vs.RGB:
         rgb = clip if fmt.id in (vs.RGB24, vs.RGBS) else clip.resize.Point(format=vs.RGBS)
         flat = gray is True or (gray == "auto" and _looks_gray(rgb))
+        if flat:
+            log.info("keep: %s restored as gray (the face layer's luma on R, G, B)", fmt.name)
         return Working(clip, rgb, flat, ffmt)
     # YUV: honour _Matrix (or matrix_in_s) both ways
     with clip.get_frame(0) as f0:
@@ -132,6 +134,7 @@ def working_clip(clip: vs.VideoNode, matrix_in_s: str | None = None, gray: bool 
     rgb = src_f.resize.Bicubic(format=vs.RGBS, matrix_in_s=matrix_in_s) if matrix_in_s else src_f.resize.Bicubic(format=vs.RGBS)
     flat = gray is True or (gray == "auto" and _looks_gray(rgb))
     if flat:  # the luma itself, replicated: exactly the RGB of a pixel with neutral chroma
+        log.info("keep: %s restored as gray (luma only, chroma untouched)", fmt.name)
         rgb = core.std.ShufflePlanes(src_f, [0, 0, 0], vs.RGB)
     return Working(clip, rgb, flat, ffmt, to_yuv)
 

@@ -179,10 +179,10 @@ class StreamFormat:
 
 def stream_format(path: PathLike) -> StreamFormat:
     """The source's format from its stream and first decoded frame (decoders fill tags the container lacks)."""
-    import av
-
     info = probe(path)
-    frame = next(iter(decode(path)), None)
+    frames = decode(path)
+    frame = next(frames, None)
+    frames.close()  # closes the container now, not at garbage collection
     if frame is None:
         raise InputError(f"{path}: the video stream holds no decodable frame")
     return StreamFormat(
