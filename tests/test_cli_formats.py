@@ -152,7 +152,14 @@ def test_pixels_compose_in_the_frame_format(pix_fmt: str) -> None:
     frame.colorspace, frame.color_primaries, frame.color_trc, frame.pts = 1, 1, 1, 7
     frame.time_base = Fraction(1, 1000)
     rgb = to_rgb(frame)
-    assert rgb.shape == (72, 96, 3) and rgb.dtype == np.float32
+    deep = pix_fmt not in ("yuv420p", "gray", "nv12", "rgb24", "yuvj420p")
+    assert rgb.shape == (72, 96, 3) and rgb.dtype == (np.float32 if deep else np.uint8)
+    if not deep:
+        rgb = rgb.astype(np.float32) / 255
+    ref = photo.astype(np.float32) / 65535
+    if pix_fmt.startswith("gray"):  # luma on R, G, B
+        ref = np.repeat(ref @ np.float32([0.2126, 0.7152, 0.0722]), 3).reshape(ref.shape)
+    assert np.abs(rgb - ref).mean() < 0.02  # the same picture
     layer = 1.0 - rgb  # something clearly different
     alpha = np.zeros((72, 96), np.float32)
     alpha[20:50, 30:70] = 1.0

@@ -2,7 +2,7 @@
 merged back into the untouched samples (what `vs-keep restore` does with video files).
 
 Film work uses 10/16-bit YUV, RGB (gbrp) or GRAY; a restorer that goes through rgb24 loses precision everywhere.
-Here the model reads RGB converted through 16 bits (never 8), and the output frame starts as a copy of the
+Here the model reads deeper sources through 16-bit RGB (8-bit ones as rgb24), and the output frame starts as a copy of the
 decoded planes: a sample changes only where the face alpha (resampled to its plane by an area average) is above
 0, to `s + alpha·(layer − s)` with the layer converted to the frame's own format, matrix and range. A lossless
 encoder therefore gives back the input bit for bit outside the faces. PyAV is imported inside functions.
@@ -91,16 +91,20 @@ def _matrix(frame: Any) -> int:
 
 
 def to_rgb(frame: Any) -> np.ndarray:
-    """(H, W, 3) float32 RGB in [0, 1] for detection and the model: through 16 bits per sample, never 8. Gray
-    formats give their luma replicated (the official script's gray handling)."""
+    """(H, W, 3) RGB for detection and the model: uint8 for 8-bit sources (what the official script reads; a
+    linear pass buffers a chunk plus its look-ahead, so 4x the memory would buy nothing), else float32 in [0, 1]
+    through 16 bits per sample (never 8). Gray formats give their luma replicated (the official gray handling)."""
     src = _planar(frame)
     fmt = src.format
+    deep = _dtype(fmt) != np.uint8
     if _kind(fmt) == "gray":
         off, gain = _scale(fmt, _range(src) == 2)
         y = np.clip((_plane(src, 0).astype(np.float32) - off) / gain, 0.0, 1.0)
+        y = y if deep else np.rint(y * 255.0).astype(np.uint8)
         return np.repeat(y[..., None], 3, axis=2)
-    rgb = src.reformat(format="rgb48le", src_colorspace=_matrix(src), src_color_range=_range(src), dst_color_range=2)
-    return rgb.to_ndarray().astype(np.float32) / 65535.0
+    rgb = src.reformat(format="rgb48le" if deep else "rgb24", src_colorspace=_matrix(src), src_color_range=_range(src),
+                       dst_color_range=2)
+    return rgb.to_ndarray().astype(np.float32) / 65535.0 if deep else rgb.to_ndarray()
 
 
 def _layer_planes(src: Any, color: np.ndarray) -> list[np.ndarray]:
