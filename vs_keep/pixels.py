@@ -142,8 +142,8 @@ def compose(frame: Any, color: np.ndarray | None, alpha: np.ndarray | None) -> A
     src = _planar(frame)
     fmt = src.format
     if alpha.shape != (src.height, src.width):
-        raise InputError(f"face layer is {alpha.shape[::-1]}, the frame {src.width}x{src.height}; "
-                         "upscale applies to image output only")
+        raise InputError(f"face layer is {alpha.shape[::-1]}, the frame {src.width}x{src.height}: resize the frame "
+                         "to the output size first (pixels.resize)")
     out = av.VideoFrame(src.width, src.height, fmt.name)
     layer = _layer_planes(src, color)
     dt = _dtype(fmt)
