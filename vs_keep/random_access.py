@@ -457,7 +457,11 @@ class RandomAccessRestorer:
         as colour + alpha instead (the caller composites them into the source in its own format)."""
         self._check_index(n, access.num_frames)
         base = n - n % self.chunk
-        block = self.plan_block(base, lambda m: self.detect(m, access.frame(m)), access.scene_start, access.num_frames)
+        def detect(m: int) -> list[Detection]:  # a cached detection needs no frame (a linear pass may have released it)
+            hit = self.cached_detections(m)
+            return hit if hit is not None else self.detect(m, access.frame(m))
+
+        block = self.plan_block(base, detect, access.scene_start, access.num_frames)
         chunk = block.chunk_of(n)
         restored = []
         for face in chunk.faces.get(n, ()):

@@ -139,6 +139,7 @@ def restore_video(engine, source, total: int, scene: Callable | None, path) -> I
     come back as colour + alpha and are merged into the decoded samples (vs_keep.pixels.compose)."""
     from ..pixels import compose, resize, to_rgb
     from ..random_access import restore_stream
+    from .safety import decoding
 
     pending: deque = deque()  # decoded frames whose result is not out yet (the engine reads ahead)
 
