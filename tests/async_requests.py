@@ -3,8 +3,7 @@ what a previewer does to the filter.
 
     python async_requests.py OUT.json VIDEO WEIGHTS CHUNK THREADS SLEEP
 
-1. The linear reference: `restore_stream` (the CLI's pass) over the video's frames, decoded with PyAV exactly as
-   `vs_keep.plugin.source` decodes them.
+1. The linear reference: the same filter asked frame by frame in order on one thread (what vspipe does).
 2. Through vsjetengine, like vs-preview: a managed environment, the .vpy loaded with `load_script`, every frame
    requested at once with `get_frame_async` (core.num_threads = THREADS; upstream = the PyAV source behind a
    Python ModifyFrame that sleeps SLEEP seconds per frame), then the environment disposed, the script reloaded in
@@ -47,18 +46,24 @@ def digest(img: np.ndarray) -> str:
 
 
 def linear(video: str, weights: str, chunk: int) -> list[str]:
-    import av
+    """The filter itself, requested frame by frame in order on one thread (what vspipe does). Since issue 12 the
+    filter merges the faces into the source in its own format (plugin/compose.py), so the reference is the same
+    graph asked linearly, not the engine's RGB paste."""
+    import vapoursynth as vs
 
-    from vs_keep.engine import EngineOptions, build_engine
-    from vs_keep.random_access import restore_stream
+    from vs_keep import keep
+    from vs_keep.plugin import source
 
-    with av.open(video) as c:
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
-    engine = build_engine(EngineOptions(weights=weights, chunk=chunk, device="cpu"))
-    try:
-        return [digest(r.image) for r in restore_stream(engine, frames, len(frames))]
-    finally:
-        engine.close()
+    core = vs.core
+    core.num_threads = 1
+    clip = keep(source(video), weights=weights, chunk=chunk, device="cpu")
+    out = []
+    for n in range(clip.num_frames):
+        with clip.get_frame(n) as f:
+            out.append(digest(np.stack([np.asarray(f[p]) for p in range(3)], axis=-1)))
+    del clip
+    gc.collect()
+    return out
 
 
 def previewer_pass(path: Path, reverse: bool) -> list[str]:
