@@ -43,12 +43,24 @@ def keep(
     cpu_precision: str = "fp32",
     overlap: int = 0,
     stabilize: float = 0.0,
+    gray: bool | str = "auto",
+    scene_detect: str = "auto",
+    mask_out: bool = False,
 ) -> Any:
     """Restore the faces of `clip` with KEEP (or CodeFormer per frame).
 
-    clip: RGB24/RGBS/RGBH (other RGB depths are converted); YUV is converted to RGBS honouring `_Matrix`/`_Range`
-        (or `matrix_in_s`) and back to the input format. Output: the input's format, `upscale` x the size, frame
-        props copied, plus Keep* debug props (faces, track ids, landmarks, chunk start/end).
+    clip: any constant RGB, YUV or GRAY format (8-16 bit integer, half or float). The model sees the frame at full
+        precision (YUV converted to RGBS honouring `_Matrix`/`_Range` or `matrix_in_s`); the faces are merged
+        back into the untouched source in its own format: every sample the paste alpha does not reach is the
+        input's, bit for bit. Output: the input's format, `upscale` x the size, frame props copied, plus Keep*
+        debug props (faces, track ids, landmarks, chunk start/end).
+    gray: GRAY input is always restored on its luma (replicated to RGB) and comes back GRAY; "auto" also treats
+        YUV/RGB whose chroma is flat (official `is_gray`, threshold 10, on the first, middle and last frame) that
+        way and leaves its chroma untouched; True forces it, False never for colour formats.
+    scene_detect: "auto": frames without `_SceneChangePrev` get it from a cut detector on frames n-1 and n
+        (`vs_keep.scene`; props present win); "props": only the props. Applies with scene_reset.
+    mask_out: return the paste alpha instead of the restored clip: GRAYS, output size, 0 = source untouched,
+        1 = restored face only (for MaskedMerge, grading or inspection).
     weights: checkpoint file; default: the official file for `model` from the weights cache (downloaded on first
         use unless download=False).
     model: "keep" (temporal, chunks) or "codeformer" (per frame, `fidelity` = w).
@@ -74,7 +86,8 @@ def keep(
         core.num_threads workers; no frame callback ever waits on another, so previewers may request any number
         of frames at once. A cold request (seek) costs the detections of its block's window and
         n - chunk_start + 1 model steps per face.
-    exact: official arithmetic (LMEDS alignment, plain bilinear resampling, uint8 rounding/truncation).
+    exact: official arithmetic (LMEDS alignment, plain bilinear resampling, uint8 rounding of the face); the merge
+        into the source rounds at the source's precision (the official uint8 truncation of the frame is not applied).
     tiny_faces: "dic" restores faces with a box side in [tiny_min, min_face) with DIC (x8, per frame; weights from
         `tiny_weights` or the cached `dic_celeba_x8`); their 68 landmarks go to the KeepTinyLandmarks prop.
     """
@@ -87,6 +100,12 @@ def keep(
     from .filter import _check_clip, _fail, build_filter
 
     _check_clip(clip)
+    from .compose import SCENE_MODES
+
+    if gray not in ("auto", True, False):
+        raise _fail(f"gray must be 'auto', True or False, got {gray!r}")
+    if scene_detect not in SCENE_MODES:
+        raise _fail(f"scene_detect must be one of {', '.join(map(repr, SCENE_MODES))}, got {scene_detect!r}")
     if not isinstance(num_streams, int) or num_streams < 1:
         raise _fail(f"num_streams must be an integer >= 1, got {num_streams!r}")
     if num_streams > vs.core.num_threads:
@@ -103,7 +122,8 @@ def keep(
             engine = build_engine(options)
     except VsKeepError as exc:
         raise _fail(str(exc)) from None
-    out = build_filter(clip, engine, debug_props=debug_props, matrix_in_s=matrix_in_s)
+    out = build_filter(clip, engine, debug_props=debug_props, matrix_in_s=matrix_in_s, gray=gray,
+                       scene_detect=scene_detect, mask=bool(mask_out))
     _free_on_destroy(engine)
     return out
 

@@ -4,17 +4,20 @@ Every upstream frame a callback needs is an input of the node whose callback run
 before the callback starts; no callback requests frames, and none waits on work promised by another callback
 (VAPOURSYNTH-NOTES E10: previewers keep many async requests in flight and would deadlock the pool). Stages:
 
-  flags   scene_flags_clip(rgb): 1x1 frames carrying each frame's _SceneChangePrev
+  work    compose.working_clip: the RGB detection and the model read (RGB24 as is, else RGBS at full precision)
+  flags   scene_flags_clip(rgb): 1x1 frames carrying each frame's _SceneChangePrev (the source's, else the
+          built-in detector on frames n-1 and n, the previous frame delivered by a clip shifted once)
   detect  1x1 frames with the faces of frame n as props                           (parallel across threads)
   plan    per block [base, base + chunk): inputs are the detect frames of its window, as clips shifted once
           at build time; tracks and smoothed landmarks of every chunk of the block, as props
   crop    aligned face crops of frame n (inputs: frame n and its block's plan)    (parallel)
   restore frame n: KEEP's recurrence up to n inside n's chunk (lazy per-track state; a miss rebuilds it from
           the crops of the chunk, delivered as inputs), then tiny faces and paste-back (parallel; the model
-          itself runs one step at a time per device). With overlap=/stabilize= a chunk's run starts up to
-          `engine.history` frames before the chunk, in earlier blocks whose crop frames carry their own block's
-          plan: the restore node then also takes those priming frames' RGB frames (clips shifted once at build
-          time) and crops them with the chunk's own plan
+          itself runs one step at a time per device); the faces come out as colour + alpha. With
+          overlap=/stabilize= a chunk's run starts up to `engine.history` frames before the chunk, in earlier
+          blocks whose crop frames carry their own block's plan: the restore node then also takes those priming
+          frames' RGB frames (clips shifted once at build time) and crops them with the chunk's own plan
+  compose compose.compose merges them into the untouched source in its own format (or mask_out gives the alpha)
 
 Output n is a pure function of n's chunk (plus its priming frames): request order, thread count, seeks and reloads never change a frame.
 Caches (detections, plans, per-track state) only save work; where the engine holds a result, a stage's node for
@@ -34,12 +37,11 @@ import vapoursynth as vs
 from vs_keep.random_access import LRUCache, RandomAccessRestorer
 
 from . import props as P
-from .frames import frame_to_rgb, model_view, write_rgb
+from .compose import SCENE_MODES, compose, mask_out, scene_flags, split_layer, working_clip
+from .frames import frame_to_rgb, layer_clip, model_view, write_layer
 
 log = logging.getLogger("vs_keep.plugin")
 core = vs.core
-
-RGB_FORMATS = (vs.RGB24, vs.RGBS, vs.RGBH)
 
 
 def _fail(msg: str) -> vs.Error:
@@ -99,46 +101,12 @@ def _check_clip(clip: Any) -> None:
         raise _fail("clip has no frames")
 
 
-def _to_rgb(clip: vs.VideoNode, matrix_in_s: str | None) -> tuple[vs.VideoNode, Callable[[vs.VideoNode], vs.VideoNode]]:
-    """The clip in a working RGB format and a function that converts the result back to the input's format."""
-    fmt = clip.format
-    if fmt.id in RGB_FORMATS:
-        return clip, lambda c: c
-    if fmt.color_family == vs.RGB:
-        work = vs.RGBS if fmt.sample_type == vs.FLOAT else vs.RGB24
-        hint = "RGBS" if work == vs.RGBS else "RGB24"
-        log.debug("converting %s to %s", fmt.name, hint)
-        return clip.resize.Point(format=work), lambda c: c.resize.Point(format=fmt.id)
-    if fmt.color_family == vs.GRAY:
-        raise _fail(
-            f"GRAY input ({fmt.name}) is not supported; make it RGB first, e.g. "
-            "core.std.ShufflePlanes(clip, [0, 0, 0], vs.RGB) then resize to RGBS"
-        )
-    # YUV: honour _Matrix/_Range (or matrix_in_s), restore the same on the way out.
-    with clip.get_frame(0) as f0:
-        matrix = f0.props.get(P.MATRIX)
-        full = P.is_full_range(f0, default=False)
-    if matrix_in_s is None and (matrix is None or int(matrix) == 2):  # 2 = unspecified
-        raise _fail(
-            f"{fmt.name} input has no usable _Matrix frame property; pass matrix_in_s='709' (or '170m', '2020ncl', ...) "
-            "or convert to RGBS yourself, e.g. core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s='709')"
-        )
-    kw_in: dict[str, Any] = {"matrix_in_s": matrix_in_s} if matrix_in_s else {}
-    rgb = clip.resize.Bicubic(format=vs.RGBS, **kw_in)
-    kw_out: dict[str, Any] = {"matrix_s": matrix_in_s} if matrix_in_s else {"matrix": int(matrix)}
-    kw_out["range"] = vs.RANGE_FULL if full else vs.RANGE_LIMITED
-
-    def back(c: vs.VideoNode) -> vs.VideoNode:
-        return c.resize.Bicubic(format=fmt.id, **kw_out)
-
-    return rgb, back
-
-
-def scene_flags_clip(rgb: vs.VideoNode) -> vs.VideoNode:
-    """1x1 frames whose `_SceneChangePrev` says that frame n starts a scene: here the upstream's own flags (set
-    them with e.g. misc.SCDetect or vstools.sc_detect before keep). One place to swap in a built-in detector."""
+def scene_flags_clip(rgb: vs.VideoNode, mode: str = "auto") -> vs.VideoNode:
+    """1x1 frames whose `_SceneChangePrev` says that frame n starts a scene: the upstream's own flag where a frame
+    has one (e.g. misc.SCDetect before keep); else, with mode "auto", `vs_keep.scene.is_cut` on frames n-1 and n
+    (compose.scene_flags: frame n-1 is an input clip shifted once, never fetched from a callback)."""
     tiny = core.std.BlankClip(rgb, format=vs.GRAY8, width=1, height=1, keep=True)
-    return tiny.std.CopyFrameProps(rgb, props=[P.SCENE_CHANGE_PREV])
+    return tiny.std.CopyFrameProps(scene_flags(rgb, mode), props=[P.SCENE_CHANGE_PREV])
 
 
 def _blanks(template: vs.VideoNode, length: int) -> list[vs.VideoNode]:
@@ -237,13 +205,17 @@ def _crop_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.VideoN
     return core.std.FrameEval(tiny, _guarded(node), clip_src=inputs)
 
 
-def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_props: bool, matrix_in_s: str | None) -> vs.VideoNode:
+def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_props: bool, matrix_in_s: str | None,
+                 gray: bool | str = "auto", scene_detect: str = "auto", mask: bool = False) -> vs.VideoNode:
     """Wire the engine's stages into a graph (see the module docstring)."""
-    rgb, back = _to_rgb(clip, matrix_in_s)
+    if scene_detect not in SCENE_MODES:  # checked even when scene_reset is off, so a typo never passes silently
+        raise _fail(f"scene_detect must be one of {', '.join(map(repr, SCENE_MODES))}, got {scene_detect!r}")
+    work = working_clip(clip, matrix_in_s, gray)  # model input at full precision; compose() merges back
+    rgb = work.rgb
     N, C, S = rgb.num_frames, engine.chunk, engine.face_size
     blocks = -(-N // C)
     tiny = core.std.BlankClip(rgb, format=vs.GRAY8, width=1, height=1, keep=True)
-    flags = scene_flags_clip(rgb) if engine.scene_reset else None
+    flags = scene_flags_clip(rgb, scene_detect) if engine.scene_reset else None
     det = _detect_stage(engine, tiny, rgb, flags)
     plan = _repeat(_plan_stage(engine, det, N), C, N)
     crops = _crop_stage(engine, tiny, rgb, plan)
@@ -255,7 +227,7 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
         rgb_padded = core.std.Splice([*_blanks(rgb, H), rgb, *_blanks(rgb, blocks * C - N)])
         priming = {d: _repeat(_every(rgb_padded, H - d, C, blocks), C, N) for d in range(1, H + 1)}
     up = engine.upscale
-    blank = core.std.BlankClip(rgb, width=rgb.width * up, height=rgb.height * up, keep=True)
+    blank = layer_clip(rgb, rgb.width * up, rgb.height * up)  # colour + alpha stacked (frames.write_layer)
 
     def render(n: int, f: list[vs.VideoFrame], chunk, runs, first: int) -> vs.VideoFrame:
         faces = chunk.faces.get(n, ())
@@ -276,11 +248,10 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
                 for face in faces
             ]
         restored = [engine.restored_face(run, face.index) for run, face in zip(runs, faces)]
-        frame = frame_to_rgb(f[1])  # paste onto the frame as it is (float input unclamped)
-        result = engine.compose(n, frame, model_view(frame), chunk, restored)
+        frame = frame_to_rgb(f[1])
+        result = engine.compose(n, frame, model_view(frame), chunk, restored, layer=True)
         out = f[0].copy()
-        write_rgb(out, result.image)
-        out.props.update(dict(f[1].props))
+        write_layer(out, result.image, result.alpha)
         if debug_props:
             _write_debug_props(out, result)
         return out
@@ -302,8 +273,13 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
             needed += [priming[base - m] for m in range(first, base)]
         return blank.std.ModifyFrame([blank, rgb, *needed], _guarded(functools.partial(render, chunk=chunk, runs=None, first=first)))
 
-    restored = core.std.FrameEval(blank, _guarded(node), prop_src=plan, clip_src=[blank, rgb, plan, *block_crops, *priming.values()])
-    return back(restored)
+    stacked = core.std.FrameEval(blank, _guarded(node), prop_src=plan,
+                                 clip_src=[blank, rgb, plan, *block_crops, *priming.values()])
+    layer, alpha = split_layer(stacked)
+    if mask:
+        return mask_out(alpha)
+    out = compose(work, layer, alpha, up)  # the source's own format; untouched where alpha is 0
+    return core.std.CopyFrameProps(out, stacked, props=list(P.WRITTEN)) if debug_props else out
 
 
 def _write_debug_props(out: vs.VideoFrame, result: Any) -> None:

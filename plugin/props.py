@@ -24,6 +24,7 @@ TINY_FACES = "KeepTinyFaces"  # int: tiny faces restored by DIC in this frame
 TINY_LANDMARKS = "KeepTinyLandmarks"  # float array: 136 values (68 x/y pairs, input pixels) per tiny face
 CHUNK_START = "KeepChunkStart"  # int: first frame of this frame's chunk (the recurrent state starts there)
 CHUNK_END = "KeepChunkEnd"  # int: one past the last frame of the chunk
+WRITTEN = (FACES, TRACK_IDS, DETECTED, LANDMARKS, TINY_FACES, TINY_LANDMARKS, CHUNK_START, CHUNK_END)
 
 
 def is_scene_start(frame: vs.VideoFrame) -> bool:

@@ -3,8 +3,9 @@ what a previewer does to the filter.
 
     python async_requests.py OUT.json VIDEO WEIGHTS CHUNK THREADS SLEEP
 
-1. The linear reference: `restore_stream` (the CLI's pass) over the video's frames, decoded with PyAV exactly as
-   `vs_keep.plugin.source` decodes them.
+1. The linear reference: the same filter asked frame by frame in order on one thread (what vspipe does). Since
+   issue 12 the filter merges the faces into the source in its own format (plugin/compose.py), so the engine's
+   RGB paste is no longer the reference.
 2. Through vsjetengine, like vs-preview: a managed environment, the .vpy loaded with `load_script`, every frame
    requested at once with `get_frame_async` (core.num_threads = THREADS; upstream = the PyAV source behind a
    Python ModifyFrame that sleeps SLEEP seconds per frame), then the environment disposed, the script reloaded in
@@ -46,23 +47,9 @@ def digest(img: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()
 
 
-def linear(video: str, weights: str, chunk: int) -> list[str]:
-    import av
-
-    from vs_keep.engine import EngineOptions, build_engine
-    from vs_keep.random_access import restore_stream
-
-    with av.open(video) as c:
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
-    engine = build_engine(EngineOptions(weights=weights, chunk=chunk, device="cpu"))
-    try:
-        return [digest(r.image) for r in restore_stream(engine, frames, len(frames))]
-    finally:
-        engine.close()
-
-
-def previewer_pass(path: Path, reverse: bool) -> list[str]:
-    """One load -> request every frame at once -> dispose cycle; digests in frame order."""
+def previewer_pass(path: Path, reverse: bool, linear: bool = False) -> list[str]:
+    """One load -> request every frame at once -> dispose cycle; digests in frame order. linear: one frame at a
+    time in order instead (what vspipe does), the reference."""
     from vsengine.policy import GlobalStore, Policy
     from vsengine.vpy import load_script
 
@@ -76,11 +63,17 @@ def previewer_pass(path: Path, reverse: bool) -> list[str]:
         with env.use():
             node = env.outputs[0].clip if hasattr(env.outputs[0], "clip") else env.outputs[0]
             order = list(range(node.num_frames))[:: -1 if reverse else 1]
-            futures = {n: node.get_frame_async(n) for n in order}  # all in flight at once, like a playback buffer
             out = {}
-            for n, fut in futures.items():
-                with fut.result() as f:
-                    out[n] = digest(np.stack([np.asarray(f[p]) for p in range(3)], axis=-1))
+            if linear:
+                for n in order:
+                    with node.get_frame(n) as f:
+                        out[n] = digest(np.stack([np.asarray(f[p]) for p in range(3)], axis=-1))
+                futures = None
+            else:
+                futures = {n: node.get_frame_async(n) for n in order}  # all in flight at once, like a playback buffer
+                for n, fut in futures.items():
+                    with fut.result() as f:
+                        out[n] = digest(np.stack([np.asarray(f[p]) for p in range(3)], axis=-1))
             del node, futures
         return [out[n] for n in sorted(out)]
     finally:
@@ -95,8 +88,10 @@ def main() -> None:
     out, video, weights, chunk, threads, sleep = sys.argv[1:7]
     vpy = Path(out).with_suffix(".vpy")
     vpy.write_text(textwrap.dedent(SCRIPT.format(video=video, weights=weights, chunk=int(chunk), threads=int(threads), sleep=float(sleep))))
+    ref = Path(out).with_name("linear.vpy")  # the same script on one thread, asked frame by frame in order
+    ref.write_text(textwrap.dedent(SCRIPT.format(video=video, weights=weights, chunk=int(chunk), threads=1, sleep=0.0)))
     result = {
-        "linear": linear(video, weights, int(chunk)),
+        "linear": previewer_pass(ref, reverse=False, linear=True),
         "first": previewer_pass(vpy, reverse=False),
         "reloaded": previewer_pass(vpy, reverse=True),
     }

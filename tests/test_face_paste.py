@@ -148,3 +148,40 @@ def test_antialiased_paste_of_a_detailed_face_into_a_small_moving_face() -> None
     print(f"paste shimmer {flicker[False]:.2f} -> {flicker[True]:.2f} LSB/frame; error {error[False]:.2f} -> {error[True]:.2f} LSB")
     assert flicker[True] < 0.5 * flicker[False]  # measured ~0.3x
     assert error[True] < error[False]
+
+
+@pytest.mark.parametrize("upscale", [1, 2])
+def test_layer_plus_alpha_reproduces_paste_faces(upscale: int) -> None:
+    """paste_layer gives colour + alpha with alpha·color + (1 − alpha)·background = paste_faces(frame): four faces
+    (overlapping, cut by the border, tiny), a parse mask on one, upscaled background. fp32 blending order differs,
+    so float frames agree to 1e-5 and uint8 frames to one code (rounding of a value near .5)."""
+    from vs_keep.face import paste_layer
+
+    frame = astronaut()
+    specs = [
+        (ASTRONAUT_LM, 512),
+        (_similar(ASTRONAUT_LM, 0.8, 25, (60, 40)), 512),
+        (_similar(ASTRONAUT_LM, 1.2, -10, (-200, 300)), 256),
+        (_similar(ASTRONAUT_LM, 0.25, 5, (150, 250)), 128),
+    ]
+    faces, mats = _faces(frame, specs)
+    yy, xx = np.mgrid[0:512, 0:512].astype(np.float32)
+    parse = np.clip(1.5 - np.hypot(xx - 256, yy - 280) / 160, 0, 1).astype(np.float32)  # a soft oval
+    pastes = [FacePaste(f.astype(np.float32) / 255, m, parse if i == 1 else None) for i, (f, m) in enumerate(zip(faces, mats))]
+    layer = paste_layer(pastes, frame.shape[:2], upscale=upscale)
+    size = (512 * upscale, 512 * upscale)
+    assert layer.color.shape == (*size, 3) and layer.alpha.shape == size and layer.box is not None
+    fl = frame.astype(np.float32) / 255
+    want, alpha = paste_faces(fl, pastes, upscale=upscale, return_alpha=True)
+    bg = cv2.resize(fl, size[::-1], interpolation=cv2.INTER_LINEAR) if upscale > 1 else fl
+    got = layer.over(bg)
+    assert np.abs(got - want).max() < 1e-5
+    assert np.allclose(layer.alpha, alpha, atol=1e-6)
+    assert np.array_equal(got[layer.alpha == 0], bg[layer.alpha == 0]) and (layer.alpha == 0).any()
+    assert not layer.color[layer.alpha == 0].any()
+    want8 = paste_faces(frame, pastes, upscale=upscale)
+    bg8 = cv2.resize(frame, size[::-1], interpolation=cv2.INTER_LINEAR) if upscale > 1 else frame
+    got8 = np.clip(np.rint(layer.over(bg8.astype(np.float32) / 255) * 255), 0, 255).astype(np.uint8)
+    assert np.abs(got8.astype(int) - want8.astype(int)).max() <= 1
+    empty = paste_layer([], frame.shape[:2])
+    assert empty.box is None and not empty.alpha.any() and np.array_equal(empty.over(fl), fl)

@@ -16,7 +16,7 @@ import torch
 
 from data.face_scenes import astronaut, grace_hopper
 from vs_keep.errors import InputError
-from vs_keep.face import FacePaste, align_face, alignment_matrix, create_detector, detect_faces, paste_faces, restorer_factory
+from vs_keep.face import FacePaste, align_face, alignment_matrix, create_detector, detect_faces, paste_faces
 from vs_keep.face.paste import paste_geometry
 from vs_keep.kernels import plan_paste
 from vs_keep.kernels.select import FRAMES_ENV_VAR, frame_device
@@ -109,6 +109,13 @@ def test_random_access_engine_tensor_frames_match_host_frames(tmp_path, monkeypa
         out[mode] = list(restore_stream(engine, iter(frames), len(frames)))
         if mode == "device":  # each frame was copied to the device once, though detection, crops and paste all used it
             assert len(engine._device_frames._items) == len(frames)
+        out[mode + "_layer"] = list(restore_stream(engine, iter(frames), len(frames), layer=True))
+    for mode in ("host", "device"):  # faces as colour + alpha (issue 12): host arrays on both paths, = the paste
+        for r, layer, f in zip(out[mode], out[mode + "_layer"], frames):
+            assert isinstance(layer.image, np.ndarray) and isinstance(layer.alpha, np.ndarray) and layer.alpha.max() > 0.99
+            a = layer.alpha[..., None]
+            over = np.rint((f / 255.0 * (1 - a) + layer.image * a) * 255.0)
+            assert np.abs(over - r.image).max() <= 1, mode  # paste_faces rounds once; the layer is float
     for a, b, f in zip(out["host"], out["device"], frames):
         assert isinstance(b.image, np.ndarray) and b.image.dtype == np.uint8 and len(a.faces) == len(b.faces) == 1
         diff = np.abs(a.image.astype(int) - b.image.astype(int))

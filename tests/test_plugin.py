@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import subprocess
@@ -155,8 +154,10 @@ def test_clear_errors(media, tmp_path: Path) -> None:
     yuv = core.std.BlankClip(format=vs.YUV420P8, width=64, height=64, length=2)
     with pytest.raises(vs.Error, match="keep: .*matrix_in_s"):
         keep(yuv, weights=w)
-    with pytest.raises(vs.Error, match="keep: GRAY"):
-        keep(core.std.BlankClip(format=vs.GRAY8, width=64, height=64), weights=w)
+    with pytest.raises(vs.Error, match="keep: gray must be 'auto', True or False"):
+        keep(src, weights=w, gray="yes")
+    with pytest.raises(vs.Error, match="keep: scene_detect must be one of 'auto', 'props'"):
+        keep(src, weights=w, scene_detect="histogram")
     with pytest.raises(vs.Error, match="keep: chunk must be"):
         keep(src, weights=w, chunk=0)
     with pytest.raises(vs.Error, match="keep: faces must be"):

@@ -46,7 +46,7 @@ def test_all_frames_at_once_through_vsjetengine_equal_linear_pass(media, tmp_pat
     assert r.returncode == 0, r.stderr.decode()[-3000:]
     got = json.loads(out.read_text())
     assert len(got["linear"]) == N
-    assert got["first"] == got["linear"], "async requests differ from the CLI's linear pass"
+    assert got["first"] == got["linear"], "async requests differ from the linear pass"
     assert got["reloaded"] == got["linear"], "after dispose + reload the frames differ"
 
 

@@ -33,14 +33,14 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
 
 from .errors import InputError
-from .face import FacePaste, PlacedFace, align_face, alignment_matrix, chunk_window, detect_faces, paste_faces, plan_chunk
+from .face import FacePaste, PlacedFace, align_face, alignment_matrix, chunk_window, detect_faces, paste_faces, paste_layer, plan_chunk
 from .face.device import crops_to_clip, model_to_faces, to_frame_device, to_host
 from .face.plan import check_restore_layout, resolve_smoothing_ends
 from .face.overlap import check_overlap, primed_segments
@@ -137,6 +137,8 @@ class RenderedFrame:
     faces: tuple[PlacedFace, ...]
     span: Span
     tiny: tuple[TinyFace, ...] = ()
+    #: render(layer=True): `image` is the faces' colour layer and this their alpha (vs_keep.face.FaceLayer)
+    alpha: np.ndarray | None = None
 
 
 class Counters:
@@ -455,16 +457,24 @@ class RandomAccessRestorer:
         return model_to_faces(y[None], exact=self.exact, on_device=self.frame_device is not None)[0]
 
     def compose(
-        self, n: int, frame: np.ndarray, view: np.ndarray, chunk: ChunkPlan, restored: Iterable[np.ndarray]
+        self, n: int, frame: np.ndarray, view: np.ndarray, chunk: ChunkPlan, restored: Iterable[np.ndarray],
+        layer: bool = False,
     ) -> RenderedFrame:
         """Output frame n: tiny faces (DIC) and the restored KEEP faces (in track order) pasted onto `frame`
-        (unclamped; `view` is the frame as detection saw it)."""
+        (unclamped; `view` is the frame as detection saw it). layer: the faces as colour + alpha instead
+        (`paste_layer`, computed on the host: on the CUDA frame path the restored faces come back to the host,
+        the frame itself is not needed)."""
         faces = chunk.faces.get(n, ())
         tiny = self._tiny_faces(n, view, chunk.small.get(n, ()))
         pastes = [t[0] for t in tiny]
         for face, img in zip(faces, restored, strict=True):
             mask = self.parser(to_host(img), exact=self.exact) if self.parser is not None else None
             pastes.append(FacePaste(img, self.matrix(face), mask))
+        faces_placed, tiny_placed = tuple(f.placed for f in faces), tuple(t[1] for t in tiny)
+        if layer:
+            host = [FacePaste(to_host(p.image), p.matrix, None if p.parse_mask is None else to_host(p.parse_mask)) for p in pastes]
+            fl = paste_layer(host, frame.shape[:2], upscale=self.upscale, exact=self.exact, antialias=self.antialias)
+            return RenderedFrame(image=fl.color, faces=faces_placed, span=chunk.span, tiny=tiny_placed, alpha=fl.alpha)
         canvas = self._on_device(n, frame) if frame is view else to_frame_device(frame, self.frame_device)
         image = to_host(paste_faces(canvas, pastes, upscale=self.upscale, exact=self.exact, antialias=self.antialias, background=self.background))
         return RenderedFrame(image=image, faces=tuple(f.placed for f in faces), span=chunk.span, tiny=tuple(t[1] for t in tiny))
@@ -477,8 +487,9 @@ class RandomAccessRestorer:
 
     # -- composition over a FrameAccess (CLI, tests) ----------------------------------------------------------
 
-    def render(self, n: int, access: FrameAccess, frame: np.ndarray | None = None) -> RenderedFrame:
-        """Output frame n (input size x upscale, input dtype) and the faces pasted into it."""
+    def render(self, n: int, access: FrameAccess, frame: np.ndarray | None = None, layer: bool = False) -> RenderedFrame:
+        """Output frame n (input size x upscale, input dtype) and the faces pasted into it. layer: return the faces
+        as colour + alpha instead (the caller composites them into the source in its own format)."""
         self._check_index(n, access.num_frames)
         base = n - n % self.chunk
         block = self.plan_block(base, functools.partial(self._detect_from, access=access), access.scene_start, access.num_frames)
@@ -489,7 +500,7 @@ class RandomAccessRestorer:
             run = self.track_run(chunk.span, face.track, face.length, face.first, crop_of, face.prime)
             restored.append(self.restored_face(run, face.index))
         view = access.frame(n)
-        return self.compose(n, view if frame is None else frame, view, chunk, restored)
+        return self.compose(n, view if frame is None else frame, view, chunk, restored, layer=layer)
 
     def _detect_from(self, m: int, access: FrameAccess) -> list[Detection]:
         """`detect` over a FrameAccess, reading the frame only on a cache miss (a linear pass has released the
@@ -515,12 +526,15 @@ class StreamAccess:
     linear pass can still ask for. `restore_stream` drops everything before the current chunk's run start; detections
     of older frames are served from the restorer's cache."""
 
-    def __init__(self, frames, num_frames: int) -> None:
+    def __init__(self, frames, num_frames: int, scene: Callable[[np.ndarray, np.ndarray], bool] | None = None) -> None:
         self._it = iter(frames)
         self.num_frames = int(num_frames)
         self._buf: dict[int, np.ndarray] = {}
         self._next = 0
         self._floor = 0
+        self._scene = scene  # cut detector on (frame n-1, frame n), decided as frames arrive
+        self._cuts: set[int] = set()
+        self._last: np.ndarray | None = None
 
     def frame(self, n: int) -> np.ndarray:
         if n < self._floor:
@@ -532,12 +546,19 @@ class StreamAccess:
                 raise InputError(
                     f"the input ended after {self._next} frames but {self.num_frames} were announced"
                 ) from None
-            self._buf[self._next] = np.asarray(img)
+            img = np.asarray(img)
+            if self._scene is not None and self._last is not None and self._scene(self._last, img):
+                self._cuts.add(self._next)
+            self._buf[self._next] = self._last = img
             self._next += 1
         return self._buf[n]
 
     def scene_start(self, n: int) -> bool:
-        return False
+        if self._scene is None or n <= 0:
+            return False
+        if n >= self._next:
+            self.frame(min(n, self.num_frames - 1))
+        return n in self._cuts
 
     def release_before(self, n: int) -> None:
         self._floor = max(self._floor, n)
@@ -549,11 +570,13 @@ class StreamAccess:
         return len(self._buf)
 
 
-def restore_stream(engine: RandomAccessRestorer, frames, num_frames: int) -> Iterator[RenderedFrame]:
+def restore_stream(engine: RandomAccessRestorer, frames, num_frames: int, *, layer: bool = False,
+                   scene: Callable[[np.ndarray, np.ndarray], bool] | None = None) -> Iterator[RenderedFrame]:
     """Linear pass over `frames` (an iterable of RGB arrays): yields RenderedFrame n = 0..num_frames-1 in order,
-    identical to random access on the same frames, with memory bounded by one chunk plus its look-ahead."""
-    access = StreamAccess(frames, num_frames)
+    identical to random access on the same frames, with memory bounded by one chunk plus its look-ahead.
+    layer: faces as colour + alpha (see `render`); scene: cut detector on (frame n-1, frame n)."""
+    access = StreamAccess(frames, num_frames, scene)
     for n in range(num_frames):
-        result = engine.render(n, access)
+        result = engine.render(n, access, layer=layer)
         access.release_before(engine.run_start(result.span, access))
         yield result

@@ -3,8 +3,11 @@
 Output frame n depends only on the input frames of its chunk and on the detections of `chunk_window` around it
 (see `vs_keep.random_access`). So a video cut at multiples of `chunk` can be restored in pieces: shard [a, b)
 decodes frames [lo, hi) = `chunk_window(a, b)` clipped to the clip (frame-accurate seek to lo), renders frames
-a..b-1 with the same `RandomAccessRestorer.render` the single-process run uses, and encodes them as one segment.
-The driver then concatenates the segments by stream copy and muxes the input's audio. With a lossless codec the
+a..b-1 with the same `RandomAccessRestorer.render` the single-process run uses, merges the faces into the decoded
+frames in their own pixel format (`vs_keep.pixels.compose`, as `vs-keep restore` does; source timestamps, colour
+tags and pixel format kept) and encodes them as one segment. Scene cuts come from `vs_keep.scene.is_cut` on
+consecutive frames, as in the single run (a shard decodes one frame before its window for the flag of its first
+frame). The driver then concatenates the segments by stream copy and muxes the input's audio and subtitles. With a lossless codec the
 decoded output equals the single-process output bit for bit; with a lossy codec each segment is encoded on its
 own (an extra keyframe and a fresh rate control at each seam, see the README).
 
@@ -88,6 +91,7 @@ class Encoding:
     codec: str = "libx264"
     crf: int = 18
     preset: str = "medium"
+    pix_fmt: str | None = None  # None: the input's (as `vs-keep restore`)
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class ShardJob:
     lo_pts: int
     options: EngineOptions
     encoding: Encoding
+    like: object | None = None  # the input's video.StreamFormat (None for image folders: RGB frames as before)
+    first: int | None = None  # first decoded frame: lo, or lo - 1 for the scene flag of lo (lo_pts is its pts)
 
 
 @dataclass(frozen=True)
@@ -120,12 +126,17 @@ class WindowAccess:
     A request outside the window raises: the shard plan would then be missing context, which must never pass
     silently. Like a linear pass, frames before the current chunk are released."""
 
-    def __init__(self, frames: Iterable[np.ndarray], lo: int, hi: int, num_frames: int) -> None:
+    def __init__(self, frames: Iterable[np.ndarray], lo: int, hi: int, num_frames: int, *, first: int | None = None,
+                 scene: Callable[[np.ndarray, np.ndarray], bool] | None = None) -> None:
         self._it = iter(frames)
         self.lo, self.hi, self.num_frames = int(lo), int(hi), int(num_frames)
         self._buf: dict[int, np.ndarray] = {}
-        self._next = self._floor = self.lo
+        self._next = self.lo if first is None else int(first)  # frames from `first` arrive (first <= lo)
+        self._floor = self.lo
         self.decode_seconds: dict[int, float] = {}
+        self._scene = scene  # cut detector on (frame n-1, frame n), decided as frames arrive (like StreamAccess)
+        self._cuts: set[int] = set()
+        self._last: np.ndarray | None = None
 
     def frame(self, n: int) -> np.ndarray:
         if not self.lo <= n < self.hi:
@@ -138,12 +149,21 @@ class WindowAccess:
             if img is None:
                 raise InputError(f"the input ended at frame {self._next} but {self.num_frames} were announced")
             self.decode_seconds[self._next] = time.perf_counter() - t
-            self._buf[self._next] = np.asarray(img)
+            img = np.asarray(img)
+            if self._scene is not None and self._last is not None and self._scene(self._last, img):
+                self._cuts.add(self._next)
+            if self._next >= self.lo:
+                self._buf[self._next] = img
+            self._last = img
             self._next += 1
         return self._buf[n]
 
     def scene_start(self, n: int) -> bool:
-        return False  # as the single-process CLI run: chunks at multiples of `chunk`
+        if self._scene is None or n <= 0:
+            return False
+        if n >= self._next:
+            self.frame(n)
+        return n in self._cuts
 
     def release_before(self, n: int) -> None:
         self._floor = max(self._floor, n)
@@ -187,22 +207,44 @@ def _kill_hook() -> None:
 
 def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
     """Restore and encode one shard into `job.segment` (written under a temporary name, renamed when complete)."""
-    from .video import FrameSink, iter_frames
+    from .pixels import compose, resize, to_rgb
+    from .scene import is_cut
+    from .video import FrameSink, decode, iter_frames
 
     t0 = time.perf_counter()
     engine, load_s = _engine_for(job.options, job.input)
     s = job.shard
-    frames = iter_frames(job.input, start=s.lo, start_pts=job.lo_pts, max_frames=s.hi - s.lo)
-    access = WindowAccess(frames, s.lo, s.hi, job.total)
+    first = s.lo if job.first is None else job.first
+    decoded: dict[int, object] = {}  # the shard's decoded frames (own pixel format) until their output is written
+
+    def video_frames() -> Iterable[np.ndarray]:
+        for i, frame in enumerate(decode(job.input, start=first, start_pts=job.lo_pts, max_frames=s.hi - first)):
+            if first + i >= s.start:
+                decoded[first + i] = frame
+            yield to_rgb(frame)
+
+    if job.like is not None:
+        frames = video_frames()
+    else:
+        frames = iter_frames(job.input, start=first, start_pts=job.lo_pts, max_frames=s.hi - first)
+    scene = is_cut if job.options.scene_reset else None
+    access = WindowAccess(frames, s.lo, s.hi, job.total, first=first, scene=scene)
     seg = Path(job.segment)
     tmp = seg.with_name(f"{seg.stem}.{uuid.uuid4().hex[:8]}.partial{seg.suffix}")
     e = job.encoding
+    layer = job.like is not None
     try:
-        with FrameSink(tmp, fps=e.fps, codec=e.codec, crf=e.crf, preset=e.preset) as sink:
+        with FrameSink(tmp, fps=e.fps, codec=e.codec, crf=e.crf, preset=e.preset, like=job.like, pix_fmt=e.pix_fmt) as sink:
             for n in range(s.start, s.stop):
-                result = engine.render(n, access)
+                result = engine.render(n, access, layer=layer)
                 access.release_before(result.span.start)
-                sink.write(result.image)
+                if layer:
+                    frame = decoded.pop(n)
+                    if engine.upscale > 1:
+                        frame = resize(frame, frame.width * engine.upscale, frame.height * engine.upscale)
+                    sink.write_frame(compose(frame, result.image, result.alpha))
+                else:
+                    sink.write(result.image)
                 if report is not None:
                     report(s.index, n - s.start + 1)
                 if n == s.start + 1:
@@ -222,11 +264,14 @@ def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
 
 
 def concat_segments(segments: list[tuple[str, int]], output: str | os.PathLike[str], fps: Fraction,
-                    audio_from: str | None = None) -> int:
-    """Stream-copy video segments (path, index of its first frame) into `output`, audio copied from `audio_from`.
+                    audio_from: str | None = None, *, keep_timestamps: bool = False) -> int:
+    """Stream-copy video segments (path, index of its first frame) into `output`, audio and subtitles copied from
+    `audio_from`.
 
-    Timestamps are rebuilt in frame units (1/fps) from each segment's first frame, so the result carries the same
-    timestamps a single `FrameSink` would have written. Returns the number of video packets."""
+    keep_timestamps: the segments already carry the source's timestamps (written with `FrameSink(like=...)`), so
+    packets keep them; else timestamps are rebuilt in frame units (1/fps) from each segment's first frame. Either
+    way the result carries the timestamps a single `FrameSink` would have written. Returns the number of video
+    packets."""
     import av
 
     from .video import copy_audio
@@ -249,6 +294,11 @@ def concat_segments(segments: list[tuple[str, int]], output: str | os.PathLike[s
                 scale = Fraction(stream.time_base) / unit  # segment time base in frames
                 for packet in seg.demux(stream):
                     if packet.dts is None and packet.pts is None:  # demuxer flush packet
+                        continue
+                    if keep_timestamps:
+                        packet.stream = out
+                        dst.mux(packet)
+                        count += 1
                         continue
                     pts = None if packet.pts is None else round(packet.pts * scale) + first_frame
                     dts = None if packet.dts is None else round(packet.dts * scale) + first_frame
@@ -342,7 +392,7 @@ def restore_sharded(
     from tqdm import tqdm
 
     from .engine import validate
-    from .video import FrameSource
+    from .video import FrameSource, stream_format
 
     validate(options)
     out = Path(output)
@@ -350,15 +400,17 @@ def restore_sharded(
         raise InputError(f"{out}: --shards writes one video file; give OUT a suffix such as .mkv or .mp4")
     source = FrameSource(input)
     stamps = source.timestamps()
+    like = stream_format(input) if source.is_video else None
     encoding = encoding or Encoding(fps=source.info.fps)
     plan = plan_shards(len(stamps), options.chunk, shards, max_gap=options.max_gap)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.shards-", dir=out.parent))
     partial = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.partial{out.suffix}")
+    first = [s.lo - 1 if options.scene_reset and s.lo > 0 else s.lo for s in plan]  # the flag of lo needs lo - 1
     jobs = [
         ShardJob(input=str(Path(input).resolve()), segment=str((work / f"{s.index:05d}{out.suffix}").resolve()),
-                 shard=s, total=len(stamps), lo_pts=stamps[s.lo], options=options, encoding=encoding)
-        for s in plan
+                 shard=s, total=len(stamps), lo_pts=stamps[f], options=options, encoding=encoding, like=like, first=f)
+        for s, f in zip(plan, first)
     ]
     bar = tqdm(total=len(stamps), unit="frame", file=sys.stderr, disable=not progress, desc=f"restore x{len(plan)}")
     t0 = time.perf_counter()
@@ -375,7 +427,8 @@ def restore_sharded(
 
             results = [run_shard(job, report) for job in jobs]
         audio = None if source.is_folder else str(input)
-        concat_segments([(j.segment, j.shard.start) for j in jobs], partial, encoding.fps, audio_from=audio)
+        concat_segments([(j.segment, j.shard.start) for j in jobs], partial, encoding.fps, audio_from=audio,
+                        keep_timestamps=like is not None)
         os.replace(partial, out)
     finally:
         bar.close()

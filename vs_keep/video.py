@@ -1,12 +1,15 @@
-"""Streaming video/image-folder input and output, always as HxWx3 RGB uint8 frames (the one I/O module).
+"""Streaming video/image-folder input and output (the one I/O module): HxWx3 RGB uint8 frames, or decoded frames
+in the source's own pixel format (`decode`, `FrameSink.write_frame`) so a restore keeps format, depth, colour tags
+and timestamps.
 
 Restoration (`vs-keep restore`), evaluation and degradation must not hold whole clips in memory, so readers are
 generators and writers take one frame at a time. PyAV and OpenCV are imported inside functions: the engine must
 stay importable without them.
 
 Inputs: a video file (any container PyAV/ffmpeg reads), a folder of images (natural order: frame9 before frame10)
-or a single image. Outputs: a folder of numbered PNGs, or a video file, either lossy for delivery (libx264 by
-default, audio copied from the source) or lossless and byte-reproducible for test material (`lossless=True`).
+or a single image. Outputs: a folder of numbered PNGs, or a video file, either for delivery (libx264 by default;
+with `like=` the source's pixel format, colour tags and time base; audio and subtitles copied from the source)
+or lossless and byte-reproducible for test material (`lossless=True`).
 """
 
 from __future__ import annotations
@@ -134,24 +137,8 @@ def iter_frames(
         for file in files[start:][:max_frames]:
             yield read_image(file)
         return
-    import av
-
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as exc:
-        raise InputError(f"{path}: cannot open as a video ({exc})") from None
-    with container:
-        if not container.streams.video:
-            raise InputError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # decoding is bit-exact whatever the threading
-        frames = container.decode(stream)
-        if start:
-            frames = _decode_from(container, stream, _timestamps(path)[start] if start_pts is None else start_pts)
-        for i, frame in enumerate(frames):
-            if max_frames is not None and i >= max_frames:
-                return
-            yield frame.to_ndarray(format="rgb24")
+    for frame in decode(path, start=start, start_pts=start_pts, max_frames=max_frames):
+        yield frame.to_ndarray(format="rgb24")
 
 
 def _timestamps(path: Path) -> list[int]:
@@ -187,6 +174,59 @@ def _decode_from(container, stream, pts: int) -> Iterator:
     raise InputError(f"{container.name}: cannot seek to timestamp {pts}; remux the file (ffmpeg -c copy) to repair its index")
 
 
+def decode(path: PathLike, *, start: int = 0, start_pts: int | None = None, max_frames: int | None = None) -> Iterator:
+    """Yield the frames of a video file as PyAV decodes them (own pixel format, timestamps, colour tags).
+
+    start: index of the first frame (frame-accurate: decoding begins at the keyframe at or before it and the
+    frames before it are dropped by timestamp); start_pts: its timestamp from `FrameSource.timestamps()`."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as exc:
+        raise InputError(f"{path}: cannot open as a video ({exc})") from None
+    with container:
+        if not container.streams.video:
+            raise InputError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # decoding is bit-exact whatever the threading
+        frames = container.decode(stream)
+        if start:
+            frames = _decode_from(container, stream, _timestamps(Path(path))[start] if start_pts is None else start_pts)
+        for i, frame in enumerate(frames):
+            if max_frames is not None and i >= max_frames:
+                return
+            yield frame
+
+
+@dataclass(frozen=True)
+class StreamFormat:
+    """What an output keeps of its source video: pixel format, the four colour tags, time base and rate."""
+
+    pix_fmt: str
+    colorspace: int
+    color_range: int
+    color_primaries: int
+    color_trc: int
+    time_base: Fraction | None
+    rate: Fraction
+
+
+def stream_format(path: PathLike) -> StreamFormat:
+    """The source's format from its stream and first decoded frame (decoders fill tags the container lacks)."""
+    info = probe(path)
+    frames = decode(path)
+    frame = next(frames, None)
+    frames.close()  # closes the container now, not at garbage collection
+    if frame is None:
+        raise InputError(f"{path}: the video stream holds no decodable frame")
+    return StreamFormat(
+        pix_fmt=frame.format.name, colorspace=int(frame.colorspace), color_range=int(frame.color_range),
+        color_primaries=int(frame.color_primaries), color_trc=int(frame.color_trc),
+        time_base=Fraction(frame.time_base) if frame.time_base else info.time_base, rate=info.fps,
+    )
+
+
 class FrameSource:
     """A clip to iterate more than once: `info` up front, exact `count_frames()`, RGB uint8 frames on iteration."""
 
@@ -198,9 +238,18 @@ class FrameSource:
     def is_folder(self) -> bool:
         return self.path.is_dir()
 
+    @property
+    def is_video(self) -> bool:
+        return not (self.path.is_dir() or _is_image_file(self.path))
+
     def count_frames(self) -> int:
-        """Exact number of frames: images in a folder, or video packets (demuxed, not decoded)."""
-        return len(self.timestamps())
+        """Exact number of frames: images in a folder, or frames decoded from the video (packet counts miss
+        frames a decoder adds or drops, e.g. repeated fields or a truncated tail)."""
+        if self.path.is_dir() or _is_image_file(self.path):
+            return self.info.frames
+        n = sum(1 for _ in decode(self.path))
+        self.info = dataclasses.replace(self.info, frames=n)
+        return n
 
     def timestamps(self) -> list[int]:
         """Presentation timestamp of every frame in display order (video packets demuxed, not decoded; an image
@@ -210,6 +259,10 @@ class FrameSource:
         stamps = _timestamps(self.path)
         self.info = dataclasses.replace(self.info, frames=len(stamps))
         return stamps
+
+    def decode(self) -> Iterator:
+        """The video's frames as decoded (av.VideoFrame, own pixel format, pts and colour tags)."""
+        return decode(self.path)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter_frames(self.path)
@@ -221,8 +274,10 @@ class FrameSource:
 class FrameSink:
     """Write RGB uint8 frames to a folder of numbered PNGs (path without suffix, or an existing folder) or a video.
 
-    Lossy (default): `codec` (libx264) at `crf`/`preset`, yuv420p, or yuv444p when a side is odd; with
-    `audio_from`, the audio streams of that file are copied (packets remuxed, not re-encoded).
+    Delivery (default): `codec` (libx264) at `crf`/`preset`; with `like` (the source's `StreamFormat`) the
+    source's pixel format (or `pix_fmt`), colour tags and time base, and `write_frame` keeps each frame's pts
+    (variable frame rates stay variable); without, yuv420p (yuv444p when a side is odd). With `audio_from`, the
+    audio and subtitle streams of that file are copied (packets remuxed, not re-encoded).
     `lossless=True`: the suffix picks the codec (`.mkv` FFV1, `.mp4`/`.mov` libx264rgb qp 0); encoder single-threaded
     and encoder and muxer in bit-exact mode, so the same frames always give the same bytes (no random UIDs, no
     thread-count-dependent output). `codec`, `crf` and `preset` do not apply then.
@@ -238,11 +293,14 @@ class FrameSink:
         preset: str = "medium",
         audio_from: PathLike | None = None,
         lossless: bool = False,
+        like: StreamFormat | None = None,
+        pix_fmt: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.fps, self.codec, self.crf, self.preset = Fraction(fps), codec, crf, preset
         self.audio_from = Path(audio_from) if audio_from else None
         self.lossless = lossless
+        self.like, self.pix_fmt = like, pix_fmt
         self.count = 0
         self._container = None
         self._stream = None
@@ -270,14 +328,35 @@ class FrameSink:
             stream.thread_count = 1
             stream.codec_context.flags |= av.codec.context.Flags.bitexact.value
         else:
-            stream = container.add_stream(self.codec, rate=self.fps)
+            try:
+                stream = container.add_stream(self.codec, rate=self.fps)
+            except (ValueError, av.FFmpegError) as exc:
+                container.close()
+                raise InputError(f"--codec {self.codec}: no such video encoder in this ffmpeg ({exc})") from None
             stream.width, stream.height = width, height
-            stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            stream.pix_fmt = self._output_pix_fmt(stream, width, height)
+            if self.like is not None:
+                ctx = stream.codec_context
+                ctx.colorspace, ctx.color_range = self.like.colorspace, self.like.color_range
+                ctx.color_primaries, ctx.color_trc = self.like.color_primaries, self.like.color_trc
+                if self.like.time_base:
+                    stream.time_base = ctx.time_base = self.like.time_base
             if self.codec in ("libx264", "libx265"):
                 stream.options = {"crf": str(self.crf), "preset": self.preset}
         self._container, self._stream = container, stream
         if self.audio_from is not None:
             self._copy_audio_streams()
+
+    def _output_pix_fmt(self, stream, width: int, height: int) -> str:
+        """`pix_fmt`, else the source's when the encoder takes it, else yuv420p (yuv444p for odd sizes)."""
+        supported = [f.name for f in (stream.codec_context.codec.video_formats or [])]
+        wanted = self.pix_fmt or (self.like.pix_fmt if self.like is not None else None)
+        if wanted is None:
+            return "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        if supported and wanted not in supported:
+            flag = "--pix-fmt" if self.pix_fmt else "the input's pixel format; pass --pix-fmt"
+            raise InputError(f"--codec {self.codec} cannot encode {wanted} ({flag} with one of: {' '.join(supported)})")
+        return wanted
 
     def _copy_audio_streams(self) -> None:
         copy_audio(self._container, self.audio_from)
@@ -298,9 +377,35 @@ class FrameSink:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts = self.count
             frame.time_base = 1 / self.fps
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
+            self._encode(frame)
         self.count += 1
+
+    def write_frame(self, frame) -> None:
+        """Append one decoded-format av.VideoFrame, keeping its pts (and time base) when it has one."""
+        if self.is_folder:
+            deep = frame.format.components[0].bits > 8
+            img = frame.to_ndarray(format="rgb48le" if deep else "rgb24")
+            import cv2
+
+            cv2.imwrite(str(self.path / f"{self.count:06d}.png"), np.ascontiguousarray(img[..., ::-1]))
+            self.count += 1
+            return
+        if self._container is None:
+            self._open(frame.width, frame.height)
+        if frame.pts is None:
+            frame.pts, frame.time_base = self.count, 1 / self.fps
+        self._encode(frame)
+        self.count += 1
+
+    def _encode(self, frame) -> None:
+        """Encode one frame, converted to the stream's pixel format (with the source's matrix and range)."""
+        stream = self._stream
+        if self.like is not None and frame.format.name != stream.pix_fmt:  # else PyAV converts as it always did
+            from .pixels import convert
+
+            frame = convert(frame, stream.pix_fmt, self.like)
+        for packet in stream.encode(frame):
+            self._container.mux(packet)
 
     def close(self) -> None:
         """Flush the encoder and finish the file."""
@@ -318,21 +423,22 @@ class FrameSink:
 
 
 def copy_audio(container, source: PathLike) -> None:
-    """Copy the audio streams of `source` into the open output `container` (packets remuxed, not re-encoded)."""
+    """Copy the audio and subtitle streams of `source` into the open output `container` (packets remuxed, not
+    re-encoded; a stream the output container cannot hold is skipped with a warning)."""
     import av
 
     with av.open(str(source)) as src:
         pairs = []
-        for s in src.streams.audio:
+        for s in [*src.streams.audio, *src.streams.subtitles]:
             try:
                 out = container.add_stream_from_template(s)
             except (ValueError, av.error.FFmpegError) as exc:
-                log.warning("audio stream %d not copied: %s", s.index, exc)
+                log.warning("%s stream %d not copied: %s", s.type, s.index, exc)
                 continue
             pairs.append((s, out))
         if not pairs:
             return
-        # Audio packets are remuxed up front; the muxer interleaves them with video by timestamp.
+        # Audio/subtitle packets are remuxed up front; the muxer interleaves them with video by timestamp.
         by_index = {s.index: out for s, out in pairs}
         for packet in src.demux([s for s, _ in pairs]):
             if packet.dts is None:  # demuxer flush packets

@@ -1,7 +1,10 @@
-"""`vs-keep restore IN OUT`: decode with PyAV, restore, encode (libx264 by default), audio copied.
+"""`vs-keep restore IN OUT`: decode with PyAV, restore, encode (libx264 by default), audio and subtitles copied.
 
 IN/OUT may be video files or image folders. `--aligned` treats every frame as an aligned face crop (official
-`--has_aligned` mode); otherwise faces are detected, aligned, restored per track and pasted back.
+`--has_aligned` mode); otherwise faces are detected, aligned, restored per track and merged back into the decoded
+frame in its own pixel format: the output keeps the input's pixel format and depth (`--pix-fmt` overrides), colour
+tags and per-frame timestamps, and a lossless `--codec` (ffv1, ...) gives back every sample outside the faces.
+KEEP's state resets at scene cuts found by `vs_keep.scene` (the filter's detector).
 """
 
 from __future__ import annotations
@@ -9,6 +12,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import numpy as np
 
 from ..errors import InputError
 
@@ -49,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default="libx264", help="video encoder (default libx264)")
     p.add_argument("--crf", type=int, default=18, help="x264/x265 CRF (default 18)")
     p.add_argument("--preset", default="medium", help="x264/x265 preset (default medium)")
+    p.add_argument("--pix-fmt", help="output pixel format (default: the input's, e.g. yuv420p10le)")
+    p.add_argument("--scene-detect", choices=["auto", "off"], default="auto",
+                   help="reset KEEP's state at detected scene cuts (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--shards", type=int, help="restore in N pieces cut at chunk boundaries (same frames as one run)")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
@@ -59,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..engine import EngineOptions, build_engine, load_model
-    from ..video import FrameSink, FrameSource
+    from ..scene import is_cut
+    from ..video import FrameSink, FrameSource, stream_format
     from .safety import checked_length, decoding
 
     if args.chunk < 1:
@@ -69,10 +80,12 @@ def run(args: argparse.Namespace) -> int:
     if args.aligned and (args.overlap or args.stabilize):
         raise InputError("--overlap and --stabilize work on whole frames (face tracks); drop them with --aligned")
     source = FrameSource(args.input)
-    total = checked_length(source)  # empty or truncated input: fail before loading anything
+    total = checked_length(source)  # decoded, not demuxed; empty or truncated input: fail before loading anything
+    like = stream_format(args.input) if source.is_video else None
+    scene = is_cut if args.scene_detect == "auto" else None
     options = EngineOptions(
         weights=args.weights, model=args.model, device=args.device, faces=args.faces, chunk=args.chunk,
-        scene_reset=False, upscale=args.upscale, min_face=args.min_face, detector=args.detector,
+        scene_reset=scene is not None, upscale=args.upscale, min_face=args.min_face, detector=args.detector,
         fidelity=args.fidelity, parse=args.parse, exact=args.exact, tiny_faces="dic" if args.tiny_weights else None,
         tiny_weights=args.tiny_weights, tiny_min=args.tiny_min, fp16=args.fp16, decoder=args.decoder,
         cpu_fast=not args.reference_ops, cpu_precision="bf16" if args.cpu_bf16 else "fp32",
@@ -90,12 +103,19 @@ def run(args: argparse.Namespace) -> int:
         from ..random_access import restore_stream
 
         engine = build_engine(options)
-        frames = (r.image for r in restore_stream(engine, decoding(source, args.input), total))
-    audio = None if source.is_folder else args.input
+        if like is not None:
+            frames = restore_video(engine, source, total, scene, args.input)
+        else:
+            frames = (r.image for r in restore_stream(engine, decoding(source, args.input), total, scene=scene))
+    audio = args.input if source.is_video else None
     bar = tqdm(total=source.info.frames, unit="frame", file=sys.stderr, disable=args.no_progress, desc="restore")
-    with FrameSink(args.output, fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, audio_from=audio) as sink:
-        for rgb in frames:
-            sink.write(rgb)
+    with FrameSink(args.output, fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, audio_from=audio,
+                   like=like, pix_fmt=args.pix_fmt) as sink:
+        for frame in frames:
+            if isinstance(frame, np.ndarray):  # RGB from --aligned or image input
+                sink.write(frame)
+            else:
+                sink.write_frame(frame)
             bar.update(1)
     bar.close()
     log.info("wrote %d frames", sink.count)
@@ -115,7 +135,29 @@ def _run_sharded(args: argparse.Namespace, options, source) -> int:
 
         if importlib.util.find_spec("ray") is None:
             raise InputError("--ray needs Ray: pip install 'vs-keep[ray]'")
-    encoding = Encoding(fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset)
+    encoding = Encoding(fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
     restore_sharded(args.input, args.output, options, shards=args.shards, encoding=encoding, ray=args.ray is not None,
                     address=args.ray or None, progress=not args.no_progress)
     return 0
+
+
+def restore_video(engine, source, total: int, scene: Callable | None, path) -> Iterator:
+    """Decoded frames restored in their own pixel format: the model reads them through 16-bit RGB, the faces
+    come back as colour + alpha and are merged into the decoded samples (vs_keep.pixels.compose)."""
+    from ..pixels import compose, resize, to_rgb
+    from ..random_access import restore_stream
+    from .safety import decoding
+
+    pending: deque = deque()  # decoded frames whose result is not out yet (the engine reads ahead)
+
+    def working() -> Iterator[np.ndarray]:
+        for frame in decoding(source.decode(), path):
+            pending.append(frame)
+            yield to_rgb(frame)
+
+    up = engine.upscale
+    for result in restore_stream(engine, working(), total, layer=True, scene=scene):
+        frame = pending.popleft()
+        if up > 1:
+            frame = resize(frame, frame.width * up, frame.height * up)
+        yield compose(frame, result.image, result.alpha)

@@ -60,7 +60,7 @@ def _declared_seconds(path: Path) -> float | None:
 
 
 def checked_length(source) -> int:
-    """Exact frame count of a `FrameSource` (packets, demuxed only); InputError when the video is empty, cannot be
+    """Exact frame count of a `FrameSource` (frames decoded, never packet counts); InputError when the video is empty, cannot be
     demuxed, or ends before the duration its header declares (a truncated copy or an interrupted download)."""
     path = Path(source.path)
     try:

@@ -146,6 +146,28 @@ def upscale_background(frame: np.ndarray, upscale: int) -> np.ndarray:
     return cv2.resize(frame, (w * upscale, h * upscale), interpolation=cv2.INTER_LINEAR)
 
 
+def _blend_all(canvas: np.ndarray, alpha: np.ndarray | None, faces: Sequence[FacePaste], origin: tuple[int, int],
+               size: tuple[int, int], upscale: int, exact: bool, unit: float, antialias: bool) -> None:
+    """Blend `faces` in order into the canvas window at `origin` (one loop for the frame and the layer paths)."""
+    for face in faces:
+        blend_face(canvas, face, origin, size, upscale, exact, unit=unit, antialias=antialias, alpha=alpha)
+
+
+def _union_box(faces: Sequence[FacePaste], size: tuple[int, int], upscale: int, exact: bool) -> tuple[int, int, int, int] | None:
+    boxes = np.array([face_region(f, size, upscale, exact) for f in faces]).reshape(-1, 4)
+    if not len(boxes):
+        return None
+    x0, y0 = int(boxes[:, 0].min()), int(boxes[:, 1].min())
+    x1, y1 = int(boxes[:, 2].max()), int(boxes[:, 3].max())
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _check_upscale(upscale: int) -> int:
+    if int(upscale) != upscale or upscale < 1:
+        raise InputError(f"upscale must be a whole number >= 1, got {upscale}")
+    return int(upscale)
+
+
 def paste_faces(
     frame: np.ndarray,
     faces: Sequence[FacePaste],
@@ -162,9 +184,7 @@ def paste_faces(
     bilinear). Pixels that no face mask touches are exactly the background. return_alpha: also return the
     (H·u, W·u) float32 weight the faces got (0 = background only, 1 = face only).
     """
-    if int(upscale) != upscale or upscale < 1:
-        raise InputError(f"upscale must be a whole number >= 1, got {upscale}")
-    upscale = int(upscale)
+    upscale = _check_upscale(upscale)
     if not isinstance(frame, np.ndarray):  # a tensor frame on the engine's device (CUDA)
         if exact or background is not None:  # the official arithmetic / a host upsampler: one round trip to the host
             return _paste_on_host(frame, faces, upscale=upscale, exact=exact, antialias=antialias,
@@ -178,17 +198,13 @@ def paste_faces(
     if out.shape[:2] != (h, w):
         raise InputError(f"background upsampler returned {out.shape[:2]}, expected {(h, w)}")
     alpha = np.zeros((h, w), np.float32) if return_alpha else None
-    boxes = np.array([face_region(f, (h, w), upscale, exact) for f in faces]).reshape(-1, 4)
-    if len(boxes):
-        x0, y0 = int(boxes[:, 0].min()), int(boxes[:, 1].min())
-        x1, y1 = int(boxes[:, 2].max()), int(boxes[:, 3].max())
-    if len(boxes) and x1 > x0 and y1 > y0:
+    box = _union_box(faces, (h, w), upscale, exact)
+    if box is not None:
+        x0, y0, x1, y1 = box
         is_int = out.dtype == np.uint8
         canvas = out[y0:y1, x0:x1].astype(np.float32)  # 0..255 for uint8 frames, like the official arithmetic
         window = alpha[y0:y1, x0:x1] if alpha is not None else None
-        for face in faces:
-            blend_face(canvas, face, (x0, y0), (h, w), upscale, exact, unit=255.0 if is_int else 1.0,
-                       antialias=antialias, alpha=window)
+        _blend_all(canvas, window, faces, (x0, y0), (h, w), upscale, exact, 255.0 if is_int else 1.0, antialias)
         if is_int:
             if exact:  # the official `.astype(uint8)` truncates
                 out[y0:y1, x0:x1] = np.clip(canvas, 0, 255).astype(np.uint8)
@@ -197,6 +213,59 @@ def paste_faces(
         else:
             out[y0:y1, x0:x1] = canvas
     return (out, alpha) if return_alpha else out
+
+
+@dataclass(frozen=True, eq=False)
+class FaceLayer:
+    """The faces of one output frame as a layer to composite in any pixel format:
+    paste_faces(frame) = alpha·color + (1 − alpha)·background(frame) (up to fp32 rounding; uint8 frames round).
+
+    color: (H·u, W·u, 3) float32 RGB in [0, 1], 0 where alpha is 0. alpha: (H·u, W·u) float32 in [0, 1]; exactly
+    0 outside `box` (x0, y0, x1, y1) and wherever no face mask reaches (None when there are no faces)."""
+
+    color: np.ndarray
+    alpha: np.ndarray
+    box: tuple[int, int, int, int] | None
+
+    def over(self, background: np.ndarray) -> np.ndarray:
+        """Composite onto a float (H·u, W·u, 3) background; pixels with alpha 0 are returned unchanged."""
+        out = np.array(background, np.float32, copy=True)
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            a = self.alpha[y0:y1, x0:x1, None]
+            out[y0:y1, x0:x1] = np.where(a > 0, a * self.color[y0:y1, x0:x1] + (1.0 - a) * out[y0:y1, x0:x1], out[y0:y1, x0:x1])
+        return out
+
+
+def paste_layer(
+    faces: Sequence[FacePaste],
+    size: tuple[int, int],
+    *,
+    upscale: int = 1,
+    exact: bool = False,
+    antialias: bool = True,
+) -> FaceLayer:
+    """The faces `paste_faces` would blend into a (H, W) = `size` input frame, as colour + alpha instead of a
+    finished frame, so the caller can merge them into the untouched source in its own format and precision.
+
+    Same masks and order as `paste_faces` (the faces are blended onto a zero canvas, which gives the
+    premultiplied colour; dividing by the accumulated alpha un-premultiplies it)."""
+    upscale = _check_upscale(upscale)
+    h, w = int(size[0]) * upscale, int(size[1]) * upscale
+    color = np.zeros((h, w, 3), np.float32)
+    alpha = np.zeros((h, w), np.float32)
+    box = _union_box(faces, (h, w), upscale, exact)
+    if box is not None:
+        x0, y0, x1, y1 = box
+        canvas = color[y0:y1, x0:x1]
+        window = alpha[y0:y1, x0:x1]
+        _blend_all(canvas, window, faces, (x0, y0), (h, w), upscale, exact, 1.0, antialias)
+        a = window[..., None]
+        np.divide(canvas, a, out=canvas, where=a > 0)
+        canvas[np.broadcast_to(a <= 0, canvas.shape)] = 0.0
+        np.clip(canvas, 0.0, 1.0, out=canvas)
+        np.clip(window, 0.0, 1.0, out=window)  # 1 - prod(1 - m) can round to 1 + 1e-7
+    return FaceLayer(color=color, alpha=alpha, box=box)
 
 
 def _host(x: Any) -> np.ndarray:
