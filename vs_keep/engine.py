@@ -17,6 +17,11 @@ from torch import nn
 from .errors import InputError
 from .random_access import RandomAccessRestorer
 
+__all__ = [
+    "DECODERS", "TUNE_MALLOC_ENV", "AutocastFactory", "EngineOptions", "build_engine", "cudnn_tf32_off",
+    "load_model", "pick_device", "validate",
+]
+
 log = logging.getLogger(__name__)
 
 #: codebook decoder runtimes for KEEP ("auto": TensorRT on CUDA when installed, else eager torch)

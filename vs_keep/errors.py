@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["CheckpointError", "InputError", "OutputError", "VsKeepError", "WeightsNotFoundError", "is_out_of_memory", "user_message"]
+__all__ = [
+    "CheckpointError", "InputError", "OutputError", "VsKeepError", "WeightsNotFoundError", "is_out_of_memory",
+    "user_message",
+]
 
 
 class VsKeepError(Exception):

@@ -16,6 +16,8 @@ import numpy as np
 
 from .errors import InputError
 
+__all__ = ["GRAY_WEIGHTS", "PLANAR_OF", "compose", "convert", "copy_tags", "resize", "to_rgb"]
+
 #: official `bgr2gray` weights (R, G, B) for the restored face of gray input
 GRAY_WEIGHTS = np.float32([0.2989, 0.587, 0.114])
 #: packed/semi-planar formats and the planar format holding the same samples (converted losslessly both ways)

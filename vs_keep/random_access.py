@@ -52,6 +52,11 @@ from .face.tiny import TinyFace, TinyFaceRestorer, box_side
 from .face.track import LinkParams
 from .face.types import Detection, Detector
 
+__all__ = [
+    "BlockPlan", "ChunkPlan", "ChunkRuns", "Counters", "FacePlan", "FrameAccess", "LRUCache",
+    "RandomAccessRestorer", "RenderedFrame", "Span", "StreamAccess", "model_lock", "restore_stream",
+]
+
 log = logging.getLogger(__name__)
 
 

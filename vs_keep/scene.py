@@ -21,6 +21,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+__all__ = ["BINS", "DIFF_THRESHOLD", "HIST_THRESHOLD", "THUMB_WIDTH", "cut_scores", "is_cut", "thumbnail"]
+
 THUMB_WIDTH = 64
 BINS = 16
 #: total-variation distance of the colour histograms (0 = same distribution, 1 = disjoint)

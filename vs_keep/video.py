@@ -27,6 +27,11 @@ import numpy as np
 
 from .errors import InputError
 
+__all__ = [
+    "DEFAULT_FPS", "IMAGE_SUFFIXES", "LOSSLESS_SUFFIXES", "FrameSink", "FrameSource", "StreamFormat", "VideoInfo",
+    "copy_audio", "decode", "iter_frames", "list_images", "probe", "read_image", "stream_format",
+]
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

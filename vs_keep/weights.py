@@ -32,6 +32,11 @@ from .atomic import atomic_write, file_lock, replace_file
 from .cache import ENV_HOME, folder
 from .errors import CheckpointError, InputError, WeightsNotFoundError
 
+__all__ = [
+    "DEFAULT_TIMEOUT", "ENV_MIRROR", "ENV_TIMEOUT", "WEIGHTS", "WeightSpec", "cache_dir", "candidate_urls",
+    "download", "get", "license_notice", "names", "resolve", "sha256_file", "verify",
+]
+
 log = logging.getLogger(__name__)
 
 ENV_MIRROR = "VS_KEEP_WEIGHTS_MIRROR"

@@ -7,3 +7,5 @@
 - building blocks: `common` (timing, progress), `staged` (KEEP stage by stage with timers), `synthetic`
   (synthetic KEEP models), `emulation` (16-bit accuracy on CPUs without 16-bit GEMMs)
 """
+
+__all__ = []

@@ -16,7 +16,10 @@ from typing import Any
 from .common import bench_fn, load_avg, progress, round_sig, safe, timed
 from .parity import record
 
-__all__ = ["EXACT_FP32", "bf16_summary", "choose_kernels", "cpu_bf16_runs", "cpu_options", "cpu_runs", "default_vs_exact", "pick_shipped"]
+__all__ = [
+    "EXACT_FP32", "bf16_summary", "choose_kernels", "cpu_bf16_runs", "cpu_options", "cpu_runs", "default_vs_exact",
+    "pick_shipped",
+]
 
 
 def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisions: list[str], quick: bool,

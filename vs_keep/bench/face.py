@@ -24,6 +24,8 @@ from ..face import FacePaste, align_face, alignment_matrix, create_detector, pas
 from ..face.types import Detection
 from .common import round_sig
 
+__all__ = ["bench_frame", "face_stage_timings", "faces_section", "run"]
+
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
     fn()  # warm-up (allocations, lazy inits)

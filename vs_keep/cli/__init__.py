@@ -22,6 +22,8 @@ import signal
 import sys
 import traceback
 
+__all__ = ["COMMANDS", "build_parser", "main"]
+
 # name -> (module, one-line help). One explicit, ordered list: grep shows every command.
 COMMANDS: dict[str, tuple[str, str]] = {
     "restore": ("vs_keep.cli.restore", "restore faces in a video or image folder (PyAV in/out)"),

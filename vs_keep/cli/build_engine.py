@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+__all__ = ["add_arguments", "run"]
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="keep", help="weights name in the cache ('keep') or a .pth path (default: keep)")

@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+__all__ = ["add_arguments", "run"]
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..evaluation.degrade import DOWNSAMPLE_MODES, LEVELS

@@ -12,6 +12,8 @@ from pathlib import Path
 from .. import weights
 from ..errors import InputError, VsKeepError
 
+__all__ = ["EPILOG", "add_arguments", "run"]
+
 EPILOG = f"""\
 names: {", ".join(weights.names())}
 

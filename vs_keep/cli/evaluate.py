@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+__all__ = ["add_arguments", "run"]
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", required=True, help="ground-truth video or image folder")

@@ -19,6 +19,8 @@ import numpy as np
 
 from ..errors import InputError
 
+__all__ = ["add_arguments", "restore_video", "run"]
+
 log = logging.getLogger("vs_keep.cli.restore")
 
 # `vs-keep` writes OUTPUT atomically and refuses it when it is one of INPUTS (see vs_keep.cli)

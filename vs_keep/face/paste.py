@@ -28,6 +28,11 @@ from ..errors import InputError
 from ..sampling import antialias_sigma, warp_scale
 from .align import invert_affine
 
+__all__ = [
+    "FaceLayer", "FacePaste", "blend_face", "face_region", "paste_faces", "paste_geometry", "paste_layer",
+    "paste_matrix", "upscale_background",
+]
+
 
 @dataclass(frozen=True, eq=False)
 class FacePaste:

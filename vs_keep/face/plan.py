@@ -19,7 +19,9 @@ from .smooth import ENDS, SIGMA, gaussian_radius, smooth_at
 from .track import FACES_MODES, LinkParams, link_tracks
 from .types import Detection
 
-__all__ = ["Segment", "check_restore_layout", "chunk_bounds", "chunk_window", "plan_chunk", "resolve_smoothing_ends"]
+__all__ = [
+    "Segment", "check_restore_layout", "chunk_bounds", "chunk_window", "plan_chunk", "resolve_smoothing_ends",
+]
 
 
 

@@ -20,7 +20,9 @@ from torch import nn
 
 from ..errors import InputError
 
-__all__ = ["ClipRun", "ModuleRestorer", "Restorer", "SharedRestorerFactory", "identity_restorer", "restorer_factory"]
+__all__ = [
+    "ClipRun", "ModuleRestorer", "Restorer", "SharedRestorerFactory", "identity_restorer", "restorer_factory",
+]
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,10 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["ENV_VAR", "FRAMES_ENV_VAR", "cupy_available", "frame_device", "kernel_mode", "kernel_ok", "reset_self_checks", "self_check_failures", "use_cupy"]
+__all__ = [
+    "ENV_VAR", "FRAMES_ENV_VAR", "cupy_available", "frame_device", "kernel_mode", "kernel_ok", "reset_self_checks",
+    "self_check_failures", "use_cupy",
+]
 
 log = logging.getLogger(__name__)
 

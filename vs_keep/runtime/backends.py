@@ -27,7 +27,10 @@ from .precision import PRECISIONS, apply_precision, autocast_context
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OpenVinoBackend", "OrtBackend", "TensorRTBackend", "TorchBackend", "cached_decoder_onnx", "torch_fallback_notice"]
+__all__ = [
+    "OpenVinoBackend", "OrtBackend", "TensorRTBackend", "TorchBackend", "cached_decoder_onnx",
+    "torch_fallback_notice",
+]
 
 _NOTICES: set[str] = set()
 

@@ -37,7 +37,10 @@ from .reference import reference_only, reference_ops
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CpuOptions", "FastConv2d", "FastResBlock", "OrtFlowNet", "nnpack_available", "optimize_cpu", "reference_ops", "restore_reference", "tune_malloc"]
+__all__ = [
+    "CpuOptions", "FastConv2d", "FastResBlock", "OrtFlowNet", "nnpack_available", "optimize_cpu", "reference_ops",
+    "restore_reference", "tune_malloc",
+]
 
 _NNPACK_STATE: dict[str, bool] = {}
 _ORT_FLOW_LOCK = threading.Lock()
