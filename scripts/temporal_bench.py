@@ -32,6 +32,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from vs_keep.evaluation.flicker import jittered_frames  # noqa: E402
+
 log = logging.getLogger("temporal_bench")
 
 
@@ -55,18 +57,7 @@ def flicker_video(photo: np.ndarray, count: int, seed: int, size: int = 512) -> 
     """Per frame: rotation ±0.4°, scale ±0.4 %, shift ±1 px plus a slow drift; gain ±5 %, per-channel ±2 %,
     offset ±0.02, a linear shading ramp ±0.05; Gaussian noise σ 0.01 (all σ, [0, 1] scale)."""
     face = cv2.resize(photo, (size, size), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255.0
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
-    frames = []
-    for t in range(count):
-        m = cv2.getRotationMatrix2D((size / 2, size / 2), rng.normal(0, 0.4), 1 + rng.normal(0, 0.004))
-        m[:, 2] += rng.normal(0, 1.0, 2) + (0.3 * t, 0.1 * t)
-        f = cv2.warpAffine(face, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        theta = rng.uniform(0, 2 * np.pi)
-        shade = rng.normal(0, 0.05) * (np.cos(theta) * xx + np.sin(theta) * yy)
-        f = f * (1 + rng.normal(0, 0.05)) * (1 + rng.normal(0, 0.02, 3)) + rng.normal(0, 0.02) + shade[..., None]
-        frames.append(np.clip(f + rng.normal(0, 0.01, f.shape), 0, 1).astype(np.float32))
-    return frames
+    return jittered_frames(face, count, seed, shift=1.0, drift=(0.3, 0.1))
 
 
 def warping_error(frames: list[np.ndarray]) -> float:

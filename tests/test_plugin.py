@@ -6,7 +6,6 @@ import random
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ vs = pytest.importorskip("vapoursynth")
 
 from data.face_scenes import two_face_scene  # noqa: E402
 from media import write_video  # noqa: E402
+from threaded_requests import request_concurrently  # noqa: E402
 from vs_keep.models.synthetic import write_synthetic_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.vapoursynth
@@ -67,24 +67,12 @@ def test_parallel_random_requests_equal_linear_pass(media) -> None:
     clip = restored_clip(media)  # a fresh filter: empty caches
     order = [13, 2, 7, 7, 0, 12, 5, 1, 6, 11, 3, 9, 4, 10, 8, 0, 13, 6]  # backward, repeated, wrapped
     random.Random(3).shuffle(order)
-    got: dict[int, tuple] = {}
-    errors: list[BaseException] = []
 
-    def worker(ns: list[int]) -> None:
-        try:
-            for n in ns:
-                with clip.get_frame(n) as f:
-                    got[n] = (rgb_of(f).copy(), dict(f.props))
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
+    def request(n: int) -> tuple:
+        with clip.get_frame(n) as f:
+            return rgb_of(f).copy(), dict(f.props)
 
-    threads = [threading.Thread(target=worker, args=(order[i::8],)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    assert not any(t.is_alive() for t in threads), "deadlock: requests did not finish"
-    assert not errors, errors
+    got = request_concurrently(request, order, threads=8)
     for n in range(N):
         assert np.array_equal(got[n][0], linear[n][0]), n
         assert got[n][1] == linear[n][1]

@@ -4,7 +4,6 @@ and equality with the CLI's linear pass."""
 from __future__ import annotations
 
 import random
-import threading
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from vs_keep.face import create_detector, restorer_factory
 from vs_keep.models import load
 from vs_keep.models.synthetic import write_synthetic_checkpoint
 from vs_keep.random_access import RandomAccessRestorer, Span, restore_stream
+from threaded_requests import request_concurrently
 
 N, CHUNK = 16, 6
 
@@ -87,23 +87,8 @@ def test_any_order_and_threads_equal_linear(net, detector, frames, linear) -> No
     eng, counting = engine(net, detector, cache_chunks=1)
     access = ListAccess(frames)
     order = [15, 14, 3, 9, 0, 0, 12, 5, 6, 1, 13, 2, 8, 11, 4, 7, 10, 15, 0]
-    results: dict[int, np.ndarray] = {}
-    lock = threading.Lock()
-
-    def work(ns: list[int]) -> None:
-        for n in ns:
-            img = eng.render(n, access).image
-            with lock:
-                assert n not in results or np.array_equal(results[n], img)
-                results[n] = img
-
     random.Random(1).shuffle(order)
-    threads = [threading.Thread(target=work, args=(order[i::8],)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    assert not any(t.is_alive() for t in threads)
+    results = request_concurrently(lambda n: eng.render(n, access).image, order, threads=8)
     for n in range(N):
         assert np.array_equal(results[n], linear[n]), n
 

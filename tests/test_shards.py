@@ -5,7 +5,7 @@ path's float32 results depend on the thread count, and equal frames need equal a
 
 The clip is mostly background with a short face scene across a shard seam, and `--max-gap 2` keeps the detection
 context (26 frames before a shard, 23 after) shorter than the clip, so every shard's window is cut on the inside:
-a plan that missed context would fail loudly (`WindowAccess` raises) or change frames at the seam."""
+a plan that missed context would fail loudly (`StreamAccess` raises outside its window) or change frames at the seam."""
 
 from __future__ import annotations
 

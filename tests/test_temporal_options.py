@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-import threading
 
 import cv2
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from data.face_scenes import ASTRONAUT_FACE, astronaut, two_face_scene
 from vs_keep.engine import EngineOptions, validate
 from vs_keep.errors import InputError
+from vs_keep.evaluation.flicker import jittered_frames
 from vs_keep.evaluation.temporal import WarpingError
 from vs_keep.face import create_detector, restorer_factory
 from vs_keep.face.overlap import run_start
@@ -25,6 +25,7 @@ from vs_keep.face.stabilize import WINDOW, LowBandStabilizer, StabilizedRun, his
 from vs_keep.models import load
 from vs_keep.models.synthetic import write_synthetic_checkpoint
 from vs_keep.random_access import RandomAccessRestorer, restore_stream
+from threaded_requests import request_concurrently
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,22 +107,7 @@ def test_both_options_random_order_threads_and_seeks_equal_linear(net, detector,
     access = ListAccess(frames)
     order = list(range(N)) + [N - 1, 0, 5]
     random.Random(3).shuffle(order)
-    results: dict[int, np.ndarray] = {}
-    lock = threading.Lock()
-
-    def work(ns: list[int]) -> None:
-        for n in ns:
-            img = eng.render(n, access).image
-            with lock:
-                assert n not in results or np.array_equal(results[n], img)
-                results[n] = img
-
-    threads = [threading.Thread(target=work, args=(order[i::3],)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=500)
-    assert not any(t.is_alive() for t in threads)
+    results = request_concurrently(lambda n: eng.render(n, access).image, order, threads=3, timeout=500)
     for n in range(N):
         assert np.array_equal(results[n], linear[n]), n
     seek = make(net, detector)  # a cold seek into the middle of the second chunk (run primed from frame 0)
@@ -190,18 +176,7 @@ def flicker_faces(count: int, size: int = 256, seed: int = 0) -> list[np.ndarray
     """A real face with per-frame geometry, tone, colour and shading jitter plus noise (what the bench measures)."""
     x0, y0, x1, y1 = ASTRONAUT_FACE
     face = cv2.resize(astronaut()[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
-    out = []
-    for _ in range(count):
-        m = cv2.getRotationMatrix2D((size / 2, size / 2), rng.normal(0, 0.4), 1 + rng.normal(0, 0.004))
-        m[:, 2] += rng.normal(0, 0.5, 2)
-        f = cv2.warpAffine(face, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        theta = rng.uniform(0, 2 * np.pi)
-        shade = rng.normal(0, 0.05) * (np.cos(theta) * xx + np.sin(theta) * yy)
-        f = f * (1 + rng.normal(0, 0.05)) * (1 + rng.normal(0, 0.02, 3)) + rng.normal(0, 0.02) + shade[..., None]
-        out.append(np.clip(f + rng.normal(0, 0.01, f.shape), 0, 1).astype(np.float32))
-    return out
+    return jittered_frames(face, count, seed, shift=0.5)
 
 
 def _u8(f: np.ndarray) -> np.ndarray:
@@ -293,23 +268,12 @@ def test_vapoursynth_filter_with_both_options_parallel_equals_linear(keep_path, 
             linear.append(rgb(f))
     clip = restored()  # fresh filter, empty caches: backward, repeated and concurrent requests
     order = [7, 3, 5, 0, 6, 1, 4, 2, 7, 0]
-    got: dict[int, np.ndarray] = {}
-    errors: list[BaseException] = []
 
-    def worker(ns: list[int]) -> None:
-        try:
-            for n in ns:
-                with clip.get_frame(n) as f:
-                    got[n] = rgb(f)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
+    def request(n: int) -> np.ndarray:
+        with clip.get_frame(n) as f:
+            return rgb(f)
 
-    threads = [threading.Thread(target=worker, args=(order[i::3],)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=500)
-    assert not errors and not any(t.is_alive() for t in threads)
+    got = request_concurrently(request, order, threads=3, timeout=500)
     for n in range(N):
         assert np.array_equal(got[n], linear[n]), n
 

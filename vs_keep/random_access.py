@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -529,32 +530,43 @@ class RandomAccessRestorer:
 class StreamAccess:
     """`FrameAccess` over frames arriving in order (a decoder): reads ahead on demand and keeps only the frames a
     linear pass can still ask for. `restore_stream` drops everything before the current chunk's run start; detections
-    of older frames are served from the restorer's cache."""
+    of older frames are served from the restorer's cache.
 
-    def __init__(self, frames, num_frames: int, scene: Callable[[np.ndarray, np.ndarray], bool] | None = None) -> None:
+    A shard serves only input frames [lo, hi) of the clip (`vs_keep.shards`): its frames arrive from `first` (lo, or
+    lo - 1 so the cut detector can flag lo), and a request outside the window raises, since a shard plan missing
+    context must never pass silently. `decode_seconds[m]` is the time spent waiting for frame m."""
+
+    def __init__(self, frames: Iterable[np.ndarray], num_frames: int,
+                 scene: Callable[[np.ndarray, np.ndarray], bool] | None = None, *,
+                 lo: int = 0, hi: int | None = None, first: int | None = None) -> None:
         self._it = iter(frames)
         self.num_frames = int(num_frames)
+        self.lo, self.hi = int(lo), self.num_frames if hi is None else int(hi)
         self._buf: dict[int, np.ndarray] = {}
-        self._next = 0
-        self._floor = 0
+        self._next = self.lo if first is None else int(first)
+        self._floor = self.lo
         self._scene = scene  # cut detector on (frame n-1, frame n), decided as frames arrive
         self._cuts: set[int] = set()
         self._last: np.ndarray | None = None
+        self.decode_seconds: dict[int, float] = {}
 
     def frame(self, n: int) -> np.ndarray:
+        if not self.lo <= n < self.hi:
+            raise InputError(f"shard context [{self.lo}, {self.hi}) misses frame {n} (a bug in the shard plan)")
         if n < self._floor:
             raise InputError(f"frame {n} was already released (a linear pass never needs it again)")
         while self._next <= n:
-            try:
-                img = next(self._it)
-            except StopIteration:
-                raise InputError(
-                    f"the input ended after {self._next} frames but {self.num_frames} were announced"
-                ) from None
+            start = time.perf_counter()
+            img = next(self._it, None)
+            if img is None:
+                raise InputError(f"the input ended after {self._next} frames but {self.num_frames} were announced")
+            self.decode_seconds[self._next] = time.perf_counter() - start
             img = np.asarray(img)
             if self._scene is not None and self._last is not None and self._scene(self._last, img):
                 self._cuts.add(self._next)
-            self._buf[self._next] = self._last = img
+            if self._next >= self.lo:
+                self._buf[self._next] = img
+            self._last = img
             self._next += 1
         return self._buf[n]
 

@@ -46,7 +46,7 @@ KILL_ENV = "VS_KEEP_TEST_KILL_SHARD"
 MAX_RETRIES = 3
 
 
-__all__ = ["Encoding", "Shard", "ShardError", "ShardJob", "ShardResult", "WindowAccess", "concat_segments", "plan_shards",
+__all__ = ["Encoding", "Shard", "ShardError", "ShardJob", "ShardResult", "concat_segments", "plan_shards",
            "restore_sharded", "run_shard"]
 
 class ShardError(VsKeepError, RuntimeError):
@@ -120,57 +120,6 @@ class ShardResult:
     pid: int
 
 
-class WindowAccess:
-    """`FrameAccess` over input frames [lo, hi) of a clip of `num_frames`, arriving in order from `frames`.
-
-    A request outside the window raises: the shard plan would then be missing context, which must never pass
-    silently. Like a linear pass, frames before the current chunk are released."""
-
-    def __init__(self, frames: Iterable[np.ndarray], lo: int, hi: int, num_frames: int, *, first: int | None = None,
-                 scene: Callable[[np.ndarray, np.ndarray], bool] | None = None) -> None:
-        self._it = iter(frames)
-        self.lo, self.hi, self.num_frames = int(lo), int(hi), int(num_frames)
-        self._buf: dict[int, np.ndarray] = {}
-        self._next = self.lo if first is None else int(first)  # frames from `first` arrive (first <= lo)
-        self._floor = self.lo
-        self.decode_seconds: dict[int, float] = {}
-        self._scene = scene  # cut detector on (frame n-1, frame n), decided as frames arrive (like StreamAccess)
-        self._cuts: set[int] = set()
-        self._last: np.ndarray | None = None
-
-    def frame(self, n: int) -> np.ndarray:
-        if not self.lo <= n < self.hi:
-            raise InputError(f"shard context [{self.lo}, {self.hi}) misses frame {n} (a bug in the shard plan)")
-        if n < self._floor:
-            raise InputError(f"frame {n} was already released (a linear pass never needs it again)")
-        while self._next <= n:
-            t = time.perf_counter()
-            img = next(self._it, None)
-            if img is None:
-                raise InputError(f"the input ended at frame {self._next} but {self.num_frames} were announced")
-            self.decode_seconds[self._next] = time.perf_counter() - t
-            img = np.asarray(img)
-            if self._scene is not None and self._last is not None and self._scene(self._last, img):
-                self._cuts.add(self._next)
-            if self._next >= self.lo:
-                self._buf[self._next] = img
-            self._last = img
-            self._next += 1
-        return self._buf[n]
-
-    def scene_start(self, n: int) -> bool:
-        if self._scene is None or n <= 0:
-            return False
-        if n >= self._next:
-            self.frame(n)
-        return n in self._cuts
-
-    def release_before(self, n: int) -> None:
-        self._floor = max(self._floor, n)
-        for k in [k for k in self._buf if k < n]:
-            del self._buf[k]
-
-
 _ENGINE: tuple[object, object] | None = None  # (key, RandomAccessRestorer): one per process
 
 
@@ -208,6 +157,7 @@ def _kill_hook() -> None:
 def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
     """Restore and encode one shard into `job.segment` (written under a temporary name, renamed when complete)."""
     from .pixels import compose, resize, to_rgb
+    from .random_access import StreamAccess
     from .scene import is_cut
     from .video import FrameSink, decode, iter_frames
 
@@ -228,7 +178,7 @@ def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
     else:
         frames = iter_frames(job.input, start=first, start_pts=job.lo_pts, max_frames=s.hi - first)
     scene = is_cut if job.options.scene_reset else None
-    access = WindowAccess(frames, s.lo, s.hi, job.total, first=first, scene=scene)
+    access = StreamAccess(frames, job.total, scene, lo=s.lo, hi=s.hi, first=first)
     seg = Path(job.segment)
     tmp = seg.with_name(f"{seg.stem}.{uuid.uuid4().hex[:8]}.partial{seg.suffix}")
     e = job.encoding

@@ -43,6 +43,20 @@ __device__ __forceinline__ void store_f(uint8_t_* p, long long i, float v) {
 __device__ __forceinline__ float lerp_rn(float a, float b, float t) {
     return __fadd_rn(a, __fmul_rn(t, __fsub_rn(b, a)));
 }
+// Bilinear taps of output pixel (u, v) under the affine map m (2x3, output -> source, cv2.warpAffine geometry)
+// into a W x H source: top-left integer sample, fractions, and which of the four samples lie inside.
+struct AffineTap { long long x0, y0; float fx, fy; bool ix0, ix1, iy0, iy1; };
+__device__ __forceinline__ AffineTap affine_tap(const float* m, float u, float v, long long W, long long H) {
+    AffineTap t;
+    const float sx = __fadd_rn(__fadd_rn(__fmul_rn(m[0], u), __fmul_rn(m[1], v)), m[2]);
+    const float sy = __fadd_rn(__fadd_rn(__fmul_rn(m[3], u), __fmul_rn(m[4], v)), m[5]);
+    const float x0f = floorf(sx), y0f = floorf(sy);
+    t.fx = __fsub_rn(sx, x0f); t.fy = __fsub_rn(sy, y0f);
+    t.x0 = (long long)x0f; t.y0 = (long long)y0f;
+    t.ix0 = t.x0 >= 0 && t.x0 < W; t.ix1 = t.x0 + 1 >= 0 && t.x0 + 1 < W;
+    t.iy0 = t.y0 >= 0 && t.y0 < H; t.iy1 = t.y0 + 1 >= 0 && t.y0 + 1 < H;
+    return t;
+}
 """
 
 FLOW_WARP = r"""
@@ -103,15 +117,10 @@ __global__ void affine_crop(const unsigned long long src_ptr, const long long s_
     const int u = (int)(idx % S);
     const int v = (int)((idx / S) % S);
     const long long n = idx / ss;
-    const float* m = coef + n * 6;
-    const float fu = (float)u, fv = (float)v;
-    const float sx = __fadd_rn(__fadd_rn(__fmul_rn(m[0], fu), __fmul_rn(m[1], fv)), m[2]);
-    const float sy = __fadd_rn(__fadd_rn(__fmul_rn(m[3], fu), __fmul_rn(m[4], fv)), m[5]);
-    const float x0f = floorf(sx), y0f = floorf(sy);
-    const float fx = __fsub_rn(sx, x0f), fy = __fsub_rn(sy, y0f);
-    const long long x0 = (long long)x0f, y0 = (long long)y0f;
-    const bool ix0 = x0 >= 0 && x0 < W, ix1 = x0 + 1 >= 0 && x0 + 1 < W;
-    const bool iy0 = y0 >= 0 && y0 < H, iy1 = y0 + 1 >= 0 && y0 + 1 < H;
+    const AffineTap t = affine_tap(coef + n * 6, (float)u, (float)v, W, H);
+    const long long x0 = t.x0, y0 = t.y0;
+    const float fx = t.fx, fy = t.fy;
+    const bool ix0 = t.ix0, ix1 = t.ix1, iy0 = t.iy0, iy1 = t.iy1;
     for (int c = 0; c < C; ++c) {
         const long long b = c * s_c;
         const float f = fill[c];
@@ -138,14 +147,10 @@ __global__ void paste_blend(const unsigned long long canvas_ptr, const long long
     if (idx >= (long long)bw * bh) return;
     const int x = bx0 + (int)(idx % bw);
     const int y = by0 + (int)(idx / bw);
-    const float fxp = (float)x, fyp = (float)y;
-    const float qx = __fadd_rn(__fadd_rn(__fmul_rn(m[0], fxp), __fmul_rn(m[1], fyp)), m[2]);
-    const float qy = __fadd_rn(__fadd_rn(__fmul_rn(m[3], fxp), __fmul_rn(m[4], fyp)), m[5]);
-    const float x0f = floorf(qx), y0f = floorf(qy);
-    const float fx = __fsub_rn(qx, x0f), fy = __fsub_rn(qy, y0f);
-    const long long x0 = (long long)x0f, y0 = (long long)y0f;
-    const bool ix0 = x0 >= 0 && x0 < S, ix1 = x0 + 1 >= 0 && x0 + 1 < S;
-    const bool iy0 = y0 >= 0 && y0 < S, iy1 = y0 + 1 >= 0 && y0 + 1 < S;
+    const AffineTap t = affine_tap(m, (float)x, (float)y, S, S);
+    const long long x0 = t.x0, y0 = t.y0;
+    const float fx = t.fx, fy = t.fy;
+    const bool ix0 = t.ix0, ix1 = t.ix1, iy0 = t.iy0, iy1 = t.iy1;
     const float e = eroded[idx], a = soft[idx];
     const float one_minus_a = __fsub_rn(1.0f, a);
     const long long ss = (long long)S * S;
