@@ -119,3 +119,25 @@ def test_scene_cut_resets_state(net, detector, frames, linear) -> None:
     assert any(not np.array_equal(out[k], linear[6 + k]) for k in range(6))
     eng2, _ = engine(net, detector, scene_reset=False)
     assert eng2.span(10, access) == Span(6, 12)
+
+
+def test_a_worker_thread_with_another_torch_thread_count_gives_the_same_frames(net, detector, frames, linear) -> None:
+    """OpenMP keeps torch's intra-op thread count per OS thread: a worker first used at 1 thread stays at 1 after
+    the main thread moves to 2 (what a VapourSynth worker does when a script changes the setting). The engine runs
+    its CPU ops at the count it was built with on every thread, so the worker gives the main thread's frames."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert torch.get_num_threads() == 2  # the `net` fixture's setting, which `linear` was rendered with
+    with ThreadPoolExecutor(1) as pool:
+        torch.set_num_threads(1)
+        try:
+            assert pool.submit(torch.get_num_threads).result() == 1  # the worker's count is now fixed at 1
+        finally:
+            torch.set_num_threads(2)
+        assert pool.submit(torch.get_num_threads).result() == 1  # ... and stays 1: OpenMP's per-thread setting
+        eng, _ = engine(net, detector)
+        access = ListAccess(frames)
+        got = pool.submit(lambda: [eng.render(n, access).image for n in range(CHUNK)]).result(timeout=600)
+        assert pool.submit(torch.get_num_threads).result() == 2
+    for n in range(CHUNK):
+        assert np.array_equal(got[n], linear[n]), n

@@ -304,6 +304,8 @@ class RandomAccessRestorer:
         # it already has (no frame requests, no other locks taken inside except a ClipRun's own).
         self._model_lock = model_lock(device) if device is not None else threading.Lock()
         self.stats = Counters("model_steps", "chunks_planned", "detections", "crops")
+        #: torch intra-op threads of every CPU op this engine runs, whichever thread calls it (`_pin_threads`)
+        self.threads = torch.get_num_threads()
         self.frame_device = torch.device(frame_device) if frame_device is not None else None
         left, right = self.block_reach()
         self._device_frames = LRUCache(left + 2 * self.chunk + right)
@@ -367,12 +369,21 @@ class RandomAccessRestorer:
             hit = self._device_frames.put(n, to_frame_device(view, self.frame_device))
         return hit  # type: ignore[return-value]
 
+    def _pin_threads(self) -> None:
+        """Give the calling thread the engine's torch intra-op thread count. OpenMP keeps that count per OS thread:
+        a VapourSynth worker first used while the script had another setting keeps it, CPU float32 results depend
+        on it, and the recurrence turns such a difference into other codebook indices, so without this a frame
+        would depend on which worker served it."""
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+
     def detect(self, n: int, view: np.ndarray) -> list[Detection]:
         """Faces of frame n (view: the frame as detection sees it, see `vs_keep.plugin.frames.model_view`), down
         to tiny_min when tiny faces are on. Cached by n."""
         hit = self._detections.get(n)
         if hit is not None:
             return hit  # type: ignore[return-value]
+        self._pin_threads()
         self.stats.add("detections")
         low = self.tiny_min if self.tiny is not None else self.min_face_size
         found = detect_faces(self.detector, self._on_device(n, view), faces=self.faces, min_face_size=low)
@@ -454,6 +465,7 @@ class RandomAccessRestorer:
         """Frame k of a track's clip, restored: (S, S, 3) float32 in [0, 1] (on the frame device on the CUDA
         frame path)."""
         with self._model_lock:
+            self._pin_threads()
             before = run.steps
             y = run.frame(k)
             done = run.steps - before
@@ -470,6 +482,7 @@ class RandomAccessRestorer:
         (unclamped; `view` is the frame as detection saw it). layer: the faces as colour + alpha instead
         (`paste_layer`, computed on the host: on the CUDA frame path the restored faces come back to the host,
         the frame itself is not needed)."""
+        self._pin_threads()
         faces = chunk.faces.get(n, ())
         tiny = self._tiny_faces(n, view, chunk.small.get(n, ()))
         pastes = [t[0] for t in tiny]
