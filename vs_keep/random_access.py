@@ -496,7 +496,7 @@ class RandomAccessRestorer:
             return RenderedFrame(image=fl.color, faces=faces_placed, span=chunk.span, tiny=tiny_placed, alpha=fl.alpha)
         canvas = self._on_device(n, frame) if frame is view else to_frame_device(frame, self.frame_device)
         image = to_host(paste_faces(canvas, pastes, upscale=self.upscale, exact=self.exact, antialias=self.antialias, background=self.background))
-        return RenderedFrame(image=image, faces=tuple(f.placed for f in faces), span=chunk.span, tiny=tuple(t[1] for t in tiny))
+        return RenderedFrame(image=image, faces=faces_placed, span=chunk.span, tiny=tiny_placed)
 
     def _tiny_faces(self, n: int, view: np.ndarray, small: tuple[Detection, ...]) -> list[tuple[FacePaste, TinyFace]]:
         if not small or self.tiny is None:

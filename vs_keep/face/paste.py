@@ -273,15 +273,13 @@ def paste_layer(
     return FaceLayer(color=color, alpha=alpha, box=box)
 
 
-def _host(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-
-
 def _paste_on_host(frame: Any, faces: Sequence[FacePaste], *, return_alpha: bool, **options: Any) -> Any:
     """`paste_faces` of a tensor frame through the cv2 path; the result goes back to the frame's device."""
     import torch
 
-    host = [FacePaste(_host(f.image), np.asarray(f.matrix), None if f.parse_mask is None else _host(f.parse_mask))
+    from .device import to_host
+
+    host = [FacePaste(to_host(f.image), np.asarray(f.matrix), None if f.parse_mask is None else to_host(f.parse_mask))
             for f in faces]
     res = paste_faces(frame.cpu().numpy(), host, return_alpha=return_alpha, **options)
     if return_alpha:

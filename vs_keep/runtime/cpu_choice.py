@@ -142,21 +142,15 @@ def table() -> KernelTable:
 def _machine_lock(tab: KernelTable) -> Iterator[None]:
     """Serialise measuring across the processes that share the table file (shards, vspipe jobs, Ray workers on
     one machine): the first measures a shape, the others read its choice, so they all run the same kernels."""
-    if tab.path is None:
-        yield
-        return
-    try:
-        from ..atomic import file_lock
+    from ..atomic import file_lock
 
-        lock = file_lock(tab.path.with_suffix(".lock"))
-        lock.__enter__()
-    except OSError:  # read-only cache: choices agree within this process only
+    with contextlib.ExitStack() as stack:
+        if tab.path is not None:
+            try:
+                stack.enter_context(file_lock(tab.path.with_suffix(".lock")))
+            except OSError:  # read-only cache: choices agree within this process only
+                pass
         yield
-        return
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def _forced(candidates: Sequence[str], fixed: str) -> str | None:
