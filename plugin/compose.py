@@ -17,6 +17,7 @@ its luma replicated to RGB and only the luma comes back, converted like the offi
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,12 +45,14 @@ def _fail(msg: str) -> vs.Error:
 class Working:
     """A source clip prepared for restoration. rgb: what detection, alignment and the model read (RGB24 for
     RGB24 input, else RGBS at full precision; gray material as luma replicated to R, G, B). gray: only luma comes
-    back. to_rgb: resize arguments from the source's float form to RGB (YUV matrix)."""
+    back. to_rgb: resize arguments from the source's float form to RGB (YUV matrix). full: the source's range
+    (`_source_range`), read once from frame 0."""
 
     src: vs.VideoNode
     rgb: vs.VideoNode
     gray: bool
     float_format: int
+    full: bool | None = None
     to_yuv: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,13 +72,12 @@ def _as_float(clip: vs.VideoNode, float_format: int, full: bool | None) -> vs.Vi
     return clip.resize.Point(format=float_format, **kw)
 
 
-def _source_range(clip: vs.VideoNode) -> bool | None:
-    """Full range for integer YUV/GRAY per `_Range` (YUV default limited, GRAY default full); None for RGB/float."""
-    fmt = clip.format
+def _source_range(fmt: vs.VideoFormat, props0: Mapping[str, Any]) -> bool | None:
+    """Full range for integer YUV/GRAY per `_Range` of frame 0 (YUV default limited, GRAY default full); None for
+    RGB/float."""
     if fmt.sample_type == vs.FLOAT or fmt.color_family == vs.RGB:
         return None
-    with clip.get_frame(0) as f0:
-        return P.is_full_range(f0, default=fmt.color_family == vs.GRAY)
+    return P.is_full_range(props0, default=fmt.color_family == vs.GRAY)
 
 
 def is_gray(rgb: np.ndarray, threshold: float = GRAY_THRESHOLD) -> bool:
@@ -107,21 +109,24 @@ def working_clip(clip: vs.VideoNode, matrix_in_s: str | None = None, gray: bool 
     if gray not in ("auto", True, False):
         raise _fail(f"gray must be 'auto', True or False, got {gray!r}")
     fmt = clip.format
-    full = _source_range(clip)
+    props0: dict[str, Any] = {}
+    if fmt.color_family != vs.RGB:  # _Range (and YUV's _Matrix) from frame 0: one synchronous read, at build time
+        with clip.get_frame(0) as f0:
+            props0 = dict(f0.props)
+    full = _source_range(fmt, props0)
     ffmt = _float_format(fmt)
     if fmt.color_family == vs.GRAY:
         luma = _as_float(clip, ffmt, full)
-        return Working(clip, core.std.ShufflePlanes(luma, [0, 0, 0], vs.RGB), True, ffmt)
+        return Working(clip, core.std.ShufflePlanes(luma, [0, 0, 0], vs.RGB), True, ffmt, full)
     if fmt.color_family == vs.RGB:
         rgb = clip if fmt.id in (vs.RGB24, vs.RGBS) else clip.resize.Point(format=vs.RGBS)
         flat = gray is True or (gray == "auto" and _looks_gray(rgb))
         if flat:
             log.info("keep: %s restored as gray (the face layer's luma on R, G, B)", fmt.name)
-        return Working(clip, rgb, flat, ffmt)
+        return Working(clip, rgb, flat, ffmt, full)
     # YUV: honour _Matrix (or matrix_in_s) both ways
-    with clip.get_frame(0) as f0:
-        matrix = f0.props.get(P.MATRIX)
-        chromaloc = f0.props.get("_ChromaLocation")
+    matrix = props0.get(P.MATRIX)
+    chromaloc = props0.get("_ChromaLocation")
     if matrix_in_s is None and (matrix is None or int(matrix) == 2):  # 2 = unspecified
         raise _fail(
             f"{fmt.name} input has no usable _Matrix frame property; pass matrix_in_s='709' (or '170m', '2020ncl', ...) "
@@ -136,7 +141,7 @@ def working_clip(clip: vs.VideoNode, matrix_in_s: str | None = None, gray: bool 
     if flat:  # the luma itself, replicated: exactly the RGB of a pixel with neutral chroma
         log.info("keep: %s restored as gray (luma only, chroma untouched)", fmt.name)
         rgb = core.std.ShufflePlanes(src_f, [0, 0, 0], vs.RGB)
-    return Working(clip, rgb, flat, ffmt, to_yuv)
+    return Working(clip, rgb, flat, ffmt, full, to_yuv)
 
 
 def _gray_of(layer: vs.VideoNode) -> vs.VideoNode:
@@ -152,7 +157,7 @@ def compose(work: Working, layer: vs.VideoNode, alpha: vs.VideoNode, upscale: in
     (upscale 1; with upscale > 1 the background is the source resized bilinearly)."""
     src = work.src
     fmt = src.format
-    full = _source_range(src)
+    full = work.full
     width, height = layer.width, layer.height
     bg = _as_float(src, work.float_format, full)
     if (bg.width, bg.height) != (width, height):

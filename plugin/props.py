@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,8 +34,9 @@ def is_scene_start(frame: vs.VideoFrame) -> bool:
         return False
 
 
-def is_full_range(frame: vs.VideoFrame, default: bool) -> bool:
-    value = frame.props.get(RANGE)
+def is_full_range(props: Mapping[str, Any], default: bool) -> bool:
+    """`_Range` of a frame's props (`default` when absent)."""
+    value = props.get(RANGE)
     if value is None:
         return default
     return int(value) == int(vs.RANGE_FULL)
