@@ -10,7 +10,8 @@ import pytest
 from data.face_scenes import astronaut, grace_hopper
 from vs_keep.errors import InputError
 from vs_keep.face import FFHQ_TEMPLATE_512, align_face, alignment_matrix, estimate_similarity, face_template
-from vs_keep.face.align import BORDER_RGB, invert_affine
+from vs_keep.face.align import BORDER_RGB
+from vs_keep.geometry import invert_affine
 
 # MTCNN landmarks of the two photos (measured once; the detection test checks the detector itself)
 ASTRONAUT_LM = np.array([[204.0, 100.9], [247.1, 103.2], [225.7, 128.9], [201.3, 139.6], [245.7, 141.4]])

@@ -10,7 +10,7 @@ import pytest
 from data.face_scenes import astronaut, grace_hopper
 from vs_keep.errors import InputError
 from vs_keep.face import FacePaste, align_face, alignment_matrix, paste_faces
-from vs_keep.face.paste import paste_matrix
+from vs_keep.geometry import paste_matrix
 
 ASTRONAUT_LM = np.array([[204.0, 100.9], [247.1, 103.2], [225.7, 128.9], [201.3, 139.6], [245.7, 141.4]])
 

@@ -17,7 +17,7 @@ import torch
 from data.face_scenes import astronaut, grace_hopper
 from vs_keep.errors import InputError
 from vs_keep.face import FacePaste, align_face, alignment_matrix, create_detector, detect_faces, paste_faces
-from vs_keep.face.paste import paste_geometry
+from vs_keep.geometry import paste_geometry
 from vs_keep.kernels import plan_paste
 from vs_keep.kernels.select import FRAMES_ENV_VAR, frame_device
 from vs_keep.models.synthetic import write_synthetic_checkpoint

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..sampling import antialias_sigma, warp_scale
+from ..geometry import antialias_sigma, invert_affine, square_box, warp_scale
 
 __all__ = [
     "BORDER_RGB", "FFHQ_TEMPLATE_512", "align_face", "alignment_matrix", "estimate_similarity",
-    "face_template", "invert_affine", "to_unit_float",
+    "face_template", "to_unit_float",
 ]
 
 #: FFHQ 512x512 template (facexlib / CodeFormer / KEEP), RetinaFace landmark order.
@@ -82,22 +82,6 @@ def alignment_matrix(landmarks: np.ndarray, face_size: int, method: str = "lstsq
     return estimate_similarity(landmarks, face_template(face_size), method)
 
 
-def invert_affine(m: np.ndarray) -> np.ndarray:
-    """Inverse of a (2, 3) affine matrix (cv2's arithmetic, so exact mode matches the official code bit for bit)."""
-    return cv2.invertAffineTransform(np.asarray(m, np.float64))
-
-
-def _source_roi(m_inv: np.ndarray, size: int, pad: int, height: int, width: int) -> tuple[int, int, int, int]:
-    """Whole-pixel box of the frame that the crop samples from (plus `pad`), clipped to the frame."""
-    corners = np.array([[-1, -1, 1], [size, -1, 1], [-1, size, 1], [size, size, 1]], np.float64)
-    pts = corners @ m_inv.T
-    x0 = max(int(math.floor(pts[:, 0].min())) - pad, 0)
-    y0 = max(int(math.floor(pts[:, 1].min())) - pad, 0)
-    x1 = min(int(math.ceil(pts[:, 0].max())) + pad + 1, width)
-    y1 = min(int(math.ceil(pts[:, 1].max())) + pad + 1, height)
-    return x0, y0, x1, y1
-
-
 def _shift_source(m: np.ndarray, x0: int, y0: int) -> np.ndarray:
     """Matrix for a source cropped at (x0, y0): dst = A (p + o) + t."""
     out = np.array(m, np.float64)
@@ -141,7 +125,7 @@ def align_face(
     sigma = antialias_sigma(warp_scale(m)) if antialias else 0.0
     pad = int(math.ceil(3 * sigma)) + 2
     h, w = image.shape[:2]
-    x0, y0, x1, y1 = _source_roi(invert_affine(m), size, pad, h, w)
+    x0, y0, x1, y1 = square_box(invert_affine(m), size, pad, h, w)
     unit_fill = tuple(v / 255.0 for v in BORDER_RGB)
     if x1 <= x0 or y1 <= y0:  # the crop lies entirely outside the frame
         return np.broadcast_to(np.array(unit_fill, np.float32), (size, size, 3)).copy()
@@ -172,7 +156,7 @@ def _align_face_tensor(image: torch.Tensor, matrix: np.ndarray, face_size: int, 
         return affine_crop(image, m, size, layout="hwc", border=fill, scale=unit)[0].permute(1, 2, 0)
     pad = int(math.ceil(3 * sigma)) + 2
     h, w = image.shape[:2]
-    x0, y0, x1, y1 = _source_roi(invert_affine(m), size, pad, h, w)
+    x0, y0, x1, y1 = square_box(invert_affine(m), size, pad, h, w)
     if x1 <= x0 or y1 <= y0:  # the crop lies entirely outside the frame
         return torch.tensor(unit_fill, dtype=torch.float32, device=image.device).expand(size, size, 3).clone()
     roi = image[y0:y1, x0:x1].permute(2, 0, 1).to(torch.float32)

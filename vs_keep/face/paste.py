@@ -25,12 +25,10 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..sampling import antialias_sigma, warp_scale
-from .align import invert_affine
+from ..geometry import antialias_sigma, paste_geometry, warp_scale
 
 __all__ = [
-    "FaceLayer", "FacePaste", "blend_face", "face_region", "paste_faces", "paste_geometry", "paste_layer",
-    "paste_matrix", "upscale_background",
+    "FaceLayer", "FacePaste", "blend_face", "face_region", "paste_faces", "paste_layer", "upscale_background",
 ]
 
 
@@ -42,38 +40,6 @@ class FacePaste:
     image: np.ndarray
     matrix: np.ndarray
     parse_mask: np.ndarray | None = None
-
-
-def paste_matrix(matrix: np.ndarray, upscale: int, exact: bool = False) -> np.ndarray:
-    """(2, 3) crop -> output-frame matrix for an output `upscale` times the input.
-
-    With pixel centres at integers, output x_o = u·x_i + (u - 1)/2 matches cv2.resize's geometry; the official
-    code adds u/2 instead (half an output pixel off), which `exact=True` reproduces.
-    """
-    inv = invert_affine(matrix) * upscale
-    if upscale > 1:
-        inv[:, 2] += 0.5 * upscale if exact else 0.5 * (upscale - 1)
-    return inv
-
-
-def paste_geometry(
-    matrix: np.ndarray, size: int, upscale: int, frame_size: tuple[int, int], exact: bool = False
-) -> tuple[np.ndarray, float, tuple[int, int, int, int]]:
-    """The one paste geometry (cv2 path and `kernels.plan_paste`): (inv (2, 3) crop -> output frame, the face's
-    side in output pixels, the output-frame box (x0, y0, x1, y1) a paste can change: the face plus the blur margin)."""
-    inv = paste_matrix(matrix, upscale, exact)
-    side = size * math.sqrt(abs(np.linalg.det(inv[:, :2])))
-    box = _dst_box(inv, size, int(side / 10) + 2 * upscale + 8, frame_size[0], frame_size[1])
-    return inv, float(side), box
-
-
-def _dst_box(inv: np.ndarray, size: int, margin: int, height: int, width: int) -> tuple[int, int, int, int]:
-    corners = np.array([[-1, -1, 1], [size, -1, 1], [-1, size, 1], [size, size, 1]], np.float64) @ inv.T
-    x0 = max(int(math.floor(corners[:, 0].min())) - margin, 0)
-    y0 = max(int(math.floor(corners[:, 1].min())) - margin, 0)
-    x1 = min(int(math.ceil(corners[:, 0].max())) + margin + 1, width)
-    y1 = min(int(math.ceil(corners[:, 1].max())) + margin + 1, height)
-    return x0, y0, x1, y1
 
 
 def _shift_dst(inv: np.ndarray, x0: int, y0: int) -> np.ndarray:

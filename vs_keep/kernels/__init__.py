@@ -98,7 +98,7 @@ def paste_face_masks(
     antialias: bool = True,
 ) -> tuple[PastePlan, Tensor | None]:
     """`paste_face`, also returning the soft mask (h, w) over the plan's box (None when the box is empty)."""
-    from ..sampling import antialias_sigma, warp_scale
+    from ..geometry import antialias_sigma, warp_scale
     from .blur import gaussian_blur
 
     view = as_chw_view(canvas, layout)

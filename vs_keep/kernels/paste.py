@@ -7,7 +7,7 @@ kernel samples the face and blends it into the canvas in place (`paste_blend`). 
 reference of that kernel plus the shared geometry and masks; the CuPy kernel repeats `paste_blend_torch`'s
 float32 steps in the same order.
 
-The geometry (box, output mapping) is the CPU helper's own (`face.paste.paste_geometry`). Differences from the
+The geometry (box, output mapping) is the CPU helper's own (`geometry.paste_geometry`). Differences from the
 CPU helper in its default (non-exact) mode: positions are not rounded to cv2's 1/32 pixel, and `paste_face` on a
 uint8 canvas rounds after each face (`kernels.frames.paste_faces_tensor`, what the engine runs, blends all faces
 into a float canvas and rounds once, like the CPU helper).
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..geometry import paste_geometry
 from .blur import erode, gaussian_blur
 from .crop import as_chw_view, bilinear_taps, sampling_matrices
 
@@ -46,9 +47,7 @@ class PastePlan:
 
 def plan_paste(matrix: np.ndarray, size: int, frame_hw: tuple[int, int], upscale: int = 1) -> PastePlan:
     """Paste geometry for an alignment matrix (2, 3) frame -> crop, a face of size² and an output frame of
-    frame_hw (already upscaled): `vs_keep.face.paste.paste_geometry` (non-exact mode), the one implementation."""
-    from ..face.paste import paste_geometry  # lazy: vs_keep.face imports the models, which import kernels
-
+    frame_hw (already upscaled): `vs_keep.geometry.paste_geometry` (non-exact mode), the one implementation."""
     inv, side, box = paste_geometry(matrix, int(size), int(upscale), frame_hw)
     coef = sampling_matrices(inv, invert=True)[0]  # output frame -> crop
     return PastePlan(coef=coef, inv=inv, box=box, side=side, upscale=int(upscale))
