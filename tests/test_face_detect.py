@@ -1,5 +1,5 @@
-"""Face detection on real photos with the vendored MTCNN weights; the facexlib (RetinaFace, ParseNet) and
-Real-ESRGAN paths with synthetic weights written to temporary files (file checks, construction, a forward)."""
+"""Face detection on real photos with the vendored MTCNN weights; the facexlib (RetinaFace, ParseNet) paths with
+synthetic weights written to temporary files (file checks, construction, a forward)."""
 
 from __future__ import annotations
 
@@ -130,32 +130,3 @@ def test_parsenet_synthetic_weights_mask(tmp_path) -> None:
     assert mask.shape == (96, 96) and mask.dtype == np.float32
     assert mask.min() >= 0 and mask.max() <= 1 + 1e-6
     assert np.all(mask[0] == 0) and np.all(mask[:, -1] == 0)  # border cleared (10 px at 512, 2 at 128)
-
-
-def test_rrdbnet_synthetic_weights_and_upsampler(tmp_path) -> None:
-    from vs_keep.face.rrdbnet import RRDBNet, build_rrdbnet
-    from vs_keep.face.upsample import RealESRGANUpsampler
-
-    torch.manual_seed(0)
-    small = RRDBNet(scale=2, num_feat=8, num_block=2, num_grow_ch=4)
-    sd = small.state_dict()
-    # the official key layout of RealESRGAN_x2plus (BasicSR RRDBNet)
-    for key in ("conv_first.weight", "body.1.rdb3.conv5.bias", "conv_body.weight", "conv_up1.weight", "conv_up2.weight",
-                "conv_hr.weight", "conv_last.bias"):
-        assert key in sd
-    assert sd["conv_first.weight"].shape[1] == 12  # 3 channels folded 2x2 for the x2 model
-    torch.save({"params_ema": sd}, tmp_path / "RealESRGAN_x2plus.pth")
-    rebuilt = build_rrdbnet(sd)
-    assert (rebuilt.scale, len(rebuilt.body)) == (2, 2)
-
-    up = RealESRGANUpsampler(weights=tmp_path / "RealESRGAN_x2plus.pth", tile=24, tile_pad=4)
-    img = astronaut()[200:250:1, 180:241]  # 50 x 61: odd width needs padding, several tiles
-    tiled = up(img, 2)
-    assert tiled.shape == (100, 122, 3) and tiled.dtype == np.uint8
-    whole = RealESRGANUpsampler(weights=tmp_path / "RealESRGAN_x2plus.pth", tile=0)(img, 2)
-    # tiles with enough padding reproduce the untiled result except where the receptive field is cut
-    assert np.mean(np.abs(tiled.astype(int) - whole.astype(int))) < 1.0
-    assert up(img, 3).shape == (150, 183, 3)  # other factors: x2 net, then Lanczos
-    with pytest.raises(CheckpointError, match="RRDBNet"):
-        build_rrdbnet({"conv_first.weight": torch.zeros(8, 5, 3, 3), "conv_last.weight": torch.zeros(3, 8, 3, 3),
-                       "body.0.rdb1.conv1.weight": torch.zeros(4, 8, 3, 3)})

@@ -1,4 +1,4 @@
-"""Streaming / windowed landmark smoothing against the official whole-sequence computation
+"""Windowed landmark smoothing against the official whole-sequence computation
 (np.interp over missed frames, then scipy gaussian_filter1d, sigma 5, reflect, truncate 4)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from scipy.ndimage import gaussian_filter1d
 
 from vs_keep.errors import InputError
-from vs_keep.face.smooth import StreamingSmoother, gaussian_radius, gaussian_weights, reflect_index, smooth_at
+from vs_keep.face.smooth import gaussian_radius, gaussian_weights, reflect_index, smooth_at
 
 
 def official(raw: np.ndarray) -> np.ndarray:
@@ -56,41 +56,6 @@ def test_reflect_index_matches_scipy_for_any_length(n: int) -> None:
     assert list(reflect_index(np.array([-1, -2, n, n + 1]), 0, n - 1)) == [0, min(1, n - 1), n - 1, max(n - 2, 0)]
 
 
-def test_streaming_equals_whole_sequence() -> None:
-    rng = np.random.default_rng(0)
-    worst, buffered = 0.0, 0
-    for _ in range(150):
-        n = int(rng.integers(1, 130))
-        raw = random_track(rng, n)
-        sm = StreamingSmoother()
-        got: dict[int, np.ndarray] = {}
-        for row in raw:
-            for i, v in sm.push(None if np.isnan(row[0]) else row):
-                assert i not in got
-                got[i] = v
-            buffered = max(buffered, len(sm._obs))
-        for i, v in sm.finish():
-            got[i] = v
-        assert sorted(got) == list(range(n))
-        worst = max(worst, float(np.abs(np.stack([got[i] for i in range(n)]) - official(raw)).max()))
-    print(f"streaming vs scipy max |diff| = {worst:.2e}; max observations held = {buffered}")
-    assert worst < 1e-6
-    assert buffered <= 2 * gaussian_radius() + 2  # bounded, whatever the length
-
-
-def test_streaming_emits_with_bounded_delay() -> None:
-    sm = StreamingSmoother()
-    out = []
-    for i in range(100):
-        out += sm.push(np.array([float(i), 2.0 * i]))
-        assert len(out) >= i + 1 - 20  # frame n is final once frame n + 20 is in
-    assert len(sm.finish()) == 20
-    with pytest.raises(InputError, match="no frame had an observation"):
-        empty = StreamingSmoother()
-        empty.push(None)
-        empty.finish()
-
-
 def test_window_function_needs_only_nearby_detections() -> None:
     """smooth_at(n) from the detections in [n-20, n+20] plus the nearest one outside on each side equals the
     whole-sequence result: what a random-access filter computes for frame n."""
@@ -135,10 +100,5 @@ def test_linear_ends_equal_official_inside_and_follow_motion_at_the_ends() -> No
     # one-frame and two-frame sequences
     assert np.allclose(smooth_at([3], [3], [[5.0, 6.0]], 3, 3, ends="linear"), [[5.0, 6.0]])
     assert np.allclose(smooth_at([3, 4], [3, 4], [[0.0], [1.0]], 3, 4, ends="linear"), [[0.0], [1.0]])
-    # streaming with linear ends equals the window function
-    sm = StreamingSmoother(ends="linear")
-    got = dict(p for row in raw for p in sm.push(None if np.isnan(row[0]) else row))
-    got.update(sm.finish())
-    assert np.abs(np.stack([got[i] for i in range(n)]) - lin).max() < 1e-9
     with pytest.raises(InputError, match="ends"):
         smooth_at([0], [0], [[0.0]], 0, 0, ends="wrap")

@@ -86,31 +86,6 @@ def test_decoder_onnx_full_matches_torch(tmp_path) -> None:
     assert time.perf_counter() - start < 300  # ~35 s on 2 quiet cores; far more means something is wrong
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="needs onnxscript (torch.export-based exporter)")
-def test_flow_onnx_small_matches_torch(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """GMFlow exported (and verified) once into the cache, then served by onnxruntime inside optimize_cpu."""
-    from vs_keep.runtime.cpu import CpuOptions, OrtFlowNet, optimize_cpu, restore_reference
-    from vs_keep.runtime.onnx_export import OrtFlow, cached_flow_onnx
-
-    monkeypatch.setenv("VS_KEEP_HOME", str(tmp_path))
-    model = build_synthetic_keep("small")
-    frames = torch.rand(3, 3, 128, 128, generator=torch.Generator().manual_seed(5)) * 2 - 1
-    with torch.inference_mode():
-        want = model.compute_flows(frames)
-    path = cached_flow_onnx(model.flownet.model, (128, 128))
-    assert path.parent == tmp_path / "onnx" and path.stat().st_size > 1024
-    got = OrtFlow(path)(frames[1:], frames[:-1])
-    assert got.shape == want.shape and (got - want).abs().mean() < 0.05
-    optimize_cpu(model, CpuOptions(onnx_flow=True))  # picks the cached file up, no second export
-    assert type(model.flownet) is OrtFlowNet
-    with torch.inference_mode():
-        served = model.compute_flows(frames)
-    assert model.flownet._ort_flows[(128, 128)] is not None and (served - got).abs().max() < 1e-3
-    restore_reference(model)
-    with torch.inference_mode():
-        assert torch.equal(model.compute_flows(frames), want)
-
-
 # ---- TensorRT: identity and fallback (no TensorRT needed) ---------------------------------------------------------
 
 

@@ -73,7 +73,7 @@ def test_precision_and_shipped(report: dict) -> None:
     bf16 = shipped["bf16_mode"]  # the opt-in CPU bf16: measured where the CPU has it, else why not
     if bf16["available"]:
         assert _number(bf16["speedup_vs_fp32_default"]) and bf16["bit_exact"] is False
-        assert {"fp32-fast+openvino-decoder", "bf16-openvino-decoder", "bf16-torch-decoder"} <= {r["setting"] for r in report["runs"]}
+        assert {"fp32-fast+openvino-decoder", "bf16-openvino-decoder"} <= {r["setting"] for r in report["runs"]}
     else:
         assert "cpu_precision" in bf16["reason"] or "openvino" in bf16["reason"]
     cmp = shipped["fp32_default_vs_best_exact"]

@@ -144,8 +144,8 @@ def _spec(url_base: str, **kw: object) -> WeightSpec:
 
 
 def test_registry_entries_are_consistent() -> None:
-    assert [s.name for s in weights.WEIGHTS][:6] == [
-        "keep", "codeformer", "retinaface_resnet50", "retinaface_mobilenet0.25", "parsenet", "realesrgan_x2plus"]
+    assert [s.name for s in weights.WEIGHTS][:5] == [
+        "keep", "codeformer", "retinaface_resnet50", "retinaface_mobilenet0.25", "parsenet"]
     keep = weights.get("keep")
     assert keep.filename == "KEEP-a1a14d46.pth" and keep.sha256_prefix == "a1a14d46" and keep.license == "S-Lab-1.0"
     assert weights.get("KEEP-a1a14d46.pth") is keep

@@ -270,7 +270,6 @@ class RandomAccessRestorer:
         antialias: bool = True,
         exact: bool = False,
         parser: Callable | None = None,
-        background: Callable | None = None,
         cache_chunks: int = 3,
         cache_detections: int = 512,
         tiny: TinyFaceRestorer | None = None,
@@ -293,7 +292,7 @@ class RandomAccessRestorer:
         self.sigma = float(sigma)
         self.ends = resolve_smoothing_ends(smoothing_ends, exact)
         self.upscale, self.antialias, self.exact = int(upscale), bool(antialias), bool(exact)
-        self.parser, self.background = parser, background
+        self.parser = parser
         self.tiny, self.tiny_min = tiny, float(tiny_min)
         if tiny is not None and not 0 < self.tiny_min < self.min_face_size:
             raise InputError(f"tiny_min must be in (0, min_face={self.min_face_size:g}), got {tiny_min}")
@@ -495,7 +494,7 @@ class RandomAccessRestorer:
             fl = paste_layer(host, frame.shape[:2], upscale=self.upscale, exact=self.exact, antialias=self.antialias)
             return RenderedFrame(image=fl.color, faces=faces_placed, span=chunk.span, tiny=tiny_placed, alpha=fl.alpha)
         canvas = self._on_device(n, frame) if frame is view else to_frame_device(frame, self.frame_device)
-        image = to_host(paste_faces(canvas, pastes, upscale=self.upscale, exact=self.exact, antialias=self.antialias, background=self.background))
+        image = to_host(paste_faces(canvas, pastes, upscale=self.upscale, exact=self.exact, antialias=self.antialias))
         return RenderedFrame(image=image, faces=faces_placed, span=chunk.span, tiny=tiny_placed)
 
     def _tiny_faces(self, n: int, view: np.ndarray, small: tuple[Detection, ...]) -> list[tuple[FacePaste, TinyFace]]:
@@ -537,7 +536,6 @@ class RandomAccessRestorer:
         self.detector = None  # type: ignore[assignment]
         self.parser = None
         self.tiny = None
-        self.background = None
 
 
 class StreamAccess:

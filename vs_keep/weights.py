@@ -49,7 +49,6 @@ _USER_AGENT = "vs-keep-weights/1"
 _LICENSE_URLS = {
     "CC-BY-NC-SA-4.0": "https://creativecommons.org/licenses/by-nc-sa/4.0/",
     "MIT": "https://opensource.org/license/mit",
-    "BSD-3-Clause": "https://opensource.org/license/bsd-3-clause",
     "Apache-2.0": "https://www.apache.org/licenses/LICENSE-2.0",
 }
 
@@ -173,19 +172,6 @@ WEIGHTS: tuple[WeightSpec, ...] = (
         license="CC-BY-NC-SA-4.0",
         source="PSFRGAN authors (github.com/chaofengc/PSFRGAN)",
         description="ParseNet face parsing (paste-back mask)",
-    ),
-    WeightSpec(
-        name="realesrgan_x2plus",
-        filename="RealESRGAN_x2plus.pth",
-        urls=(
-            "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth",
-            _CF_REL + "RealESRGAN_x2plus.pth",
-        ),
-        sha256="49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb",
-        size=67_061_725,
-        license="BSD-3-Clause",
-        source="Real-ESRGAN authors (github.com/xinntao/Real-ESRGAN)",
-        description="Real-ESRGAN x2plus background upsampler (optional)",
     ),
     WeightSpec(
         name="dic_celeba_x8",

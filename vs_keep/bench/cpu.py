@@ -58,17 +58,6 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
     choice = choose_kernels(model, frames)
     add("fp32-fast", timed(StagedKeep(model), frames, repeats), "the engine's default: runtime.cpu.optimize_cpu() + tune_malloc")
     runs[-1]["kernel_choice"] = choice
-    if not quick and onnx:
-        optimize_cpu(model, CpuOptions(onnx_flow=True))
-        progress("cpu: fp32-fast+ort-flow (GMFlow in onnxruntime; exporting and checking the graph first)")
-        warm = safe("onnxruntime flow", lambda: _warm_flow(model, frames))
-        if warm is True:
-            add("fp32-fast+ort-flow", timed(StagedKeep(model), frames, repeats),
-                "fast convs + GMFlow through onnxruntime (torch.export-based ONNX)")
-        else:
-            runs.append({"setting": "fp32-fast+ort-flow", "device": "cpu", "precision": "fp32",
-                         **(warm if isinstance(warm, dict) else {"error": "onnxruntime flow unavailable"})})
-        optimize_cpu(model)
     dec_fn = safe("ort-decoder export", lambda: _ort_decoder(model, workdir, threads)) if onnx else {"skipped": "--no-onnx"}
     name = "fp32-fast+ort-decoder"
     if isinstance(dec_fn, dict):
@@ -114,13 +103,12 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
 def cpu_bf16_runs(model: Any, frames: Any, golden: dict | None, ref: dict[str, Any], repeats: int, workdir: Path,
                   threads: int) -> list[dict]:
     """The opt-in `cpu_precision="bf16"` (shipped fp32 path + OpenVINO bf16 decoder) next to the other ways to run
-    the same stages: OpenVINO fp32 (the plumbing) and torch's oneDNN bf16 autocast on the decoder stages."""
+    the same stages: OpenVINO fp32 (the plumbing)."""
     from ..errors import InputError
     from ..runtime.cpu import optimize_cpu
     from ..runtime.decoder import decoder_spec
     from ..runtime.onnx_export import export_decoder_onnx
     from ..runtime.openvino import BF16_STAGES, OpenVinoDecoder, check_bf16_cpu
-    from ..runtime.precision import STAGE_MODULES, apply_precision, autocast_context
     from .staged import StagedKeep
 
     size = int(model.face_size)
@@ -141,15 +129,6 @@ def cpu_bf16_runs(model: Any, frames: Any, golden: dict | None, ref: dict[str, A
         note = ("the opt-in cpu_precision='bf16': fp32 shipped path, codebook decoder in OpenVINO bf16 (not bit-exact)"
                 if precision == "bf16" else "codebook decoder in OpenVINO fp32")
         rows.append(record(name, "cpu", precision, res, ref, golden, size, {"note": note, "bf16_stages": list(BF16_STAGES) if precision == "bf16" else []}))
-    keep32 = tuple(s for s in STAGE_MODULES if s not in BF16_STAGES)
-    progress("cpu: bf16-torch-decoder (oneDNN bf16 autocast on the decoder stages, the rest fp32 shipped)")
-    apply_precision(model, "bf16", keep32)
-    try:
-        res = timed(StagedKeep(model, autocast=lambda: autocast_context("cpu", "bf16")), frames, repeats)
-    finally:
-        apply_precision(model, "fp32")
-    rows.append(record("bf16-torch-decoder", "cpu", "bf16", res, ref, golden, size,
-                       {"note": "torch autocast bf16 (oneDNN) on the same stages", "fp32_stages": list(keep32)}))
     return rows
 
 
@@ -166,9 +145,6 @@ def bf16_summary(runs: list[dict]) -> dict[str, Any]:
         "vs_reference": mode.get("vs_reference"), "vs_fixture": mode.get("vs_fixture"),
         "bit_exact": False,
     }
-    torch_bf16 = by.get("bf16-torch-decoder")
-    if torch_bf16 is not None:
-        out["openvino_vs_torch_bf16_speedup"] = round_sig(torch_bf16["per_frame_s"] / mode["per_frame_s"], 3)
     return out
 
 
@@ -222,7 +198,7 @@ def pick_shipped(runs: list[dict], have_fixture: bool) -> dict[str, Any]:
     >= 99 % on the fixture (or vs the reference). The onnxruntime flow is a measurement only (not an engine option)."""
     ok = []
     for r in runs:
-        if "fps" not in r or r["setting"] == "reference" or "ort-flow" in r["setting"]:
+        if "fps" not in r or r["setting"] == "reference":
             continue
         acc = r.get("vs_fixture") if have_fixture else r.get("vs_reference")
         if acc and acc["index_agreement_min"] >= 0.99:
@@ -246,19 +222,6 @@ def pick_shipped(runs: list[dict], have_fixture: bool) -> dict[str, Any]:
         "target_2x_met": bool((best.get("speedup_vs_reference") or 0) >= 2.0),
         "fp32_default_vs_best_exact": default_vs_exact(runs),
     }
-
-
-def _warm_flow(model: Any, frames: Any) -> bool:
-    """Trigger the (cached) GMFlow export outside the timed runs; True when onnxruntime serves the flow."""
-    import torch
-
-    from ..runtime.cpu import OrtFlowNet
-
-    if type(model.flownet) is not OrtFlowNet:
-        return False
-    with torch.inference_mode():
-        model.compute_flows(frames[:2])
-    return any(v is not None for v in model.flownet._ort_flows.values())
 
 
 def _ort_decoder(model: Any, workdir: Path, threads: int) -> Any:

@@ -14,9 +14,9 @@ from __future__ import annotations
 from .align import FFHQ_TEMPLATE_512, align_face, alignment_matrix, estimate_similarity, face_template
 from .detect import create_detector, detect_faces
 from .paste import FaceLayer, FacePaste, paste_faces, paste_layer
-from .plan import Segment, chunk_bounds, chunk_window, plan_chunk
+from .plan import Segment, chunk_window, plan_chunk
 from .restorers import ModuleRestorer, identity_restorer, restorer_factory
-from .smooth import StreamingSmoother, smooth_at
+from .smooth import smooth_at
 from .types import Detection, Detector, PlacedFace
 
 __all__ = [
@@ -28,10 +28,8 @@ __all__ = [
     "ModuleRestorer",
     "PlacedFace",
     "Segment",
-    "StreamingSmoother",
     "align_face",
     "alignment_matrix",
-    "chunk_bounds",
     "chunk_window",
     "create_detector",
     "detect_faces",

@@ -16,8 +16,7 @@ translation offset, the mask area measured from the eroded mask, truncation to u
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,28 +145,25 @@ def paste_faces(
     upscale: int = 1,
     exact: bool = False,
     antialias: bool = True,
-    background: Callable[[np.ndarray, int], np.ndarray] | None = None,
     return_alpha: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Output frame (upscale × the input size, same dtype) with `faces` blended in order.
 
-    frame: (H, W, 3) uint8 or float [0, 1]. background(frame, upscale) makes the upscaled background (default
-    bilinear). Pixels that no face mask touches are exactly the background. return_alpha: also return the
+    frame: (H, W, 3) uint8 or float [0, 1]; the background is the frame resized bilinearly (the official default).
+    Pixels that no face mask touches are exactly the background. return_alpha: also return the
     (H·u, W·u) float32 weight the faces got (0 = background only, 1 = face only).
     """
     upscale = _check_upscale(upscale)
     if not isinstance(frame, np.ndarray):  # a tensor frame on the engine's device (CUDA)
-        if exact or background is not None:  # the official arithmetic / a host upsampler: one round trip to the host
+        if exact:  # the official arithmetic: one round trip to the host
             return _paste_on_host(frame, faces, upscale=upscale, exact=exact, antialias=antialias,
-                                  background=background, return_alpha=return_alpha)
+                                  return_alpha=return_alpha)
         from ..kernels.frames import paste_faces_tensor  # paste it there
 
-        return paste_faces_tensor(frame, faces, upscale=upscale, exact=exact, antialias=antialias, background=background,
+        return paste_faces_tensor(frame, faces, upscale=upscale, exact=exact, antialias=antialias,
                                   return_alpha=return_alpha)
-    out = (background or upscale_background)(frame, upscale)
-    h, w = frame.shape[0] * upscale, frame.shape[1] * upscale
-    if out.shape[:2] != (h, w):
-        raise InputError(f"background upsampler returned {out.shape[:2]}, expected {(h, w)}")
+    out = upscale_background(frame, upscale)
+    h, w = out.shape[:2]
     alpha = np.zeros((h, w), np.float32) if return_alpha else None
     box = _union_box(faces, (h, w), upscale, exact)
     if box is not None:

@@ -20,7 +20,7 @@ from .track import FACES_MODES, LinkParams, link_tracks
 from .types import Detection
 
 __all__ = [
-    "Segment", "check_restore_layout", "chunk_bounds", "chunk_window", "plan_chunk", "resolve_smoothing_ends",
+    "Segment", "check_restore_layout", "chunk_window", "plan_chunk", "resolve_smoothing_ends",
 ]
 
 
@@ -52,12 +52,6 @@ class Segment:
     frames: np.ndarray
     landmarks: np.ndarray
     detected: np.ndarray
-
-
-def chunk_bounds(index: int, chunk: int) -> tuple[int, int]:
-    """[start, stop) of the chunk holding frame `index` (boundaries at multiples of `chunk`)."""
-    start = (index // chunk) * chunk
-    return start, start + chunk
 
 
 def chunk_window(start: int, stop: int, *, max_gap: int, sigma: float = SIGMA) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Landmark smoothing exactly as the official script, but from a bounded window so it can stream.
+"""Landmark smoothing exactly as the official script, but from a bounded window (random access, streaming).
 
 Official: per coordinate, missing frames are filled by `np.interp` over the frame index (clamping to the first /
 last detection at the ends), then `scipy.ndimage.gaussian_filter1d(sigma=5, mode="reflect", truncate=4)` runs
@@ -6,8 +6,8 @@ over the whole video. Output frame n only depends on the filled sequence at refl
 value only on the detections bracketing it, so frame n needs the detections in [n-20, n+20] plus the nearest one
 on either side of that window, and the sequence's first and last index when the window reaches them.
 
-`smooth_at` is that pure function; `StreamingSmoother` feeds it from a bounded buffer. Both equal the
-whole-sequence computation up to float64 summation order (~1e-12).
+`smooth_at` is that pure function; it equals the whole-sequence computation up to float64 summation order
+(~1e-12).
 
 Ends: reflecting the sequence at its ends ("reflect", official) biases a moving face towards where it will be:
 at the first frame of a track the result is a weighted mean of the next 20 positions, about 4 frames of motion
@@ -19,16 +19,14 @@ the official result only within `radius` frames of an end, where it follows line
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..errors import InputError
 
 __all__ = [
-    "ENDS", "SIGMA", "StreamingSmoother", "TRUNCATE", "gaussian_radius", "gaussian_weights", "reflect_index",
-    "smooth_at", "smooth_sequence",
+    "ENDS", "SIGMA", "TRUNCATE", "gaussian_radius", "gaussian_weights", "reflect_index", "smooth_at",
 ]
 
 SIGMA = 5.0
@@ -114,70 +112,3 @@ def smooth_at(
     full = (frames - r >= lo) & (frames + r <= hi)
     out[full] = m0[full]
     return out
-
-
-class StreamingSmoother:
-    """Whole-sequence official smoothing computed frame by frame with O(radius) memory.
-
-    push(value) with a (D,) array for a detected frame or None for a missed one; returns the (index, smoothed)
-    pairs that became final. finish() returns the rest. A sequence with no observation at all raises (the
-    official script fails there too).
-    """
-
-    def __init__(self, *, sigma: float = SIGMA, radius: int | None = None, ends: str = "reflect") -> None:
-        if ends not in ENDS:
-            raise InputError(f"StreamingSmoother: smoothing ends must be one of {', '.join(ENDS)}, got {ends!r}")
-        self.ends = ends
-        self.sigma = float(sigma)
-        self.radius = gaussian_radius(sigma) if radius is None else int(radius)
-        self._obs: deque[tuple[int, np.ndarray]] = deque()  # observations still needed
-        self._next_out = 0  # first frame not yet emitted
-        self._count = 0  # frames pushed so far
-
-    def push(self, value: np.ndarray | None) -> list[tuple[int, np.ndarray]]:
-        n = self._count
-        self._count += 1
-        if value is not None:
-            v = np.asarray(value, np.float64).reshape(-1)
-            if np.all(np.isfinite(v)):  # NaN marks a missed frame, like the official script
-                self._obs.append((n, v))
-        return self._emit(final=False)
-
-    def finish(self) -> list[tuple[int, np.ndarray]]:
-        if self._count and not self._obs:
-            raise InputError("StreamingSmoother: no frame had an observation; nothing to interpolate from")
-        return self._emit(final=True)
-
-    def _emit(self, final: bool) -> list[tuple[int, np.ndarray]]:
-        out: list[tuple[int, np.ndarray]] = []
-        if not self._obs:
-            return out
-        last_obs = self._obs[-1][0]
-        while self._next_out < self._count:
-            n = self._next_out
-            if not final:
-                # Indices up to n + r must be final: known frames, and filled from an observation at or after
-                # them (otherwise a later observation could still change their interpolated value).
-                if n + self.radius > last_obs:
-                    break
-            times = np.array([t for t, _ in self._obs])
-            values = np.stack([v for _, v in self._obs])
-            hi = self._count - 1  # the true end when final; otherwise beyond every index the window reaches
-            out.append((n, smooth_at([n], times, values, 0, hi, sigma=self.sigma, radius=self.radius, ends=self.ends)[0]))
-            self._next_out += 1
-            self._drop_old()
-        return out
-
-    def _drop_old(self) -> None:
-        """Keep observations from the last one before the next window start onwards."""
-        start = self._next_out - self.radius
-        while len(self._obs) >= 2 and self._obs[1][0] <= start:
-            self._obs.popleft()
-
-
-def smooth_sequence(values: Iterable[np.ndarray | None], *, sigma: float = SIGMA, ends: str = "reflect") -> Iterator[tuple[int, np.ndarray]]:
-    """Convenience: stream a whole iterable through a StreamingSmoother."""
-    sm = StreamingSmoother(sigma=sigma, ends=ends)
-    for v in values:
-        yield from sm.push(v)
-    yield from sm.finish()

@@ -1,4 +1,4 @@
-"""Locating and reading user-supplied auxiliary weight files (RetinaFace, ParseNet, Real-ESRGAN); they are loaded
+"""Locating and reading user-supplied auxiliary weight files (RetinaFace, ParseNet); they are loaded
 with the one strict loader, `vs_keep.models.checkpoint.load_strict`.
 
 Nothing here downloads: a missing file raises WeightsNotFoundError naming the file and the `vs-keep download`

@@ -9,7 +9,7 @@ accumulated weight. It differs from the cv2 path by cv2's 1/32-pixel position ro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -46,14 +46,13 @@ def paste_faces_tensor(
     upscale: int = 1,
     exact: bool = False,
     antialias: bool = True,
-    background: Callable[[np.ndarray, int], np.ndarray] | None = None,
     return_alpha: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """`face.paste_faces` for an (H, W, 3) uint8 / float [0, 1] tensor frame; faces: `FacePaste` whose image
     (and parse_mask) may be tensors on the frame's device. Returns a tensor (and the alpha tensor) there.
-    `exact` and a host `background` take the cv2 path; `face.paste_faces` makes that round trip before calling here."""
-    if exact or background is not None:
-        raise InputError("paste_faces_tensor: exact=True or a host background needs face.paste_faces (the cv2 path)")
+    `exact` takes the cv2 path; `face.paste_faces` makes that round trip before calling here."""
+    if exact:
+        raise InputError("paste_faces_tensor: exact=True needs face.paste_faces (the cv2 path)")
     from . import paste_face_masks
 
     out = upscale_background_tensor(frame, upscale)

@@ -42,12 +42,6 @@ def load_nvrtc() -> Any:
     return nvrtc
 
 
-def nvrtc_version() -> tuple[int, int]:
-    nvrtc = load_nvrtc()
-    _, major, minor = nvrtc.nvrtcVersion()
-    return int(major), int(minor)
-
-
 def _check(nvrtc: Any, result: Any, what: str) -> Any:
     err = result[0] if isinstance(result, tuple) else result
     if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:

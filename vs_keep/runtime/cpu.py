@@ -12,8 +12,6 @@ element-wise work (GroupNorm, swish as sigmoid·x, residual adds). The rewrites 
 - Smaller 3x3 and all 1x1 stride-1 convolutions run as one GEMM (im2col), which beats oneDNN's per-call weight
   reorder at 16²/32².
 - VQGAN ResBlocks use the fused SiLU in place and an in-place residual add (swish = x·sigmoid(x) = SiLU).
-- Optionally (`CpuOptions(onnx_flow=True)`), GMFlow runs as an exported, verified ONNX graph in onnxruntime
-  (`OrtFlowNet`).
 `tune_malloc` (process-wide; `vs-keep restore` applies it, hosts opt in) removes the page-fault cost of fresh activations.
 
 Nothing here changes parameters or state-dict keys: modules only get a subclass with a different `forward`
@@ -24,7 +22,6 @@ anything else (CUDA, autocast, training) takes the original code path.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 
 import torch
@@ -38,12 +35,11 @@ from .reference import reference_only, reference_ops
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CpuOptions", "FastConv2d", "FastResBlock", "OrtFlowNet", "nnpack_available", "optimize_cpu", "reference_ops",
+    "CpuOptions", "FastConv2d", "FastResBlock", "nnpack_available", "optimize_cpu", "reference_ops",
     "restore_reference", "tune_malloc",
 ]
 
 _NNPACK_STATE: dict[str, bool] = {}
-_ORT_FLOW_LOCK = threading.Lock()
 #: largest unfold buffer (per image) for which one GEMM is a candidate on its own
 _IM2COL_MAX_BYTES = 64 << 20
 
@@ -170,9 +166,6 @@ class CpuOptions:
     gemm: bool = True
     #: SiLU + in-place residual in VQGAN ResBlocks
     fused_swish: bool = True
-    #: GMFlow through onnxruntime (needs onnxruntime + onnxscript). Off by default: 2x faster than eager GMFlow, but
-    #: no faster than GMFlow with the rewritten convolutions (1.1 s per 512² pair on 2 quiet cores either way)
-    onnx_flow: bool = False
 
 
 def optimize_cpu(model: nn.Module, options: CpuOptions = CpuOptions()) -> nn.Module:
@@ -190,12 +183,6 @@ def optimize_cpu(model: nn.Module, options: CpuOptions = CpuOptions()) -> nn.Mod
             module.auto = options.auto
         elif type(module) is ResBlock and options.fused_swish:
             module.__class__ = FastResBlock
-        elif type(module).__name__ == "FlowNet" and options.onnx_flow and _onnx_flow_available():
-            from ..models.keep import FlowNet
-
-            if type(module) is FlowNet:
-                module.__class__ = OrtFlowNet
-                module._ort_flows = {}
     return model
 
 
@@ -208,64 +195,11 @@ def restore_reference(model: nn.Module) -> nn.Module:
                 module.__dict__.pop(attr, None)
         elif type(module) is FastResBlock:
             module.__class__ = ResBlock
-        elif type(module) is OrtFlowNet:
-            from ..models.keep import FlowNet
-
-            module.__class__ = FlowNet
-            module.__dict__.pop("_ort_flows", None)
     return model
 
 
 def is_optimized(model: nn.Module) -> bool:
-    return any(type(m) in (FastConv2d, FastResBlock, OrtFlowNet) for m in model.modules())
-
-
-def _onnx_flow_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnxscript") is not None
-
-
-def _flow_net_class() -> type:
-    from ..models.keep import FlowNet
-
-    return FlowNet
-
-
-class OrtFlowNet(_flow_net_class()):  # type: ignore[misc]
-    """KEEP's FlowNet whose fp32 CPU forward runs an exported, verified copy of GMFlow in onnxruntime.
-
-    Why: eager GMFlow (oneDNN convolutions) takes ~40 % of a frame's CPU time; onnxruntime runs the same graph
-    about twice as fast (flow error vs the fixture 0.022 px max, eager fp32 0.033). With the Winograd/GEMM
-    convolution rewrites torch is as fast, so this is opt-in. The graph is exported per frame shape on first use
-    and cached on disk; any failure falls back to the torch module (logged once).
-    """
-
-    _ort_flows: dict
-
-    def forward(self, cur: Tensor, prev: Tensor) -> Tensor:
-        weight = next(self.parameters())
-        if not _plain_fp32_cpu(cur, weight):
-            return super().forward(cur, prev)
-        shape = (int(cur.shape[-2]), int(cur.shape[-1]))
-        if shape not in self._ort_flows:
-            with _ORT_FLOW_LOCK:  # concurrent first calls (VapourSynth threads) export once
-                if shape not in self._ort_flows:
-                    self._ort_flows[shape] = _make_ort_flow(self, shape)
-        flow = self._ort_flows[shape]
-        return super().forward(cur, prev) if flow is None else flow(cur, prev)
-
-
-def _make_ort_flow(flownet: nn.Module, shape: tuple[int, int]) -> object | None:
-    from .onnx_export import OrtFlow, cached_flow_onnx
-
-    try:
-        with torch.inference_mode(False), torch.no_grad():
-            path = cached_flow_onnx(flownet.model, shape)
-        return OrtFlow(path, threads=torch.get_num_threads())
-    except Exception as exc:  # noqa: BLE001 - any export/runtime problem: keep the torch flow
-        log.warning("onnxruntime flow unavailable for %dx%d frames (%s); using torch", shape[0], shape[1], exc)
-        return None
+    return any(type(m) in (FastConv2d, FastResBlock) for m in model.modules())
 
 
 # ---- process settings ------------------------------------------------------------------------------------------

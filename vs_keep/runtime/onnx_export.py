@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..cache import folder
 from ..errors import VsKeepError
 from .decoder import CodebookDecoder, DecoderSpec, decoder_spec
 from .reference import reference_ops
@@ -116,20 +115,8 @@ class OrtDecoder:
         return out, new_memory
 
 
-# ---- GMFlow ----------------------------------------------------------------------------------------------------
-
-
-def _smooth_pair(size: int | tuple[int, int], seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Two frames (1, 3, H, W) in [-1, 1]: smooth noise and a copy shifted by (3, 2) px (a plausible flow)."""
-    h, w = (size, size) if isinstance(size, int) else size
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(1, 3, h // 8 + 2, w // 8 + 2, generator=g) * 2 - 1
-    big = torch.nn.functional.interpolate(base, size=(h + 16, w + 16), mode="bicubic", align_corners=False).clamp(-1, 1)
-    return big[..., 8 : 8 + h, 8 : 8 + w].contiguous(), big[..., 6 : 6 + h, 5 : 5 + w].contiguous()
-
-
 @contextlib.contextmanager
-def _quiet(names: tuple[str, ...] = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._dynamo")) -> Iterator[None]:
+def _quiet(names: tuple[str, ...] = ("torch.onnx", "torch.export", "torch._dynamo")) -> Iterator[None]:
     """The exporters log every graph rewrite at INFO; keep that out of a user's log."""
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
@@ -141,67 +128,3 @@ def _quiet(names: tuple[str, ...] = ("onnxscript", "onnx_ir", "torch.onnx", "tor
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-
-
-def export_flow_onnx(flownet: nn.Module, path: str | os.PathLike[str], *, size: int | tuple[int, int], verify: bool = True) -> Path:
-    """Write KEEP's flow net (`model.flownet`, fp32 CPU) for one pair of frames of `size` (side or (H, W)) to `path`.
-
-    Uses the torch.export-based exporter (needs `onnxscript`): GMFlow adds its shift mask in place through a view,
-    which the TorchScript exporter silently drops (flows off by hundreds of pixels). With `verify`, the file is
-    checked against torch on a smooth shifted pair before it is moved into place.
-    """
-    try:
-        import onnxscript  # noqa: F401
-    except ImportError as exc:
-        raise VsKeepError("exporting the flow net needs onnxscript (pip install onnxscript)") from exc
-    cur, prev = _smooth_pair(size)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with warnings.catch_warnings(), torch.no_grad(), reference_ops(), _quiet():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                flownet.eval(), (cur, prev), input_names=["cur", "prev"], output_names=["flow"], opset_version=18,
-                dynamo=True, external_data=False, verbose=False,
-            )
-            program.save(str(tmp))
-        if verify:
-            with torch.inference_mode():
-                ref = flownet(cur, prev).numpy()
-            got = OrtFlow(tmp).session.run(["flow"], {"cur": cur.numpy(), "prev": prev.numpy()})[0]
-            err = np.abs(got - ref)
-            if not (err.mean() < 0.05 and err.max() < 2.0):
-                raise VsKeepError(f"exported flow net disagrees with torch (mean {err.mean():.3g} px, max {err.max():.3g} px); not used")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-class OrtFlow:
-    """onnxruntime flow for frame pairs: `(cur (N,3,S,S), prev (N,3,S,S)) -> flow (N,2,S,S)`, one pair per run."""
-
-    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
-
-    def __call__(self, cur: Tensor, prev: Tensor) -> Tensor:
-        outs = []
-        for i in range(cur.shape[0]):
-            feeds = {"cur": cur[i : i + 1].detach().float().cpu().numpy(), "prev": prev[i : i + 1].detach().float().cpu().numpy()}
-            outs.append(torch.from_numpy(self.session.run(["flow"], feeds)[0]))
-        return torch.cat(outs).to(cur.device)
-
-
-def cached_flow_onnx(flownet: nn.Module, shape: tuple[int, int], cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The verified flow-net ONNX file for frames of `shape` (H, W), exported once into the cache dir."""
-    path = folder("onnx", cache_dir) / f"flow-{model_hash(flownet)}-{shape[0]}x{shape[1]}.onnx"
-    if not path.exists():
-        log.info("exporting the flow net for %dx%d frames to %s (once)", shape[0], shape[1], path)
-        export_flow_onnx(flownet, path, size=shape)
-    return path
