@@ -42,6 +42,20 @@ def test_cpu_ships_the_fast_path_and_reference_on_request(keep_weights) -> None:
     assert rel(got, want) < 1e-4
 
 
+def test_auto_decoder_is_torch_on_every_device(keep_weights) -> None:
+    """TensorRT is opt-in (never measured here; fp16 engines of StyleGAN-like decoders can give solid colour):
+    `auto` leaves the eager decoder in place even on CUDA, before anything looks for TensorRT or a GPU."""
+    from vs_keep.engine import _install_decoder
+
+    net, _ = load_model(EngineOptions(weights=keep_weights, device="cpu"))
+    for device in ("cpu", "cuda", "cuda:1"):
+        for precision in ("fp32", "fp16"):
+            _install_decoder(net, "auto", device, precision)
+            assert net.codebook_decoder is None, (device, precision)
+    with pytest.raises(InputError, match="decoder='tensorrt' needs CUDA"):
+        _install_decoder(net, "tensorrt", "cpu", "fp32")
+
+
 def test_fp16_request_on_cpu_runs_fp32(keep_weights) -> None:
     net, autocast = load_model(EngineOptions(weights=keep_weights, device="cpu", fp16=True))
     assert next(net.parameters()).dtype == torch.float32

@@ -14,7 +14,7 @@ from vs_keep.face.paste import FacePaste, paste_faces
 from vs_keep.kernels import affine_crop, flow_warp, paste_face
 from vs_keep.kernels.blur import erode, gaussian_blur
 from vs_keep.kernels.crop import affine_crop_torch
-from vs_keep.kernels.select import ENV_VAR, use_cupy
+from vs_keep.kernels.select import ENV_VAR, kernel_mode, use_cupy
 from vs_keep.kernels.warp import flow_warp_torch
 
 LANDMARKS = np.array([[150, 120], [210, 125], [180, 160], [155, 200], [205, 203]], np.float32)
@@ -166,6 +166,8 @@ def test_paste_chw_layout_and_parse_mask(frame: np.ndarray, face: np.ndarray) ->
 
 def test_selection_env(monkeypatch: pytest.MonkeyPatch) -> None:
     x = torch.zeros(1, 3, 4, 4)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert kernel_mode() == "torch"  # the CuPy twins are opt-in: never measured on a real GPU
     monkeypatch.setenv(ENV_VAR, "cupy")
     assert use_cupy(x) is False  # CPU tensors always use torch
     monkeypatch.setenv(ENV_VAR, "fast")

@@ -23,6 +23,7 @@ def cuda_section(args: argparse.Namespace | None, model_size: str, repeats: int,
     GPU, crop, the fastest accurate setting, paste. `device` is "cuda" except in the test of this section's logic."""
     import torch
 
+    from ..kernels.select import cupy_available
     from ..runtime.backends import TensorRTBackend
     from .synthetic import build_synthetic_keep
     from ..runtime.precision import apply_precision, autocast_context
@@ -48,8 +49,8 @@ def cuda_section(args: argparse.Namespace | None, model_size: str, repeats: int,
         ref = run("torch", "fp32", tf32=tf32_default)
         runs.append(record("reference", device, "fp32", ref, None, gold, size, {"kernels": "torch", "tf32": tf32_default}))
         for precision in precisions:
-            for kernels in ("torch", "auto"):
-                name = f"{precision}+{'cupy' if kernels == 'auto' else 'torch-kernels'}"
+            for kernels in ("torch", "cupy"):
+                name = f"{precision}+{'cupy' if kernels == 'cupy' else 'torch-kernels'}"
                 progress(f"cuda: {name}")
                 res = safe(f"cuda {name}", lambda p=precision, k=kernels: run(k, p))
                 if "error" in res:
@@ -63,7 +64,7 @@ def cuda_section(args: argparse.Namespace | None, model_size: str, repeats: int,
             if isinstance(dec, dict) or type(dec).__name__ != "TrtDecoder":
                 runs.append({"setting": name, "device": device, **(dec if isinstance(dec, dict) else {"error": "TensorRT unavailable"})})
                 continue
-            res = run("auto", precision, dec)
+            res = run("cupy" if cupy_available() else "torch", precision, dec)
             runs.append(record(name, device, precision, res, ref, gold, size, {"decoder": "TrtDecoder", "tf32": False}))
     finally:
         apply_precision(model, "fp32")

@@ -48,14 +48,17 @@ def kernels_cuda(repeats: int, device: str = "cuda") -> dict[str, Any]:
                 torch.cuda.synchronize()
         return run
 
+    from ..kernels.select import cupy_available
+
     out = {}
-    for mode in ("torch", "cupy"):
-        os.environ["VS_KEEP_KERNELS"] = mode if mode == "torch" else "auto"
+    modes = ("torch", "cupy") if cupy_available() else ("torch",)
+    for mode in modes:
+        os.environ["VS_KEEP_KERNELS"] = mode
         out[f"crop_512_from_1080p_ms_{mode}"] = round_sig(1000 * bench_fn(sync(lambda: affine_crop(frame, m, 512, border=BORDER_RGB)), repeats))
         out[f"paste_512_into_1080p_ms_{mode}"] = round_sig(1000 * bench_fn(sync(lambda: paste_face(frame.clone(), face, m, unit=255.0)), repeats))
     os.environ.pop("VS_KEEP_KERNELS", None)
-    out["crop_512_from_1080p_ms"] = min(out["crop_512_from_1080p_ms_torch"], out["crop_512_from_1080p_ms_cupy"])
-    out["paste_512_into_1080p_ms"] = min(out["paste_512_into_1080p_ms_torch"], out["paste_512_into_1080p_ms_cupy"])
+    for op in ("crop_512_from_1080p_ms", "paste_512_into_1080p_ms"):
+        out[op] = min(out[f"{op}_{mode}"] for mode in modes)
     return out
 
 

@@ -3,7 +3,7 @@
 - `flow_warp(x, flow)`: KEEP's backward warp (bilinear, zeros, align_corners=True).
 - `affine_crop(frame, matrices, size, ...)`: aligned face crops straight from a full uint8/float frame.
 - `paste_face(canvas, face, matrix, ...)`: inverse-affine paste-back fused with the official soft-mask blend.
-CuPy is imported only inside the first CUDA call; CPU tensors always take the torch path. `cuda_sources()` is the
+CuPy (opt-in, VS_KEEP_KERNELS=cupy) is imported only inside the first CUDA call; CPU tensors always take the torch path. `cuda_sources()` is the
 exact CUDA text and every template instantiation (what CI compiles with NVRTC and runs through a host harness).
 """
 

@@ -1,11 +1,10 @@
 """The one place that chooses between the torch reference kernels and their CuPy twins.
 
-Policy: CuPy for CUDA tensors of a supported dtype when `cupy` imports and the kernel passed its self-check on
-that device (`selfcheck.check_kernel`, run once per kernel and device on first use); torch otherwise. A kernel
-that fails to compile or disagrees with its twin gives one warning and the torch twin for the rest of the run.
-The environment variable VS_KEEP_KERNELS overrides the policy: "torch" (always the reference), "cupy" (require
-CuPy for CUDA tensors; an error if it is missing or a kernel fails its self-check) or "auto" (default).
-CPU tensors always use torch.
+Policy: the torch kernels, unless the environment variable VS_KEEP_KERNELS is "cupy". The CuPy twins are opt-in
+because their speed on a real GPU has never been measured (`vs-keep bench --devices cuda` measures both). With
+"cupy", CUDA tensors of a supported dtype use CuPy once the kernel passed its self-check on that device
+(`selfcheck.check_kernel`, run once per kernel and device on first use); a missing CuPy, an unsupported dtype or
+a kernel that fails to compile or disagrees with its torch twin is an error. CPU tensors always use torch.
 
 `frame_device` makes the other choice of the GPU path: where the face pipeline keeps frames. On CUDA, frames go to
 the GPU once; detection (MTCNN), alignment crops, the model and the paste-back run there and the finished frame
@@ -33,7 +32,7 @@ log = logging.getLogger(__name__)
 
 ENV_VAR = "VS_KEEP_KERNELS"
 FRAMES_ENV_VAR = "VS_KEEP_FRAMES"
-_MODES = ("auto", "torch", "cupy")
+_MODES = ("torch", "cupy")
 _STATE: dict[str, bool] = {}
 _LOCK = threading.Lock()
 #: (kernel name, device) -> None (passed) or the reason it failed
@@ -41,7 +40,7 @@ _CHECKS: dict[tuple[str, str], str | None] = {}
 
 
 def kernel_mode() -> str:
-    mode = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    mode = os.environ.get(ENV_VAR, "torch").strip().lower() or "torch"
     if mode not in _MODES:
         raise InputError(f"{ENV_VAR} must be one of {', '.join(_MODES)}, got {mode!r}")
     return mode
@@ -98,17 +97,15 @@ def use_cupy(
     if tensor.device.type != "cuda" or mode == "torch":
         return False
     ok = tensor.dtype in dtypes and cupy_available()
-    if mode == "cupy" and not ok:
+    if not ok:
         raise InputError(
             f"{ENV_VAR}=cupy but the CuPy kernels cannot run here ({'dtype ' + str(tensor.dtype) if cupy_available() else 'cupy is not installed or sees no GPU'}); "
             "install cupy-cuda13x (or cupy-cuda12x, matching torch.version.cuda) or unset the variable"
         )
-    if ok and kernel is not None and not kernel_ok(kernel, tensor.device):
-        if mode == "cupy":
-            reason = _CHECKS.get((kernel, str(tensor.device)))
-            raise InputError(f"{ENV_VAR}=cupy but the CuPy kernel {kernel} failed its self-check ({reason}); unset the variable")
-        return False
-    return ok
+    if kernel is not None and not kernel_ok(kernel, tensor.device):
+        reason = _CHECKS.get((kernel, str(tensor.device)))
+        raise InputError(f"{ENV_VAR}=cupy but the CuPy kernel {kernel} failed its self-check ({reason}); unset the variable")
+    return True
 
 
 def frame_device(device: torch.device | str | None) -> torch.device | None:
