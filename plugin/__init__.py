@@ -95,17 +95,17 @@ def keep(
 
     from vs_keep.engine import EngineOptions, build_engine
     from vs_keep.errors import VsKeepError
+    from vs_keep.options import check_gray, check_scene_detect
     from vs_keep.stdio import stdout_to_stderr
 
     from .filter import _check_clip, _fail, build_filter
 
     _check_clip(clip)
-    from .compose import SCENE_MODES
-
-    if gray not in ("auto", True, False):
-        raise _fail(f"gray must be 'auto', True or False, got {gray!r}")
-    if scene_detect not in SCENE_MODES:
-        raise _fail(f"scene_detect must be one of {', '.join(map(repr, SCENE_MODES))}, got {scene_detect!r}")
+    try:
+        check_gray(gray)
+        check_scene_detect(scene_detect)
+    except VsKeepError as exc:
+        raise _fail(str(exc)) from None
     if not isinstance(num_streams, int) or num_streams < 1:
         raise _fail(f"num_streams must be an integer >= 1, got {num_streams!r}")
     if num_streams > vs.core.num_threads:

@@ -106,8 +106,6 @@ def _looks_gray(rgb: vs.VideoNode) -> bool:
 
 def working_clip(clip: vs.VideoNode, matrix_in_s: str | None = None, gray: bool | str = "auto") -> Working:
     """Prepare `clip` (any constant RGB/YUV/GRAY format) for restoration; see `Working`."""
-    if gray not in ("auto", True, False):
-        raise _fail(f"gray must be 'auto', True or False, got {gray!r}")
     fmt = clip.format
     props0: dict[str, Any] = {}
     if fmt.color_family != vs.RGB:  # _Range (and YUV's _Matrix) from frame 0: one synchronous read, at build time
@@ -200,15 +198,10 @@ def split_layer(stacked: vs.VideoNode) -> tuple[vs.VideoNode, vs.VideoNode]:
     return core.std.ShufflePlanes(planes[:3], [0, 0, 0], vs.RGB), planes[3]
 
 
-SCENE_MODES = ("auto", "props")
-
-
 def scene_flags(clip: vs.VideoNode, mode: str = "auto") -> vs.VideoNode:
     """`clip` with `_SceneChangePrev` on every frame. "auto": a frame's own prop wins; frames without it are
     decided by `vs_keep.scene.is_cut` on frames n-1 and n (delivered together, so seeks and threads cannot change
     the answer). "props": the clip as it is (frames without the prop are no cut)."""
-    if mode not in SCENE_MODES:
-        raise _fail(f"scene_detect must be one of {', '.join(map(repr, SCENE_MODES))}, got {mode!r}")
     if mode == "props" or clip.num_frames < 2:
         return clip
     from vs_keep.scene import is_cut

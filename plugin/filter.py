@@ -34,10 +34,11 @@ from typing import Any
 
 import vapoursynth as vs
 
+from vs_keep.errors import is_out_of_memory, user_message
 from vs_keep.random_access import LRUCache, RandomAccessRestorer
 
 from . import props as P
-from .compose import SCENE_MODES, compose, mask_out, scene_flags, split_layer, working_clip
+from .compose import compose, mask_out, scene_flags, split_layer, working_clip
 from .frames import frame_to_rgb, layer_clip, model_view, write_layer
 
 log = logging.getLogger("vs_keep.plugin")
@@ -57,25 +58,11 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line}"
 
 
-def _is_cuda_oom(exc: BaseException) -> bool:
-    try:
-        import torch
-
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except Exception:  # noqa: BLE001 - torch without CUDA support
-        pass
-    return "CUDA out of memory" in str(exc)
-
-
 def frame_error(n: int, exc: BaseException) -> vs.Error:
     """The one-line `vs.Error` a failing frame callback raises; the full traceback goes to the DEBUG log."""
     log.debug("keep: frame %d failed", n, exc_info=exc)
-    if _is_cuda_oom(exc):
-        return _fail(
-            f"frame {n}: CUDA out of memory; lower faces= (e.g. 'largest') or upscale=, use fp16=True, "
-            "or run on another device (device='cuda:1' or 'cpu')"
-        )
+    if is_out_of_memory(exc):
+        return _fail(f"frame {n}: {user_message(exc)}")
     return _fail(f"frame {n}: {_one_line(exc)}")
 
 
@@ -208,8 +195,6 @@ def _crop_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.VideoN
 def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_props: bool, matrix_in_s: str | None,
                  gray: bool | str = "auto", scene_detect: str = "auto", mask: bool = False) -> vs.VideoNode:
     """Wire the engine's stages into a graph (see the module docstring)."""
-    if scene_detect not in SCENE_MODES:  # checked even when scene_reset is off, so a typo never passes silently
-        raise _fail(f"scene_detect must be one of {', '.join(map(repr, SCENE_MODES))}, got {scene_detect!r}")
     work = working_clip(clip, matrix_in_s, gray)  # model input at full precision; compose() merges back
     rgb = work.rgb
     N, C, S = rgb.num_frames, engine.chunk, engine.face_size

@@ -2,7 +2,7 @@
 
 The pip wheel of VapourSynth ships no source plugin; this one needs nothing but PyAV. Frames are decoded in
 order; a backward jump or a far forward jump reopens the file and seeks to the nearest keyframe before the target
-(timestamps mapped from a packet index built once). Good enough for previews, tests and vspipe runs; bs/lsmas/
+(`vs_keep.video.decode`, the CLI's decoder, with timestamps from a packet index built once). Good enough for previews, tests and vspipe runs; bs/lsmas/
 ffms2 are faster when installed.
 
 The open container (one file descriptor plus FFmpeg's decoder buffers) is closed when the clip is freed (script
@@ -22,78 +22,54 @@ from pathlib import Path
 import numpy as np
 import vapoursynth as vs
 
-from vs_keep.errors import InputError, user_message
+from vs_keep.errors import user_message
+from vs_keep.video import FrameSource, decode
 
 from .frames import write_rgb
 
 
 def _close(holder: list) -> None:
-    """Close the container in `holder` (a one-element list, so the finalizer holds no reference to the decoder)."""
-    container, holder[0] = holder[0], None
-    if container is not None:
-        container.close()
+    """Stop the decoding generator in `holder` (a one-element list, so the finalizer holds no reference to the
+    decoder); stopping it closes its container."""
+    frames, holder[0] = holder[0], None
+    if frames is not None:
+        frames.close()
 
 
 class _Decoder:
-    def __init__(self, path: Path) -> None:
-        import av
+    """Random access over `vs_keep.video.decode` (the one seeking decoder): decodes on in order, and restarts at
+    the keyframe before the target for a backward or a far forward jump."""
 
+    def __init__(self, path: Path) -> None:
+        src = FrameSource(path)
         self.path = path
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise InputError("no video stream")
-            s = c.streams.video[0]
-            self.width, self.height = s.codec_context.width, s.codec_context.height
-            self.fps = Fraction(s.average_rate or s.guessed_rate or 25)
-            pts, keys = [], []
-            for p in c.demux(s):
-                if p.pts is not None:
-                    pts.append(p.pts)
-                    if p.is_keyframe:
-                        keys.append(p.pts)
-        self.pts = sorted(pts)  # presentation order
-        self.keyframes = sorted(keys) or self.pts[:1]
+        self.width, self.height, self.fps = src.info.width, src.info.height, Fraction(src.info.fps)
+        self.pts = src.timestamps()  # presentation order
         self.num_frames = len(self.pts)
-        self._open: list = [None]  # the container being decoded from, if any
+        self._open: list = [None]  # the decoding generator (it holds the open container), if any
         self._closer = weakref.finalize(self, _close, self._open)
-        self._iter = None
-        self._next = 0  # index of the frame the iterator yields next
+        self._next = 0  # index of the frame the generator yields next
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
-
-    def _restart(self, target: int) -> None:
-        import av
-
-        self._iter = None
-        _close(self._open)
-        container = self._open[0] = av.open(str(self.path))
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        k = bisect.bisect_right(self.keyframes, self.pts[target]) - 1
-        start_pts = self.keyframes[max(k, 0)]
-        if start_pts != self.pts[0]:
-            container.seek(start_pts, stream=stream, backward=True)
-        self._iter = container.decode(stream)
-        self._next = None  # unknown until the first decoded frame's pts
 
     def frame(self, n: int) -> np.ndarray:
         with self._lock:
             hit = self._cache.get(n)
             if hit is not None:
                 return hit
-            if self._iter is None or self._next is None or n < self._next or n > self._next + 60:
-                self._restart(n)
-            for fr in self._iter:  # type: ignore[union-attr]
-                i = bisect.bisect_left(self.pts, fr.pts) if fr.pts is not None else (self._next or 0)
+            if self._open[0] is None or n < self._next or n > self._next + 60:
+                _close(self._open)
+                self._open[0] = decode(self.path, start=n, start_pts=self.pts[n])
+                self._next = n
+            for fr in self._open[0]:
+                i = bisect.bisect_left(self.pts, fr.pts) if fr.pts is not None else self._next
                 self._next = i + 1
-                img = fr.to_ndarray(format="rgb24")
-                self._cache[i] = img
+                self._cache[i] = fr.to_ndarray(format="rgb24")
                 while len(self._cache) > 32:
                     self._cache.popitem(last=False)
                 if i >= n:
                     break
             else:  # end of the stream: give the file back now, a later request reopens it
-                self._iter = None
                 _close(self._open)
             if n not in self._cache:
                 raise vs.Error(f"source: could not decode frame {n} of {self.path}")

@@ -120,3 +120,21 @@ def test_missing_unexpected_and_mismatched_keys(small_keep: Path, tmp_path: Path
 
 def test_keep_small_loads(small_keep: Path) -> None:
     assert isinstance(load(small_keep), KEEP)
+
+
+def test_loaded_networks_say_what_they_are(small_keep: Path, small_cf: Path) -> None:
+    """The descriptor the engine, the CLI and the restorer adapters read (no guessing from names or signatures)."""
+    from vs_keep.errors import InputError
+    from vs_keep.face.restorers import ModuleRestorer
+    from vs_keep.models import ModelInfo, model_info
+    from vs_keep.models.dic import DICNet
+
+    keep, cf = load(small_keep), load(small_cf)
+    assert model_info(keep) == ModelInfo("keep", recurrent=True, takes_fidelity=False, scale=1)
+    assert model_info(cf) == ModelInfo("codeformer", recurrent=False, takes_fidelity=True, scale=1)
+    assert model_info(DICNet(num_features=8, num_groups=2)).scale == 8
+    assert ModuleRestorer(keep).kind == "keep" and ModuleRestorer(cf).kind == "codeformer"
+    with pytest.raises(InputError, match="not a vs-keep network"):
+        model_info(torch.nn.Conv2d(3, 3, 1))
+    with pytest.raises(InputError, match="'dic'"):
+        ModuleRestorer(DICNet(num_features=8, num_groups=2))

@@ -17,6 +17,7 @@ pytest.importorskip("vsengine", reason="vsjetengine is in the test extra (pip in
 
 from data.face_scenes import two_face_scene  # noqa: E402
 from media import write_video  # noqa: E402
+from vs_keep.errors import OOM_ADVICE  # noqa: E402
 from vs_keep.models.synthetic import write_synthetic_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.vapoursynth
@@ -115,7 +116,7 @@ def test_frame_errors_are_one_line(media) -> None:
     assert str(err.value).strip().splitlines()[-1].endswith("keep: frame 1: RuntimeError: restorer exploded")
     assert "second line" not in str(err.value)
     oom = str(frame_error(3, torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")))
-    assert oom.startswith("keep: frame 3: CUDA out of memory") and "fp16=True" in oom and "faces=" in oom
+    assert oom == "keep: frame 3: GPU out of memory: " + OOM_ADVICE and "fp16=True" in oom
     engine.close()
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .convert import model_to_rgb_uint8, rgb_uint8_to_model
+from .models.info import model_info
 
 __all__ = ["resize_to_face", "restore_aligned", "run_model"]
 
@@ -31,7 +32,7 @@ def run_model(model: nn.Module, faces: torch.Tensor, fidelity: float = 0.5,
               autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> torch.Tensor:
     """One chunk (T,3,S,S) in [-1,1] through KEEP (one chunk) or CodeFormer (frame batch, AdaIN, weight w)."""
     with torch.inference_mode(), autocast():
-        if getattr(model, "model_id", "") == "codeformer":
+        if model_info(model).takes_fidelity:
             return model(faces, w=fidelity, adain=True)
         return model(faces)
 

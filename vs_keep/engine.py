@@ -80,13 +80,14 @@ def pick_device(device: str | None) -> str:
 
 
 def validate(o: EngineOptions) -> None:
+    """Every engine option, checked once, before anything loads (the filter and the CLI both build through here)."""
+    from .face.plan import check_restore_layout
+
     if o.model not in ("keep", "codeformer"):
         raise InputError(f"model must be 'keep' or 'codeformer', got {o.model!r}")
-    if o.faces not in ("all", "largest", "center"):
-        raise InputError(f"faces must be 'all', 'largest' or 'center', got {o.faces!r}")
-    for name, value, low in (("chunk", o.chunk, 1), ("upscale", o.upscale, 1), ("max_gap", o.max_gap, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
+    check_restore_layout(o.faces, o.chunk, o.upscale)
+    if not isinstance(o.max_gap, int) or isinstance(o.max_gap, bool) or o.max_gap < 0:
+        raise InputError(f"max_gap must be an integer >= 0, got {o.max_gap!r}")
     if not 0.0 <= float(o.fidelity) <= 1.0:
         raise InputError(f"fidelity must be in [0, 1], got {o.fidelity}")
     if o.min_face < 0:
@@ -103,12 +104,13 @@ def validate(o: EngineOptions) -> None:
     if o.tiny_faces not in (None, "dic"):
         raise InputError(f"tiny_faces must be None or 'dic', got {o.tiny_faces!r}")
     from .face.overlap import check_overlap
+    from .face.plan import check_tiny_min
     from .face.stabilize import check_stabilize
 
     check_overlap(o.overlap)
     check_stabilize(o.stabilize)
-    if o.tiny_faces and not 0 < o.tiny_min < o.min_face:
-        raise InputError(f"tiny_min must be in (0, min_face={o.min_face:g}): faces in between go to DIC, got {o.tiny_min}")
+    if o.tiny_faces:
+        check_tiny_min(o.tiny_min, o.min_face)
 
 
 AutocastFactory = Callable[[], ContextManager[Any]]
@@ -121,7 +123,7 @@ def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
     CUDA: fp32, or with `fp16` the precision policy of `vs_keep.runtime.precision` (autocast with fp32 islands for
     the stages whose codebook indices break in 16 bits); KEEP's decoder per `decoder`.
     """
-    from .models import load
+    from .models import load, model_info
     from .runtime.backends import TorchBackend
     from .weights import resolve
 
@@ -139,7 +141,7 @@ def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
             log.info("cpu_precision applies to CPU only; running %s on %s", precision, device)
     path = resolve(o.weights or o.model, download=o.download)
     net = load(path, device=device, dtype=torch.float32)
-    kind = getattr(net, "model_id", None)
+    kind = model_info(net).kind
     if kind != o.model:
         raise InputError(f"weights {path} hold a '{kind}' model, not '{o.model}' (set model='{kind}')")
     backend = TorchBackend(device=device, precision=precision, cpu_fast=o.cpu_fast)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 __all__ = [
-    "CheckpointError", "InputError", "OutputError", "VsKeepError", "WeightsNotFoundError", "is_out_of_memory",
-    "user_message",
+    "OOM_ADVICE", "OOM_ADVICE_CLI", "CheckpointError", "InputError", "OutputError", "VsKeepError",
+    "WeightsNotFoundError", "is_out_of_memory", "user_message",
 ]
 
 
@@ -30,8 +30,9 @@ class OutputError(VsKeepError, OSError):
     """An output path cannot be written (it is the input, or the folder is not writable)."""
 
 
-#: what to lower when the GPU runs out of memory (names of `keep()` parameters; the CLI flags match them)
+#: what to lower when the GPU runs out of memory: as `keep()` parameters, and as `vs-keep restore` flags
 OOM_ADVICE = "lower faces ('largest'), upscale or chunk, set fp16=True, or use another device (device='cuda:1' or 'cpu')"
+OOM_ADVICE_CLI = "lower --faces (largest), --upscale or --chunk, add --fp16, or use another device (--device cuda:1 or cpu)"
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -43,7 +43,7 @@ import torch
 from .errors import InputError
 from .face import FacePaste, PlacedFace, align_face, alignment_matrix, chunk_window, detect_faces, paste_faces, paste_layer, plan_chunk
 from .face.device import crops_to_clip, model_to_faces, to_frame_device, to_host
-from .face.plan import check_restore_layout, resolve_smoothing_ends
+from .face.plan import check_restore_layout, check_tiny_min, resolve_smoothing_ends
 from .face.overlap import check_overlap, primed_segments
 from .face.overlap import run_start as primed_run_start
 from .face.restorers import ClipRun
@@ -294,8 +294,8 @@ class RandomAccessRestorer:
         self.upscale, self.antialias, self.exact = int(upscale), bool(antialias), bool(exact)
         self.parser = parser
         self.tiny, self.tiny_min = tiny, float(tiny_min)
-        if tiny is not None and not 0 < self.tiny_min < self.min_face_size:
-            raise InputError(f"tiny_min must be in (0, min_face={self.min_face_size:g}), got {tiny_min}")
+        if tiny is not None:
+            check_tiny_min(self.tiny_min, self.min_face_size)
         self._detections = LRUCache(cache_detections)
         self._plans = LRUCache(max(8, 2 * cache_chunks))
         self._runs = LRUCache(cache_chunks, weak=True)

@@ -70,20 +70,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..engine import EngineOptions, build_engine, load_model
+    from ..engine import EngineOptions, build_engine, load_model, validate
     from ..scene import is_cut
     from ..video import FrameSink, FrameSource, stream_format
     from .safety import checked_length, decoding
 
-    if args.chunk < 1:
-        raise InputError(f"--chunk must be >= 1, got {args.chunk}")
-    if not 0.0 <= args.fidelity <= 1.0:
-        raise InputError(f"--fidelity must be in [0,1], got {args.fidelity}")
     if args.aligned and (args.overlap or args.stabilize):
         raise InputError("--overlap and --stabilize work on whole frames (face tracks); drop them with --aligned")
-    source = FrameSource(args.input)
-    total = checked_length(source)  # decoded, not demuxed; empty or truncated input: fail before loading anything
-    like = stream_format(args.input) if source.is_video else None
     scene = is_cut if args.scene_detect == "auto" else None
     options = EngineOptions(
         weights=args.weights, model=args.model, device=args.device, faces=args.faces, chunk=args.chunk,
@@ -94,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
         tune_malloc=not args.reference_ops, max_gap=args.max_gap,  # tune_malloc: this process is ours
         overlap=args.overlap, stabilize=args.stabilize,
     )
+    validate(options)  # the engine's one validator, before the input is decoded
+    source = FrameSource(args.input)
+    total = checked_length(source)  # decoded, not demuxed; empty or truncated input: fail before loading anything
+    like = stream_format(args.input) if source.is_video else None
     if args.shards is not None or args.ray is not None:
         return _run_sharded(args, options, source)
     if args.aligned:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import same_file
-from ..errors import InputError, OutputError, VsKeepError, is_out_of_memory, user_message
+from ..errors import OOM_ADVICE_CLI, InputError, OutputError, VsKeepError, is_out_of_memory, user_message
 
 __all__ = ["checked_length", "decoding", "failure_line", "refuse_overwriting_input"]
 
@@ -129,8 +129,7 @@ def failure_line(exc: BaseException) -> str:
     if isinstance(exc, VsKeepError):
         return str(exc)
     if is_out_of_memory(exc):
-        return ("GPU out of memory: lower --faces (largest), --upscale or --chunk, add --fp16, "
-                "or use another device (--device cuda:1 or cpu)")
+        return f"GPU out of memory: {OOM_ADVICE_CLI}"
     if isinstance(exc, MemoryError):
         return "out of memory: lower --upscale or --chunk, or close other programs"
     if isinstance(exc, OSError):

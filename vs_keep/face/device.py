@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..convert import model_to_unit, unit_to_model
+
 __all__ = ["crops_to_clip", "model_to_faces", "to_frame_device", "to_host"]
 
 
@@ -27,22 +29,17 @@ def to_frame_device(frame: np.ndarray | Tensor, device: torch.device | None) -> 
 def crops_to_clip(crops: Sequence[np.ndarray | Tensor]) -> Tensor:
     """(T, 3, S, S) model input in [-1, 1] from T aligned crops (S, S, 3) in [0, 1], on the crops' device."""
     if isinstance(crops[0], Tensor):
-        return torch.stack(list(crops)).permute(0, 3, 1, 2) * 2.0 - 1.0  # type: ignore[arg-type]
-    return torch.from_numpy(np.ascontiguousarray(np.stack(crops).transpose(0, 3, 1, 2))) * 2.0 - 1.0  # type: ignore[arg-type]
+        return unit_to_model(torch.stack(list(crops)).permute(0, 3, 1, 2))  # type: ignore[arg-type]
+    return unit_to_model(torch.from_numpy(np.ascontiguousarray(np.stack(crops).transpose(0, 3, 1, 2))))
 
 
 def model_to_faces(y: Tensor, *, exact: bool = False, on_device: bool = False) -> np.ndarray | Tensor:
     """(T, S, S, 3) faces in [0, 1] from model output (T, 3, S, S) in [-1, 1]: a numpy array (the cv2 path), or
     with `on_device` a tensor where y is. exact: quantised to uint8 levels like the official code."""
-    if on_device:
-        out = ((y.detach().float().clamp(-1, 1) + 1) * 0.5).permute(0, 2, 3, 1)
-        if exact:
-            out = torch.round(out * 255.0) / 255.0
-        return out.contiguous()
-    faces = ((y.detach().float().cpu().clamp(-1, 1) + 1) * 0.5).numpy().transpose(0, 2, 3, 1)
+    out = model_to_unit(y).permute(0, 2, 3, 1)
     if exact:  # the official code converts the restored face to uint8 before pasting
-        faces = np.rint(faces * 255.0) / 255.0
-    return np.ascontiguousarray(faces, dtype=np.float32)
+        out = torch.round(out * 255.0) / 255.0
+    return out.contiguous() if on_device else np.ascontiguousarray(out.cpu().numpy(), dtype=np.float32)
 
 
 def to_host(image: np.ndarray | Tensor) -> np.ndarray:

@@ -20,19 +20,24 @@ from .track import FACES_MODES, LinkParams, link_tracks
 from .types import Detection
 
 __all__ = [
-    "Segment", "check_restore_layout", "chunk_window", "plan_chunk", "resolve_smoothing_ends",
+    "Segment", "check_restore_layout", "check_tiny_min", "chunk_window", "plan_chunk", "resolve_smoothing_ends",
 ]
 
 
 
 def check_restore_layout(faces: str, chunk: int, upscale: int) -> None:
-    """The layout options of the face engine, checked in one place."""
+    """The layout options of the face engine, checked in one place (engine options and the engine itself)."""
     if faces not in FACES_MODES:
-        raise InputError(f"faces must be one of {', '.join(FACES_MODES)}, got {faces!r}")
-    if int(chunk) < 1:
-        raise InputError(f"chunk must be >= 1 frame, got {chunk}")
-    if int(upscale) != upscale or upscale < 1:
-        raise InputError(f"upscale must be a whole number >= 1, got {upscale}")
+        raise InputError(f"faces must be one of {', '.join(map(repr, FACES_MODES))}, got {faces!r}")
+    for name, value in (("chunk", chunk), ("upscale", upscale)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_tiny_min(tiny_min: float, min_face: float) -> None:
+    """Faces with a box side in [tiny_min, min_face) go to the tiny-face restorer: the range must not be empty."""
+    if not 0 < tiny_min < min_face:
+        raise InputError(f"tiny_min must be in (0, min_face={min_face:g}): faces in between go to DIC, got {tiny_min}")
 
 
 def resolve_smoothing_ends(smoothing_ends: str | None, exact: bool) -> str:

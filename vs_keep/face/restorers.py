@@ -9,7 +9,6 @@ frame); CodeFormer restores frame by frame.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..models.info import model_info
 
 __all__ = [
     "ClipRun", "ModuleRestorer", "Restorer", "SharedRestorerFactory", "identity_restorer", "restorer_factory",
@@ -34,13 +34,6 @@ def identity_restorer(chunk: torch.Tensor) -> torch.Tensor:
     return chunk
 
 
-def _is_codeformer(module: nn.Module) -> bool:
-    try:
-        return "w" in inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 class ModuleRestorer:
     """Runs a loaded KEEP module (whole chunk per call) or CodeFormer module (`batch` frames per call).
 
@@ -48,13 +41,14 @@ class ModuleRestorer:
     autocast: context factory entered around every model call (the precision policy of `vs_keep.runtime`).
     """
 
-    def __init__(self, module: nn.Module, *, kind: str | None = None, fidelity: float = 0.5, batch: int = 4,
+    def __init__(self, module: nn.Module, *, fidelity: float = 0.5, batch: int = 4,
                  autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> None:
         self.module = module
         self.autocast = autocast
-        self.kind = kind or ("codeformer" if _is_codeformer(module) else "keep")
+        self.info = model_info(module)
+        self.kind = self.info.kind
         if self.kind not in ("keep", "codeformer"):
-            raise InputError(f"ModuleRestorer: kind must be 'keep' or 'codeformer', got {self.kind!r}")
+            raise InputError(f"ModuleRestorer: restores with KEEP or CodeFormer, got a {self.kind!r} network")
         self.fidelity = float(fidelity)
         self.batch = max(int(batch), 1)
         self.face_size = int(getattr(module, "face_size", 512))
@@ -63,7 +57,7 @@ class ModuleRestorer:
         self.dtype = p.dtype if p is not None else torch.float32
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "codeformer":
+        if self.info.takes_fidelity:
             out: Any = self.module(x, w=self.fidelity, adain=True)
         else:
             out = self.module(x)
@@ -74,7 +68,7 @@ class ModuleRestorer:
     def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
         x = chunk.to(self.device, self.dtype)
         with torch.inference_mode(), self.autocast():
-            if self.kind == "codeformer":
+            if not self.info.recurrent:  # per frame: batches of `batch` frames
                 out = torch.cat([self._forward(x[i : i + self.batch]) for i in range(0, len(x), self.batch)])
             else:
                 out = self._forward(x)
@@ -141,9 +135,9 @@ class ClipRun:
         self._lock = threading.Lock()
         self._chunk = None
         self._state = None
-        module = getattr(restorer, "module", None)
-        self._kind = getattr(restorer, "kind", None) if module is not None else None
-        self._module = module
+        #: the network's descriptor when the restorer is a ModuleRestorer (None: any other callable)
+        self._info = getattr(restorer, "info", None)
+        self._module = getattr(restorer, "module", None)
 
     def frame(self, k: int) -> torch.Tensor:
         if not 0 <= k < self.length:
@@ -163,7 +157,7 @@ class ClipRun:
 
     def _compute(self, k: int) -> None:
         r = self.restorer
-        if self._kind == "keep" and hasattr(self._module, "step"):
+        if self._info is not None and self._info.recurrent:
             m = self._module
             with torch.inference_mode(), r.autocast():
                 if self._chunk is None:
@@ -176,7 +170,7 @@ class ClipRun:
                     self.steps += 1
                 if self._state.t >= self.total:  # done: drop the chunk's features and flows
                     self._chunk = self._state = None
-        elif self._kind == "codeformer":
+        elif self._info is not None:  # per frame
             self.outputs[k] = r(self.clip[k : k + 1])[0]
             self.steps += 1
         else:

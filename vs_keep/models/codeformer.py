@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from .core import CodeTransformerCore, adain as adain_fn, core_config_from_state_dict
+from .info import ModelInfo
 
 __all__ = ["CodeFormer", "KEY_MARKERS", "build", "convert", "detect"]
 
@@ -19,7 +20,7 @@ KEY_MARKERS = ("quantize.embedding.weight", "position_emb", "ft_layers.0.self_at
 class CodeFormer(CodeTransformerCore):
     """Official CodeFormer inference on the shared core."""
 
-    model_id = "codeformer"
+    info = ModelInfo("codeformer", recurrent=False, takes_fidelity=True)
 
     def restore_with_codes(self, images: Tensor, w: float = 0.5, adain: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (output (B,3,S,S), logits (B,L,n_codes), lq latent (B,emb,s,s))."""

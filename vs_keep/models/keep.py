@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..kernels import flow_warp
 from .core import CodeTransformerCore, CoreConfig, core_config_from_state_dict
+from .info import ModelInfo
 from .fusion import CrossFrameAttention
 from .gmflow import GMFlow, gmflow_kwargs_from_state_dict
 from .kalman import KalmanGainNet, kalman_update
@@ -107,7 +108,7 @@ class FlowNet(nn.Module):
 class KEEP(CodeTransformerCore):
     """KEEP network with the official attribute names (896 keys for the released configuration)."""
 
-    model_id = "keep"
+    info = ModelInfo("keep", recurrent=True, takes_fidelity=False)
 
     def __init__(self, *, config: KeepConfig) -> None:
         super().__init__(config=config.core)

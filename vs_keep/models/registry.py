@@ -81,7 +81,8 @@ def detect(sd: StateDict, path: str | os.PathLike[str]) -> Architecture:
 
 
 def load(path: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Read a checkpoint, recognise its model by its keys, load it strictly and return the eval-mode module.
+    """Read a checkpoint, recognise its model by its keys, load it strictly and return the eval-mode module;
+    `model_info(module)` (its class's `info`) is the descriptor the engine, the CLI and the tests read.
 
     KEEP (flat, 896 keys): `module(frames)` with frames (T,3,H,W) RGB in [-1,1] restores one chunk.
     CodeFormer (`params_ema`/`params`/flat, 515 keys): `module(images, w=0.5, adain=True)`.

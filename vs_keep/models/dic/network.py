@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import InputError
+from ..info import ModelInfo
 from .heatmaps import merge_heatmaps
 from .hourglass import FeedbackHourglass
 
@@ -139,6 +140,8 @@ class DICNet(nn.Module):
     `skip_size` fixes the size of the bilinear skip path: both reproduce mmagic's pipeline for mmagic weights.
     With the defaults (None) the forward equals the official network's `net(x)` exactly.
     """
+
+    info = ModelInfo("dic", recurrent=False, takes_fidelity=False, scale=8)
 
     def __init__(
         self,

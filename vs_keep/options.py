@@ -1,0 +1,28 @@
+"""Validators of the user options that the VapourSynth filter and the CLI share but the face engine does not see
+(the engine's own options are checked by `engine.validate`). One function an option, raising `InputError` that
+names it; the filter turns that into `vs.Error("keep: ...")`, the CLI into its one error line."""
+
+from __future__ import annotations
+
+from .errors import InputError
+
+__all__ = ["GRAY_MODES", "SCENE_DETECT_MODES", "check_gray", "check_scene_detect"]
+
+#: gray="auto" decides from three frames; True/False force it
+GRAY_MODES: tuple[object, ...] = ("auto", True, False)
+#: where `_SceneChangePrev` comes from: "auto" (props, else the cut detector), "props" (props only)
+SCENE_DETECT_MODES = ("auto", "props")
+
+
+def check_gray(gray: object) -> bool | str:
+    """`gray` as given, once it is 'auto', True or False."""
+    if not any(gray is mode or (isinstance(mode, str) and gray == mode) for mode in GRAY_MODES):
+        raise InputError(f"gray must be 'auto', True or False, got {gray!r}")
+    return gray  # type: ignore[return-value]
+
+
+def check_scene_detect(mode: object) -> str:
+    """`scene_detect` as given, once it is one of SCENE_DETECT_MODES."""
+    if mode not in SCENE_DETECT_MODES:
+        raise InputError(f"scene_detect must be one of {', '.join(map(repr, SCENE_DETECT_MODES))}, got {mode!r}")
+    return mode  # type: ignore[return-value]
