@@ -1,6 +1,7 @@
 """vs-preview itself, headless (issue 11, item 4): it opens a script with the restored clip as output 1, plays it
 (playback keeps one get_frame_async per CPU in flight) across a chunk boundary, and the filter keeps delivering
-frames. Needs vspreview 0.20.1 (with vsjetpack<2), Xvfb, xdotool and Qt's xcb libraries; skipped otherwise."""
+frames. Needs vspreview 0.20.1 (with vsjetpack<2), Xvfb and xdotool (skipped without them) and Qt's xcb libraries
+(without them the test fails within seconds, naming them; `.ci/run` installs all of it)."""
 
 from __future__ import annotations
 
@@ -51,13 +52,37 @@ def _xdo(display: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["xdotool", *args], env={**os.environ, "DISPLAY": display}, capture_output=True, text=True, timeout=30)
 
 
-def _wait(pred, timeout: float, what: str) -> None:
+#: Debian packages of Qt's xcb platform plugin that Xvfb and xdotool do not bring (found by trying on Debian 12;
+#: the list .ci/run installs)
+QT_XCB_PACKAGES = ("libegl1 libfontconfig1 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 "
+                   "libxcb-render-util0 libxcb-render0 libxcb-shape0 libxcb-util1 libxcb-xkb1 libxkbcommon-x11-0")
+
+
+def _wait(pred, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if pred():
             return
+        if process is not None and process.poll() is not None:  # it died: say so now, not after the timeout
+            tail = log.read_text()[-2000:] if log is not None and log.exists() else ""
+            pytest.fail(f"vs-preview exited with {process.returncode} before: {what}\n{tail}")
         time.sleep(1)
     pytest.fail(f"vs-preview: {what} within {timeout:.0f} s (hung?)")
+
+
+def _check_qt_starts(env: dict[str, str]) -> None:
+    """Qt's xcb platform plugin loads on the display (seconds), or one clear failure naming what to install."""
+    for _ in range(20):  # Xvfb takes a moment to accept connections
+        if _xdo(env["DISPLAY"], "getdisplaygeometry").returncode == 0:
+            break
+        time.sleep(0.5)
+    code = "from PyQt6.QtWidgets import QApplication; QApplication(['check'])"
+    r = subprocess.run([sys.executable, "-c", code], env={**env, "QT_QPA_PLATFORM": "xcb"}, capture_output=True,
+                       text=True, timeout=60)
+    if r.returncode != 0:
+        lines = [line for line in r.stderr.splitlines() if line.strip()][-3:]
+        pytest.fail(f"Qt cannot load its xcb platform plugin ({' / '.join(lines)}); "
+                    f"apt-get install {QT_XCB_PACKAGES} (what .ci/run installs)")
 
 
 @pytest.mark.timeout(600)
@@ -69,15 +94,20 @@ def test_vspreview_plays_the_restored_output_across_chunks(tmp_path: Path) -> No
     vpy.write_text(textwrap.dedent(SCRIPT.format(video=video, weights=weights, chunk=CHUNK, log=log)))
     display = f":{100 + os.getpid() % 500}"
     xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {**os.environ, "DISPLAY": display, "OMP_NUM_THREADS": "1"}
-    preview = subprocess.Popen([str(VSPREVIEW), str(vpy)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                               stderr=open(tmp_path / "vspreview.log", "w"))
+    # importing cv2 (opencv-python) points QT_QPA_PLATFORM_PLUGIN_PATH at its own Qt 5 plugins: not for PyQt6
+    env = {**{k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM_PLUGIN_PATH"}, "DISPLAY": display, "OMP_NUM_THREADS": "1"}
+    preview_log = tmp_path / "vspreview.log"
+    preview = None
     try:
+        _check_qt_starts(env)
+        preview = subprocess.Popen([str(VSPREVIEW), str(vpy)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=open(preview_log, "w"))
+
         def window() -> str | None:
             r = _xdo(display, "search", "--onlyvisible", "--name", "VSPreview")
             return r.stdout.split()[0] if r.returncode == 0 and r.stdout.split() else None
 
-        _wait(lambda: window() is not None, 300, "no window")  # it evaluates the script and renders frame 0 first
+        _wait(lambda: window() is not None, 300, "no window", preview, preview_log)  # evaluates the script, renders frame 0
         win = window()
         assert win is not None
         _xdo(display, "windowfocus", "--sync", win)  # no window manager: focus it ourselves, keys go to the focus
@@ -89,15 +119,16 @@ def test_vspreview_plays_the_restored_output_across_chunks(tmp_path: Path) -> No
         _xdo(display, "key", "2")  # output 1: the restored clip
         for n in range(1, CHUNK + 2):  # step into the second chunk: each step is a synchronous seek
             _xdo(display, "key", "Right")
-            _wait(lambda n=n: n in shown(), 300, f"frame {n} not shown")
+            _wait(lambda n=n: n in shown(), 300, f"frame {n} not shown", preview, preview_log)
         _xdo(display, "key", "space")  # playback: a get_frame_async per CPU in flight
-        _wait(lambda: max(shown()) >= CHUNK + 5, 300, f"playback did not reach frame {CHUNK + 5}")
+        _wait(lambda: max(shown()) >= CHUNK + 5, 300, f"playback did not reach frame {CHUNK + 5}", preview, preview_log)
         _xdo(display, "key", "space")
-        assert preview.poll() is None, (tmp_path / "vspreview.log").read_text()[-2000:]
+        assert preview.poll() is None, preview_log.read_text()[-2000:]
         faces = [int(line.split()[1]) for line in log.read_text().split("\n") if line.strip()]
         assert max(faces) >= 1  # the restored output, with faces pasted
     finally:
-        preview.kill()
-        preview.wait(timeout=30)
+        if preview is not None:
+            preview.kill()
+            preview.wait(timeout=30)
         xvfb.kill()
         xvfb.wait(timeout=30)
