@@ -60,13 +60,24 @@ def test_mtcnn_no_face_and_input_checks(mtcnn: Detector) -> None:
     flat = np.full((120, 160, 3), 128, np.uint8)
     assert mtcnn.detect(flat) == []
     noise = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
-    assert all(d.score >= 0.95 for d in mtcnn.detect(noise))
+    assert mtcnn.detect(noise) == []
     with pytest.raises(InputError, match="uint8 RGB"):
         mtcnn.detect(flat.astype(np.float32))
     with pytest.raises(InputError, match="min_face_size"):
         create_detector("mtcnn", min_face_size=5)
     with pytest.raises(InputError, match="unknown face detector"):
         create_detector("yolo")
+
+
+def test_mtcnn_score_cutoff_drops_weak_candidates(mtcnn: Detector) -> None:
+    """O-Net passes a blurred portrait turned on its side at ~0.83 (above its 0.7 stage threshold); the final 0.95
+    cut-off is what drops it."""
+    import cv2
+
+    image = np.ascontiguousarray(cv2.rotate(cv2.GaussianBlur(grace_hopper(), (25, 25), 0), cv2.ROTATE_90_CLOCKWISE))
+    weak = create_detector("mtcnn", score_threshold=0.0).detect(image)
+    assert weak and all(0.7 < d.score < 0.95 for d in weak), [d.score for d in weak]
+    assert mtcnn.detect(image) == []
 
 
 def test_mtcnn_face_cut_by_the_border(mtcnn: Detector) -> None:

@@ -146,5 +146,32 @@ def test_accuracy_metric() -> None:
     assert acc["output_rel_err"] == [0.5, 0.5]
 
 
-def test_tune_malloc_reports() -> None:
-    assert isinstance(tune_malloc(True), bool)
+def _faults_of_a_second_allocation(mb: int = 64) -> int:
+    """Minor page faults of allocating and touching `mb` MiB again right after freeing the same amount."""
+    import resource
+
+    import numpy as np
+
+    def touch() -> None:
+        block = np.ones(mb << 20, np.uint8)
+        del block
+
+    touch()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    touch()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_tune_malloc_reuses_freed_activation_memory() -> None:
+    """What the setting is for: a freed activation's memory is reused by the next one instead of being handed back
+    to the OS and page-faulted in again (glibc only; elsewhere it reports False)."""
+    if not tune_malloc(True):
+        pytest.skip("glibc's mallopt is not available here")
+    try:
+        tuned = _faults_of_a_second_allocation()
+        assert tune_malloc(False)
+        plain = _faults_of_a_second_allocation()
+    finally:
+        tune_malloc(False)
+    # measured here: 0 vs 544 faults for 64 MiB (33 where the kernel backs it with 2 MiB huge pages)
+    assert plain >= 16 and 4 * tuned <= plain, (tuned, plain)
