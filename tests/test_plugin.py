@@ -77,8 +77,17 @@ def test_parallel_random_requests_equal_linear_pass(media) -> None:
         assert np.array_equal(got[n][0], linear[n][0]), n
         assert got[n][1] == linear[n][1]
     props = linear[7][1]
-    assert props["KeepChunkStart"] == 6 and props["KeepChunkEnd"] == 12 and props["KeepFaces"] >= 1
+    assert props["KeepChunkStart"] == 6 and props["KeepChunkEnd"] == 12
+    assert [linear[n][1]["KeepFaces"] for n in range(6)] == [2] * 6  # both faces wholly inside the frame
     assert len(props["KeepLandmarks"]) == 10 * props["KeepFaces"]
+    # restored where the faces are pasted, and not one bit changed anywhere else
+    from vs_keep.plugin import source
+
+    with source(media["video"]).get_frame(7) as f:
+        changed = np.any(linear[7][0] != rgb_of(f), axis=-1)
+    with restored_clip(media, mask_out=True).get_frame(7) as f:
+        pasted = np.asarray(f[0]) > 0
+    assert changed.sum() > 5000 and not (changed & ~pasted).any()
 
 
 def test_vspipe_thread_counts_are_bit_identical(media) -> None:
@@ -104,8 +113,24 @@ def test_vspipe_into_ffmpeg_and_x264(media, tmp_path: Path) -> None:
 
 
 def test_odd_size_through_vspipe(media) -> None:
+    """An odd-sized clip goes out as 4:4:4; no face is found in this crop, so every frame is the source's own
+    conversion, bit for bit."""
+    from vs_keep.plugin import source
+
     data = vspipe(media, video="odd")
-    assert data.startswith(b"YUV4MPEG2 C444 W127 H63")
+    header, _, body = data.partition(b"\n")
+    assert header.startswith(b"YUV4MPEG2 C444 W127 H63")
+    frames, pos, size = [], 0, 3 * 127 * 63
+    while pos < len(body):
+        assert body.startswith(b"FRAME", pos)
+        pos = body.index(b"\n", pos) + 1
+        frames.append(body[pos : pos + size])
+        pos += size
+    assert len(frames) == 4 and all(len(f) == size for f in frames)
+    want = source(media["odd"]).resize.Bicubic(format=vs.YUV444P8, matrix_s="709")
+    for n, got in enumerate(frames):
+        with want.get_frame(n) as f:
+            assert got == b"".join(np.asarray(f[p]).tobytes() for p in range(3)), n
 
 
 def test_formats_round_trip(media) -> None:
@@ -172,6 +197,8 @@ def test_codeformer_per_frame(media, tmp_path: Path) -> None:
     from vs_keep.plugin import source
 
     cf = write_synthetic_checkpoint(tmp_path / "cf.pth", "codeformer", "small")
-    out = keep(source(media["video"]), weights=str(cf), model="codeformer", fidelity=0.7)
-    with out.get_frame(5) as f:
-        assert f.props["KeepFaces"] >= 1
+    src = source(media["video"])
+    out = keep(src, weights=str(cf), model="codeformer", fidelity=0.7)
+    with out.get_frame(5) as f, src.get_frame(5) as g:
+        assert f.props["KeepFaces"] == 2  # both faces wholly inside the frame
+        assert np.any(rgb_of(f) != rgb_of(g), axis=-1).sum() > 5000
