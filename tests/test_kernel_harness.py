@@ -21,7 +21,7 @@ from vs_keep.face.align import BORDER_RGB, alignment_matrix
 from vs_keep.kernels import select
 from vs_keep.kernels.crop import affine_crop_torch, as_chw_view, sampling_matrices
 from vs_keep.kernels.cupy_impl import affine_crop_cupy, flow_warp_cupy, paste_blend_cupy
-from vs_keep.kernels.paste import paste_blend_torch, paste_masks, plan_paste
+from vs_keep.kernels.paste_blend import paste_blend_torch, paste_masks, plan_paste
 from vs_keep.kernels.selfcheck import check_kernel
 from vs_keep.kernels.sources import AFFINE_CROP, FLOW_WARP, PASTE_BLEND
 from vs_keep.kernels.warp import flow_warp_torch

@@ -147,20 +147,41 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def _import_graph() -> dict[str, set[str]]:
-    """vs_keep and the VapourSynth layer (vs_keep.plugin, the plugin/ folder) as one graph, local imports counted."""
+def _engine_and_plugin() -> tuple[dict[str, ast.Module], set[str]]:
+    """vs_keep's modules and the VapourSynth layer's (the plugin/ folder, imported as vs_keep.plugin), and which
+    of them are packages."""
     modules = _modules()
-    plugin_dir = PACKAGE.parent / "plugin"
-    for path in sorted(plugin_dir.glob("*.py")):
+    for path in sorted((PACKAGE.parent / "plugin").glob("*.py")):
         name = "vs_keep.plugin" if path.stem == "__init__" else f"vs_keep.plugin.{path.stem}"
         modules[name] = ast.parse(path.read_text(), str(path))
     packages = {n for n in modules if n == "vs_keep.plugin" or (PACKAGE.parent / n.replace(".", "/") / "__init__.py").exists()}
+    return modules, packages
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """vs_keep and the VapourSynth layer as one graph, function-local imports counted."""
+    modules, packages = _engine_and_plugin()
     return {n: _imports(n, t, set(modules), n in packages) for n, t in modules.items()}
 
 
 def test_import_graph_has_no_cycle_of_any_length() -> None:
     cycles = _strongly_connected(_import_graph())
     assert not cycles, f"import cycles (each list imports itself around): {cycles}"
+
+
+def test_every_relative_import_names_a_module() -> None:
+    """A renamed module leaves no stale `from .old import x` behind (the graph above would silently drop it)."""
+    modules, packages = _engine_and_plugin()
+    missing = []
+    for name, tree in modules.items():
+        package = name if name in packages else name.rpartition(".")[0]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+                if base not in modules and not all(f"{base}.{a.name}" in modules for a in node.names):
+                    missing.append(f"{name}: from {'.' * node.level}{node.module or ''}")
+    assert not missing, missing
 
 
 def test_cycle_finder_sees_a_long_cycle() -> None:

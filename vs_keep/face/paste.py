@@ -158,7 +158,7 @@ def paste_faces(
         if exact:  # the official arithmetic: one round trip to the host
             return _paste_on_host(frame, faces, upscale=upscale, exact=exact, antialias=antialias,
                                   return_alpha=return_alpha)
-        from ..kernels.frames import paste_faces_tensor  # paste it there
+        from ..kernels.paste_frame import paste_faces_tensor  # paste it there
 
         return paste_faces_tensor(frame, faces, upscale=upscale, exact=exact, antialias=antialias,
                                   return_alpha=return_alpha)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from .crop import affine_crop_torch, as_chw_view, sampling_matrices
-from .paste import PastePlan, paste_blend_torch, paste_masks, plan_paste
+from .paste_blend import PastePlan, paste_blend_torch, paste_masks, plan_paste
 from .select import use_cupy
 from .sources import cuda_sources
 from .warp import check_warp_args, flow_warp_torch

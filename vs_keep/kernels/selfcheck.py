@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .cupy_impl import Launch, affine_crop_cupy, flow_warp_cupy, paste_blend_cupy
 from .crop import affine_crop_torch, as_chw_view, sampling_matrices
-from .paste import paste_blend_torch, paste_masks, plan_paste
+from .paste_blend import paste_blend_torch, paste_masks, plan_paste
 from .warp import flow_warp_torch
 
 __all__ = ["check_kernel"]

@@ -9,7 +9,7 @@ float32 steps in the same order.
 
 The geometry (box, output mapping) is the CPU helper's own (`geometry.paste_geometry`). Differences from the
 CPU helper in its default (non-exact) mode: positions are not rounded to cv2's 1/32 pixel, and `paste_face` on a
-uint8 canvas rounds after each face (`kernels.frames.paste_faces_tensor`, what the engine runs, blends all faces
+uint8 canvas rounds after each face (`kernels.paste_frame.paste_faces_tensor`, what the engine runs, blends all faces
 into a float canvas and rounds once, like the CPU helper).
 """
 
