@@ -8,18 +8,19 @@ before the callback starts; no callback requests frames, and none waits on work 
   flags   scene_flags_clip(rgb): 1x1 frames carrying each frame's _SceneChangePrev (the source's, else the
           built-in detector on frames n-1 and n, the previous frame delivered by a clip shifted once)
   detect  1x1 frames with the faces of frame n as props                           (parallel across threads)
-  plan    per block [base, base + chunk): inputs are the detect frames of its window, as clips shifted once
-          at build time; tracks and smoothed landmarks of every chunk of the block, as props
+  plan    per block [base, base + chunk): inputs are the detect frames of `Sequencer.block_window(base)`, as
+          clips shifted once at build time; tracks and smoothed landmarks of every chunk of the block, as props
   crop    aligned face crops of frame n (inputs: frame n and its block's plan)    (parallel)
   restore frame n: KEEP's recurrence up to n inside n's chunk (lazy per-track state; a miss rebuilds it from
           the crops of the chunk, delivered as inputs), then tiny faces and paste-back (parallel; the model
-          itself runs one step at a time per device); the faces come out as colour + alpha. With
-          overlap=/stabilize= a chunk's run starts up to `engine.history` frames before the chunk, in earlier
-          blocks whose crop frames carry their own block's plan: the restore node then also takes those priming
-          frames' RGB frames (clips shifted once at build time) and crops them with the chunk's own plan
+          itself runs one step at a time per device); the faces come out as colour + alpha. A primed run
+          (overlap=/stabilize=) starts in earlier blocks whose crop frames carry their own block's plan: the
+          node then also takes the RGB frames of `Sequencer.priming` (clips shifted once at build time) and
+          crops them with the chunk's own plan
   compose compose.compose merges them into the untouched source in its own format (or mask_out gives the alpha)
 
-Output n is a pure function of n's chunk (plus its priming frames): request order, thread count, seeks and reloads never change a frame.
+Output n is a pure function of the frames `vs_keep.sequencer` gives it: request order, thread count, seeks and
+reloads never change a frame.
 Caches (detections, plans, per-track state) only save work; where the engine holds a result, a stage's node for
 that frame is built without the inputs it would recompute from (so a cached block plan does not refetch its
 window of upstream frames).
