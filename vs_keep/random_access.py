@@ -75,8 +75,7 @@ class RenderedFrame:
 class ChunkRuns:
     """The lazy recurrent state (`ClipRun`) of each track of one chunk."""
 
-    def __init__(self, span: Span) -> None:
-        self.span = span
+    def __init__(self) -> None:
         self._runs: dict[int, ClipRun | StabilizedRun] = {}
         self._lock = threading.Lock()
 
@@ -251,7 +250,7 @@ class RandomAccessRestorer:
         """The recurrent run of one track of a chunk: the cached one, else a new one over the crops of frames
         first .. first + length - 1 (`crop_of(m)`), the first `prime` of them before the chunk (priming), wrapped
         in the low-band stabilizer when it is on. Building a run does no model work."""
-        runs: ChunkRuns = self._runs.get((span.start, span.stop)) or self._runs.put((span.start, span.stop), ChunkRuns(span))  # type: ignore[assignment]
+        runs: ChunkRuns = self._runs.get((span.start, span.stop)) or self._runs.put((span.start, span.stop), ChunkRuns())  # type: ignore[assignment]
         run = runs.get(track)
         if run is not None:
             return run

@@ -64,10 +64,6 @@ class StreamAccess:
         for k in [k for k in self._buf if k < n]:
             del self._buf[k]
 
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
 
 def restore_stream(engine: RandomAccessRestorer, frames: Iterable[np.ndarray], num_frames: int, *,
                    layer: bool = False, scene: Callable[[np.ndarray, np.ndarray], bool] | None = None,
