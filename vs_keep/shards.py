@@ -3,8 +3,8 @@
 Output frame n depends only on a bounded window of input frames (`vs_keep.sequencer`). So a video cut at multiples
 of `chunk` can be restored in pieces: shard [a, b) decodes frames [lo, hi) = `Sequencer.input_window(a, b)`
 (frame-accurate seek to lo; the window includes the priming runs of `overlap=`/`stabilize=`), renders frames
-a..b-1 with the linear pass `vs_keep.stream.restore_stream` over that window, merges the faces into the decoded
-frames in their own pixel format (`vs_keep.pixels.compose`, as `vs-keep restore` does; source timestamps, colour
+a..b-1 with the linear pass `vs_keep.stream.restore_stream` over that window (from empty caches), merges the
+faces into the decoded frames in their own pixel format (`vs_keep.pixels.compose`, as `vs-keep restore` does; source timestamps, colour
 tags and pixel format kept) and encodes them as one segment. Scene cuts come from `vs_keep.scene.is_cut` on
 consecutive frames, as in the single run (a shard decodes one frame before its window for the flag of its first
 frame). The driver then concatenates the segments by stream copy and muxes the input's audio and subtitles. With a lossless codec the
