@@ -8,18 +8,19 @@ before the callback starts; no callback requests frames, and none waits on work 
   flags   scene_flags_clip(rgb): 1x1 frames carrying each frame's _SceneChangePrev (the source's, else the
           built-in detector on frames n-1 and n, the previous frame delivered by a clip shifted once)
   detect  1x1 frames with the faces of frame n as props                           (parallel across threads)
-  plan    per block [base, base + chunk): inputs are the detect frames of its window, as clips shifted once
-          at build time; tracks and smoothed landmarks of every chunk of the block, as props
+  plan    per block [base, base + chunk): inputs are the detect frames of `Sequencer.block_window(base)`, as
+          clips shifted once at build time; tracks and smoothed landmarks of every chunk of the block, as props
   crop    aligned face crops of frame n (inputs: frame n and its block's plan)    (parallel)
   restore frame n: KEEP's recurrence up to n inside n's chunk (lazy per-track state; a miss rebuilds it from
           the crops of the chunk, delivered as inputs), then tiny faces and paste-back (parallel; the model
-          itself runs one step at a time per device); the faces come out as colour + alpha. With
-          overlap=/stabilize= a chunk's run starts up to `engine.history` frames before the chunk, in earlier
-          blocks whose crop frames carry their own block's plan: the restore node then also takes those priming
-          frames' RGB frames (clips shifted once at build time) and crops them with the chunk's own plan
+          itself runs one step at a time per device); the faces come out as colour + alpha. A primed run
+          (overlap=/stabilize=) starts in earlier blocks whose crop frames carry their own block's plan: the
+          node then also takes the RGB frames of `Sequencer.priming` (clips shifted once at build time) and
+          crops them with the chunk's own plan
   compose compose.compose merges them into the untouched source in its own format (or mask_out gives the alpha)
 
-Output n is a pure function of n's chunk (plus its priming frames): request order, thread count, seeks and reloads never change a frame.
+Output n is a pure function of the frames `vs_keep.sequencer` gives it: request order, thread count, seeks and
+reloads never change a frame.
 Caches (detections, plans, per-track state) only save work; where the engine holds a result, a stage's node for
 that frame is built without the inputs it would recompute from (so a cached block plan does not refetch its
 window of upstream frames).
@@ -34,8 +35,9 @@ from typing import Any
 
 import vapoursynth as vs
 
+from vs_keep.concurrency import LRUCache
 from vs_keep.errors import is_out_of_memory, user_message
-from vs_keep.random_access import LRUCache, RandomAccessRestorer
+from vs_keep.random_access import RandomAccessRestorer
 
 from . import props as P
 from .compose import compose, mask_out, scene_flags, split_layer, working_clip
@@ -138,10 +140,12 @@ def _detect_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.Vide
 
 
 def _plan_stage(engine: RandomAccessRestorer, det: vs.VideoNode, num_frames: int) -> vs.VideoNode:
-    """1x1 frame b: the plan of block [b * chunk, (b + 1) * chunk), from the detect frames of its window."""
-    C = engine.chunk
+    """1x1 frame b: the plan of block [b * chunk, (b + 1) * chunk), from the detect frames of its window
+    (`Sequencer.block_window`)."""
+    seq = engine.sequencer
+    C = seq.chunk
     blocks = -(-num_frames // C)
-    left, right = engine.block_reach()
+    left, right = seq.block_reach()
     template = core.std.BlankClip(det, length=blocks)
     padded = core.std.Splice([*_blanks(det, left), det, *_blanks(det, blocks * C - num_frames + right)])
     window = [_every(padded, left + d, C, blocks) for d in range(-left, C + right)]  # window[i][b] = det[b*C - left + i]
@@ -153,7 +157,7 @@ def _plan_stage(engine: RandomAccessRestorer, det: vs.VideoNode, num_frames: int
 
     def compute(b: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         base = b * C
-        lo, hi = engine.block_window(base, num_frames)
+        lo, hi = seq.block_window(base, num_frames)
 
         def at(m: int) -> vs.VideoFrame:
             if not lo <= m < hi:
@@ -175,10 +179,10 @@ def _plan_stage(engine: RandomAccessRestorer, det: vs.VideoNode, num_frames: int
 def _crop_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.VideoNode, plan: vs.VideoNode) -> vs.VideoNode:
     """1x1 frame n: the aligned crops of frame n's faces (plan: frame n = the plan of n's block)."""
     inputs = [tiny, rgb, plan]
-    C = engine.chunk
+    block = engine.sequencer.block
 
     def compute(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        chunk = P.read_plan(f[2], n - n % C).chunk_of(n)
+        chunk = P.read_plan(f[2], block(n)).chunk_of(n)
         out = f[0].copy()
         faces = chunk.faces.get(n, ())
         if faces:
@@ -197,17 +201,18 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
     """Wire the engine's stages into a graph (see the module docstring)."""
     work = working_clip(clip, matrix_in_s, gray)  # model input at full precision; compose() merges back
     rgb = work.rgb
-    N, C, S = rgb.num_frames, engine.chunk, engine.face_size
+    seq = engine.sequencer
+    N, C, S = rgb.num_frames, seq.chunk, engine.face_size
     blocks = -(-N // C)
     tiny = core.std.BlankClip(rgb, format=vs.GRAY8, width=1, height=1, keep=True)
-    flags = scene_flags_clip(rgb, scene_detect) if engine.scene_reset else None
+    flags = scene_flags_clip(rgb, scene_detect) if seq.scene_reset else None
     det = _detect_stage(engine, tiny, rgb, flags)
     plan = _repeat(_plan_stage(engine, det, N), C, N)
     crops = _crop_stage(engine, tiny, rgb, plan)
     padded = core.std.Splice([crops, *_blanks(crops, blocks * C - N)])
     block_crops = [_repeat(_every(padded, j, C, blocks), C, N) for j in range(C)]  # [j][n] = crops[base(n) + j]
-    H = engine.history
-    priming: dict[int, vs.VideoNode] = {}  # [d][n] = rgb[base(n) - d], d = 1 .. H
+    H = seq.history
+    priming: dict[int, vs.VideoNode] = {}  # [d][n] = rgb[base(n) - d], d = 1 .. H (`Sequencer.priming`)
     if H > 0:
         rgb_padded = core.std.Splice([*_blanks(rgb, H), rgb, *_blanks(rgb, blocks * C - N)])
         priming = {d: _repeat(_every(rgb_padded, H - d, C, blocks), C, N) for d in range(1, H + 1)}
@@ -234,7 +239,7 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
             ]
         restored = [engine.restored_face(run, face.index) for run, face in zip(runs, faces)]
         frame = frame_to_rgb(f[1])
-        result = engine.compose(n, frame, model_view(frame), chunk, restored, layer=True)
+        result = engine.paste_frame(n, frame, model_view(frame), chunk, restored, layer=True)
         out = f[0].copy()
         write_layer(out, result.image, result.alpha)
         if debug_props:
@@ -242,7 +247,7 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
         return out
 
     def node(n: int, f: vs.VideoFrame) -> vs.VideoNode:
-        base = n - n % C
+        base = seq.block(n)
         chunk = P.read_plan(f, base).chunk_of(n)
         faces = chunk.faces.get(n, ())
         held = engine.cached_runs(chunk.span)
@@ -252,10 +257,7 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
             return blank.std.ModifyFrame([blank, rgb], _guarded(functools.partial(render, chunk=chunk, runs=runs, first=n)))
         needed = [block_crops[m - base] for m in range(chunk.span.start, chunk.span.stop)] if faces else []
         first = min((face.first for face in faces), default=chunk.span.start)
-        if first < chunk.span.start:  # priming frames (a primed chunk always starts its block: a cut runs cold)
-            if chunk.span.start != base or chunk.span.start - first > H:
-                raise RuntimeError(f"run of chunk [{chunk.span.start}, {chunk.span.stop}) starts at {first}, outside its priming window")
-            needed += [priming[base - m] for m in range(first, base)]
+        needed += [priming[base - m] for m in seq.priming(chunk.span, first)]  # empty unless the run is primed
         return blank.std.ModifyFrame([blank, rgb, *needed], _guarded(functools.partial(render, chunk=chunk, runs=None, first=first)))
 
     stacked = core.std.FrameEval(blank, _guarded(node), prop_src=plan,

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import vapoursynth as vs
 
+from vs_keep.block_plan import BlockPlan, ChunkPlan, FacePlan
 from vs_keep.face.types import Detection
-from vs_keep.random_access import BlockPlan, ChunkPlan, FacePlan, Span
+from vs_keep.sequencer import Span
 
 SCENE_CHANGE_PREV = "_SceneChangePrev"  # this frame starts a new scene
 MATRIX = "_Matrix"

@@ -50,7 +50,7 @@ def measure(weights: str, device: str, fp16: bool, chunk: int, chunks: int) -> d
     from vs_keep.engine import EngineOptions, build_engine, load_model
     from vs_keep.face import restorer_factory
     from vs_keep.kernels.select import cupy_available, self_check_failures
-    from vs_keep.random_access import restore_stream
+    from vs_keep.stream import restore_stream
 
     opts = EngineOptions(weights=weights, device=device, fp16=fp16, chunk=chunk, scene_reset=False, download=False)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

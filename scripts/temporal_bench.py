@@ -194,7 +194,8 @@ def tone_flicker(frames: list[np.ndarray], seed: int = 7) -> list[np.ndarray]:
 
 def seams_section(name: str, factory, frames: list[np.ndarray], places: list, chunk: int,
                   settings: list[tuple[int, float]], detector) -> dict:
-    from vs_keep.random_access import RandomAccessRestorer, restore_stream
+    from vs_keep.random_access import RandomAccessRestorer
+    from vs_keep.stream import restore_stream
 
     count = len(frames)
     t0 = time.perf_counter()
@@ -223,7 +224,8 @@ def engine_flicker_section(frames: list[np.ndarray], places: list, strengths: li
     with whole-frame tone flicker: warping error and Laplacian energy of a 48x60 crop at the astronaut's face
     centre (ground truth), in the output frames."""
     from vs_keep.face.restorers import SharedRestorerFactory, identity_restorer
-    from vs_keep.random_access import RandomAccessRestorer, restore_stream
+    from vs_keep.random_access import RandomAccessRestorer
+    from vs_keep.stream import restore_stream
 
     def crops(images: list[np.ndarray]) -> list[np.ndarray]:
         out = []

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from vs_keep.face import FacePaste, PlacedFace, alignment_matrix, paste_faces
-from vs_keep.random_access import RandomAccessRestorer, RenderedFrame, restore_stream
+from vs_keep.random_access import RandomAccessRestorer, RenderedFrame
+from vs_keep.stream import restore_stream
 
 
 def linear_pass(frames: Sequence[np.ndarray], factory, detector, **options) -> list[RenderedFrame]:

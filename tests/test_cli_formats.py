@@ -129,7 +129,7 @@ def test_face_free_10bit_is_bit_identical_through_ffv1(weights: Path, tmp_path: 
 
 def test_stream_access_flags_cuts_as_frames_arrive() -> None:
     """The CLI's linear pass decides cuts with the filter's detector on (n-1, n) as frames are decoded."""
-    from vs_keep.random_access import StreamAccess
+    from vs_keep.stream import StreamAccess
     from vs_keep.scene import is_cut
 
     shot_a = panning_frames(n=3, size=128, image="astronaut")

@@ -18,7 +18,8 @@ from vs_keep.errors import InputError
 from vs_keep.face import create_detector, identity_restorer
 from vs_keep.face.restorers import SharedRestorerFactory
 from vs_keep.face.types import Detection
-from vs_keep.random_access import RandomAccessRestorer, restore_stream
+from vs_keep.random_access import RandomAccessRestorer
+from vs_keep.stream import restore_stream
 
 EMPTY_HEAD, N, CHUNK, MAX_GAP, SIZE = 3, 36, 20, 10, 128
 

@@ -96,7 +96,7 @@ def test_random_access_engine_tensor_frames_match_host_frames(tmp_path, monkeypa
     import cv2
 
     from vs_keep.engine import EngineOptions, build_engine
-    from vs_keep.random_access import restore_stream
+    from vs_keep.stream import restore_stream
 
     path = write_synthetic_checkpoint(tmp_path / "keep_small.pth", "keep", "small")
     img = astronaut()
@@ -160,7 +160,7 @@ def test_cuda_pipeline_keeps_frames_on_the_gpu_and_matches_the_host_path(tmp_pat
     img = astronaut()
     frames = [cv2.warpAffine(img, np.float64([[1, 0, -(150 + 1.5 * i)], [0, 1, -(40 + 0.7 * i)]]), (160, 160)) for i in range(4)]
     from vs_keep.engine import EngineOptions, build_engine
-    from vs_keep.random_access import restore_stream
+    from vs_keep.stream import restore_stream
 
     out = {}
     for device in ("cpu", "cuda"):

@@ -175,9 +175,10 @@ def test_stage_props_round_trip_exactly() -> None:
     landmarks survive VapourSynth's float64 props bit for bit)."""
     import numpy as np
 
+    from vs_keep.block_plan import BlockPlan, ChunkPlan, FacePlan
     from vs_keep.face.types import Detection
     from vs_keep.plugin import props as P
-    from vs_keep.random_access import BlockPlan, ChunkPlan, FacePlan, Span
+    from vs_keep.sequencer import Span
 
     rng = np.random.default_rng(0)
     det = lambda: Detection(box=rng.random(4) * 300, score=float(rng.random()), landmarks=rng.random((5, 2)) * 300)  # noqa: E731

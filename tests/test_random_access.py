@@ -13,7 +13,9 @@ from data.face_scenes import two_face_scene
 from vs_keep.face import create_detector, restorer_factory
 from vs_keep.models import load
 from vs_keep.models.synthetic import write_synthetic_checkpoint
-from vs_keep.random_access import RandomAccessRestorer, Span, restore_stream
+from vs_keep.random_access import RandomAccessRestorer
+from vs_keep.sequencer import Span
+from vs_keep.stream import restore_stream
 from threaded_requests import request_concurrently
 
 N, CHUNK = 16, 6
@@ -112,13 +114,14 @@ def test_seek_costs_at_most_one_chunk_and_steps_advance_one_by_one(net, detector
 def test_scene_cut_resets_state(net, detector, frames, linear) -> None:
     eng, counting = engine(net, detector)
     access = ListAccess(frames, cuts={9})
-    assert eng.span(10, access) == Span(9, 12) and eng.span(8, access) == Span(6, 9)
+    seq = eng.sequencer
+    assert seq.span(10, access.scene_start, N) == Span(9, 12) and seq.span(8, access.scene_start, N) == Span(6, 9)
     out = [eng.render(n, access).image for n in range(6, 12)]
     assert counting.calls and max(counting.calls) <= 3  # no clip crosses the cut
     # the cut chunk differs from the uncut run (tracks and smoothing stop at the cut)
     assert any(not np.array_equal(out[k], linear[6 + k]) for k in range(6))
     eng2, _ = engine(net, detector, scene_reset=False)
-    assert eng2.span(10, access) == Span(6, 12)
+    assert eng2.sequencer.span(10, access.scene_start, N) == Span(6, 12)
 
 
 def test_a_worker_thread_with_another_torch_thread_count_gives_the_same_frames(net, detector, frames, linear) -> None:

@@ -10,6 +10,8 @@ a plan that missed context would fail loudly (`StreamAccess` raises outside its 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,7 +22,8 @@ from data.face_scenes import two_face_scene
 from media import write_video
 from vs_keep.cli import main
 from vs_keep.models.synthetic import write_synthetic_checkpoint
-from vs_keep.shards import KILL_ENV, Encoding, plan_shards, restore_sharded
+from vs_keep.sequencer import Sequencer
+from vs_keep.shards import Encoding, plan_shards, restore_sharded
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N, CHUNK, GAP = 64, 8, 2
@@ -84,12 +87,14 @@ def test_iter_frames_seeks_frame_accurately(tmp_path: Path) -> None:
 
 
 def test_plan_cuts_whole_chunks_with_context() -> None:
-    plan = plan_shards(N, CHUNK, 2, max_gap=GAP)
+    plan = plan_shards(N, 2, Sequencer(chunk=CHUNK, max_gap=GAP))
     assert [(s.start, s.stop, s.lo, s.hi) for s in plan] == [(0, 32, 0, 55), (32, 64, 6, 64)]
-    plan = plan_shards(100, 20, 3, max_gap=10)  # 5 chunks in 3 shards; context 42 before, 31 after
+    primed = plan_shards(N, 2, Sequencer.of(chunk=CHUNK, max_gap=GAP, overlap=3))  # the run of chunk 32 starts at 29
+    assert [(s.lo, s.hi) for s in primed] == [(0, 55), (3, 64)]
+    plan = plan_shards(100, 3, Sequencer(chunk=20, max_gap=10))  # 5 chunks in 3 shards; context 42 before, 31 after
     assert [(s.start, s.stop) for s in plan] == [(0, 40), (40, 60), (60, 100)]
     assert (plan[1].lo, plan[1].hi) == (0, 91) and (plan[2].lo, plan[2].hi) == (18, 100)
-    assert len(plan_shards(10, 20, 4, max_gap=10)) == 1  # never more shards than chunks
+    assert len(plan_shards(10, 4, Sequencer(chunk=20))) == 1  # never more shards than chunks
 
 
 @pytest.mark.timeout(600)
@@ -98,6 +103,20 @@ def test_shards_in_process_equal_one_process(media, tmp_path: Path) -> None:
     assert main(["restore", str(media["video"]), str(out), "--weights", str(media["weights"]), "--shards", "2", *OPTS]) == 0
     assert_same_video(out, media["one"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sharded.mkv"]  # segments and partial files removed
+
+
+@pytest.mark.timeout(600)
+def test_shards_with_overlap_equal_one_process(media, tmp_path: Path) -> None:
+    """`--overlap 3` primes each chunk's run on the 3 frames before it, so every window reaches 3 frames further
+    back. The second shard starts at 32, far past its window's reach (frame 3): a shard that decoded the window
+    of unprimed chunks would fail (`StreamAccess` raises outside its window) or change frames at the seam. Without
+    scene cuts (the clip's cuts at 26 and 38 would stop the window there) each shard reads its whole window."""
+    one, sharded = tmp_path / "one.mkv", tmp_path / "sharded.mkv"
+    args = ["--weights", str(media["weights"]), *OPTS, "--overlap", "3", "--scene-detect", "off"]
+    assert main(["restore", str(media["video"]), str(one), *args]) == 0
+    assert any(not np.array_equal(a, b) for a, b in zip(decoded(one), decoded(media["one"]))), "priming changed nothing"
+    assert main(["restore", str(media["video"]), str(sharded), *args, "--shards", "2"]) == 0
+    assert_same_video(sharded, one)
 
 
 def test_bad_shard_arguments(media, tmp_path: Path, capsys) -> None:
@@ -111,16 +130,46 @@ def test_bad_shard_arguments(media, tmp_path: Path, capsys) -> None:
 
 
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory: pytest.TempPathFactory):
-    """A local Ray with 2 CPUs. Workers inherit the environment of `ray.init`, so the kill flag's path is set here;
-    the flag file itself exists only inside the retry test."""
+def local_ray():
+    """A local Ray with 2 CPUs, started by this process (so its workers are this process's descendants)."""
     ray = pytest.importorskip("ray")
-    flag = tmp_path_factory.mktemp("ray") / "kill-once"
-    os.environ[KILL_ENV] = str(flag)
     ray.init(num_cpus=2, include_dashboard=False)
-    yield flag
+    yield
     ray.shutdown()
-    del os.environ[KILL_ENV]
+
+
+def shard_workers() -> list[int]:
+    """Pids of this process's Ray workers that are running a shard (Ray titles them after the task)."""
+    def descends_from_us(pid: int) -> bool:
+        while pid > 1:
+            if pid == os.getpid():
+                return True
+            try:
+                pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                return False
+        return False
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            running = entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::_ray_shard")
+        except OSError:
+            continue
+        if running and descends_from_us(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_a_worker_mid_shard(work: Path, stop: threading.Event, killed: list[int]) -> None:
+    """Once a shard has opened its segment (under `work`), SIGKILL the worker running it, once."""
+    while not stop.wait(0.05):
+        if not list(work.glob(".*.shards-*/*.partial.*")):
+            continue
+        for pid in shard_workers():
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return
 
 
 def sharded_on_ray(media, out: Path) -> None:
@@ -142,11 +191,19 @@ def test_ray_two_shards_equal_one_process(media, local_ray, tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(600)
-def test_ray_worker_killed_mid_shard_is_retried(media, local_ray: Path, tmp_path: Path) -> None:
-    local_ray.touch()  # the first shard to reach its second frame removes it and kills its worker
+def test_ray_worker_killed_mid_shard_is_retried(media, local_ray, tmp_path: Path) -> None:
+    """A worker lost mid-shard (killed from outside, as an OOM killer or a lost node would) is replaced and its
+    shard rerun from the start: the video is the same."""
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=kill_a_worker_mid_shard, args=(tmp_path, stop, killed), daemon=True)
+    killer.start()
     out = tmp_path / "ray.mkv"
-    sharded_on_ray(media, out)
-    assert not local_ray.exists(), "no worker was killed"
+    try:
+        sharded_on_ray(media, out)
+    finally:
+        stop.set()
+        killer.join(10)
+    assert len(killed) == 1, "no worker was killed mid-shard"
     assert_same_video(out, media["one"])
 
 

@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from data.face_scenes import ASTRONAUT_FACE, astronaut, two_face_scene
 from vs_keep.engine import EngineOptions, validate
 from vs_keep.errors import InputError
@@ -24,7 +23,9 @@ from vs_keep.face.restorers import ClipRun
 from vs_keep.face.stabilize import WINDOW, LowBandStabilizer, StabilizedRun, history
 from vs_keep.models import load
 from vs_keep.models.synthetic import write_synthetic_checkpoint
-from vs_keep.random_access import RandomAccessRestorer, restore_stream
+from vs_keep.random_access import RandomAccessRestorer
+from vs_keep.sequencer import Span
+from vs_keep.stream import restore_stream
 from threaded_requests import request_concurrently
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -65,6 +66,14 @@ def detector():
 @pytest.fixture(scope="module")
 def frames() -> list[np.ndarray]:
     return two_face_scene(n=N).frames
+
+
+def span_of(eng: RandomAccessRestorer, n: int, access: ListAccess) -> Span:
+    return eng.sequencer.span(n, access.scene_start, access.num_frames)
+
+
+def run_of(eng: RandomAccessRestorer, span: Span, access: ListAccess) -> int:
+    return eng.sequencer.run_start(span, access.scene_start)
 
 
 def make(net, detector, **kw) -> RandomAccessRestorer:
@@ -125,7 +134,7 @@ def test_seek_reads_a_bounded_window_and_costs_chunk_plus_overlap(net, detector)
     access = ListAccess(frames)
     n = 31  # last frame of chunk [28, 32): run [25, 32)
     result = eng.render(n, access)
-    assert eng.run_start(result.span, access) == 25
+    assert run_of(eng, result.span, access) == 25
     # window: landmark smoothing radius (20) + 2 gaps (max_gap 0) before the run, radius + 1 gap after the chunk
     assert min(access.read) == 25 - 22 and max(access.read) == 32 + 21 - 1
     faces = len(result.faces)
@@ -143,9 +152,9 @@ def test_overlap_zero_is_the_official_chunk(net, detector, frames) -> None:
     eng = make(net, detector, overlap=0, stabilize=0.0)
     access = ListAccess(frames, cuts=frozenset({5}))
     for n in range(N):
-        span = eng.span(n, access)
-        assert eng.run_start(span, access) == span.start
-    span = eng.span(5, access)
+        span = span_of(eng, n, access)
+        assert run_of(eng, span, access) == span.start
+    span = span_of(eng, 5, access)
     eng.render(5, access)
     faces = eng.cached_block(4).chunk_of(5).faces[5]
     assert faces and all(f.prime == 0 and f.first >= span.start for f in faces)
@@ -153,8 +162,8 @@ def test_overlap_zero_is_the_official_chunk(net, detector, frames) -> None:
     assert all(type(r) is ClipRun and r.prime == 0 for r in runs)
     # with the options on, a cut still resets: the chunk starting at the cut is not primed
     on = make(net, detector, stabilize=0.0)
-    assert on.run_start(on.span(5, access), access) == 5 and on.run_start(on.span(4, access), access) == 2
-    assert make(net, detector).run_start(on.span(4, access), access) == 0  # the stabilizer primes >= WINDOW
+    assert run_of(on, span_of(on, 5, access), access) == 5 and run_of(on, span_of(on, 4, access), access) == 2
+    assert run_of(make(net, detector), span_of(on, 4, access), access) == 0  # the stabilizer primes >= WINDOW
 
 
 @pytest.mark.timeout(300)

@@ -1,25 +1,16 @@
-"""Face restoration with random access by frame index: the pure stages the VapourSynth filter wires into a graph,
-and `render`/`restore_stream`, which compose the same stages for the CLI's linear pass.
-
-Output frame n is a pure function of the input frames of n's chunk and of the detections around it:
-- chunk of n = [start, stop): start is the last multiple of `chunk` at or before n, or the last scene start
-  (`_SceneChangePrev`) after it; stop is the next multiple, the next scene start or the end of the clip;
-- detections come from the window `chunk_window(start, stop)` (±20 frames of landmark smoothing plus gap
-  bridging), cut at scene changes so that tracks and smoothing never cross a cut;
-- every track of the chunk is restored as one clip (KEEP's state resets at the chunk start), then each frame's
-  faces are pasted back. With `overlap=k` (and `stabilize`, see `vs_keep.face.overlap` and `.face.stabilize`) the
-  clip starts up to `history(k, stabilize)` frames before the chunk (priming; their outputs are discarded): still a
-  bounded window, and a seek costs chunk + k steps.
-At default settings this is exactly the official script's chunking.
+"""`RandomAccessRestorer`: restore output frame n of a clip on demand, by composing the face stages over the
+frames that `vs_keep.sequencer` says n needs. The VapourSynth filter wires these stages into a graph; `render`
+composes them over a `FrameAccess` (the CLI's linear pass `vs_keep.stream.restore_stream`, shards, tests).
 
 Stages (each a function of values, never of request order):
   detect(n, view)                      faces of one frame
   plan_block(base, detect, flag, N)    every chunk of the block [base, base + chunk): spans, tracks, smoothed
-                                       landmarks (a block holds several chunks when scene cuts split it)
+                                       landmarks (`vs_keep.block_plan`), from the detections of the block's window
   crop(view, face)                     one aligned face
-  track_run(span, track, crop_of)      one track's lazy KEEP recurrence over its crops (`ClipRun`)
+  track_run(span, track, crop_of)      one track's lazy KEEP recurrence over its crops (`ClipRun`), primed with
+                                       `overlap=`/`stabilize=` (`vs_keep.face.overlap`, `.face.stabilize`)
   restored_face(run, k)                step the recurrence to frame k (one model run at a time per device)
-  compose(...)                         tiny faces (DIC), parsing masks, paste-back
+  paste_frame(...)                     tiny faces (DIC), parsing masks, paste-back (or the faces as colour + alpha)
 Caches (detections, block plans, per-track recurrent state) only save work: a miss recomputes the same values.
 Nothing here waits on work another thread has promised: concurrent misses compute twice and the first result
 stored wins, so callers never block on each other except on plain locks held by a thread that is computing.
@@ -30,33 +21,29 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
-import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from .block_plan import BlockPlan, ChunkPlan, FacePlan
+from .concurrency import Counters, LRUCache, model_lock
 from .errors import InputError
-from .face import FacePaste, PlacedFace, align_face, alignment_matrix, chunk_window, detect_faces, paste_faces, paste_layer, plan_chunk
+from .face import FacePaste, PlacedFace, align_face, alignment_matrix, detect_faces, paste_faces, paste_layer, plan_chunk
 from .face.device import crops_to_clip, model_to_faces, to_frame_device, to_host
+from .face.overlap import primed_segments
 from .face.plan import check_restore_layout, check_tiny_min, resolve_smoothing_ends
-from .face.overlap import check_overlap, primed_segments
-from .face.overlap import run_start as primed_run_start
 from .face.restorers import ClipRun
-from .face.stabilize import StabilizedRun, check_stabilize, history
 from .face.smooth import SIGMA
+from .face.stabilize import StabilizedRun
 from .face.tiny import TinyFace, TinyFaceRestorer, box_side
 from .face.track import LinkParams
 from .face.types import Detection, Detector
+from .sequencer import Sequencer, Span
 
-__all__ = [
-    "BlockPlan", "ChunkPlan", "ChunkRuns", "Counters", "FacePlan", "FrameAccess", "LRUCache",
-    "RandomAccessRestorer", "RenderedFrame", "Span", "StreamAccess", "model_lock", "restore_stream",
-]
+__all__ = ["ChunkRuns", "FrameAccess", "RandomAccessRestorer", "RenderedFrame"]
 
 log = logging.getLogger(__name__)
 
@@ -75,68 +62,6 @@ class FrameAccess(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Span:
-    start: int
-    stop: int
-
-
-@dataclass(frozen=True, eq=False)
-class FacePlan:
-    """One track's face in one frame of a chunk's run: where its segment (frames first .. first + length - 1 of
-    the run) starts, and its smoothed landmarks here. The first `prime` frames of the segment lie before the chunk
-    (`overlap=`/`stabilize=` priming: restored only to warm the state, never output); first may then lie in an
-    earlier block."""
-
-    track: int
-    frame: int
-    first: int
-    length: int
-    landmarks: np.ndarray  # (5, 2) float64
-    detected: bool
-    prime: int = 0
-
-    @property
-    def index(self) -> int:
-        """Position of this frame among the track's output frames (`ClipRun.frame`; priming frames excluded)."""
-        return self.frame - self.first - self.prime
-
-    @property
-    def placed(self) -> PlacedFace:
-        return PlacedFace(track=self.track, frame=self.frame, landmarks=self.landmarks, detected=self.detected)
-
-
-@dataclass(frozen=True, eq=False)
-class ChunkPlan:
-    """One chunk: its faces per frame (in track order) and the tiny-face detections per frame. `faces` also holds
-    the faces of the priming frames before `span.start` (see `FacePlan`); only frames of the span are output."""
-
-    span: Span
-    faces: dict[int, tuple[FacePlan, ...]]
-    small: dict[int, tuple[Detection, ...]]
-
-    def position(self, frame: int, track: int) -> int:
-        """Index of `track` among the faces of `frame`."""
-        for i, face in enumerate(self.faces.get(frame, ())):
-            if face.track == track:
-                return i
-        raise InputError(f"track {track} has no face in frame {frame} of chunk [{self.span.start}, {self.span.stop})")
-
-
-@dataclass(frozen=True, eq=False)
-class BlockPlan:
-    """The chunks of one block [base, base + chunk) (one chunk unless scene cuts split the block)."""
-
-    base: int
-    chunks: tuple[ChunkPlan, ...]
-
-    def chunk_of(self, n: int) -> ChunkPlan:
-        for c in self.chunks:
-            if c.span.start <= n < c.span.stop:
-                return c
-        raise InputError(f"frame {n} is not in block {self.base}")
-
-
 @dataclass(frozen=True, eq=False)
 class RenderedFrame:
     image: np.ndarray
@@ -147,78 +72,10 @@ class RenderedFrame:
     alpha: np.ndarray | None = None
 
 
-class Counters:
-    """Work counters (model steps, plans, detections), safe to bump from many threads."""
-
-    def __init__(self, *names: str) -> None:
-        self._values = dict.fromkeys(names, 0)
-        self._lock = threading.Lock()
-
-    def add(self, name: str, k: int = 1) -> None:
-        with self._lock:
-            self._values[name] = self._values.get(name, 0) + k
-
-    def __getitem__(self, name: str) -> int:
-        with self._lock:
-            return self._values[name]
-
-    def as_dict(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._values)
-
-
-class LRUCache:
-    """Thread-safe LRU without futures: `get` never waits on anyone; `put` keeps the first value stored for a key
-    (so concurrent misses end up sharing one object). With `weak`, values still referenced elsewhere (work in
-    flight) stay reachable after leaving the LRU, so eviction never loses work someone is still doing."""
-
-    def __init__(self, capacity: int, *, weak: bool = False) -> None:
-        self.capacity = max(1, int(capacity))
-        self._items: OrderedDict[object, object] = OrderedDict()
-        self._live: weakref.WeakValueDictionary | None = weakref.WeakValueDictionary() if weak else None
-        self._lock = threading.Lock()
-
-    def _lookup(self, key: object) -> object | None:
-        value = self._items.get(key)
-        if value is None and self._live is not None:
-            value = self._live.get(key)
-        return value
-
-    def _store(self, key: object, value: object) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        if self._live is not None:
-            self._live[key] = value
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-
-    def get(self, key: object) -> object | None:
-        with self._lock:
-            value = self._lookup(key)
-            if value is not None:
-                self._store(key, value)
-            return value
-
-    def put(self, key: object, value: object) -> object:
-        with self._lock:
-            existing = self._lookup(key)
-            if existing is not None:
-                value = existing
-            self._store(key, value)
-            return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            if self._live is not None:
-                self._live.clear()
-
-
 class ChunkRuns:
     """The lazy recurrent state (`ClipRun`) of each track of one chunk."""
 
-    def __init__(self, span: Span) -> None:
-        self.span = span
+    def __init__(self) -> None:
         self._runs: dict[int, ClipRun | StabilizedRun] = {}
         self._lock = threading.Lock()
 
@@ -229,17 +86,6 @@ class ChunkRuns:
     def put(self, track: int, run: ClipRun | StabilizedRun) -> ClipRun | StabilizedRun:
         with self._lock:
             return self._runs.setdefault(track, run)
-
-
-_DEVICE_LOCKS: dict[str, threading.Lock] = {}
-_DEVICE_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(device: str | None) -> threading.Lock:
-    """The lock that serialises model runs on one device (shared by every engine in the process)."""
-    key = str(device or "cpu")
-    with _DEVICE_LOCKS_GUARD:
-        return _DEVICE_LOCKS.setdefault(key, threading.Lock())
 
 
 class RandomAccessRestorer:
@@ -280,16 +126,15 @@ class RandomAccessRestorer:
         stabilize: float = 0.0,
     ) -> None:
         check_restore_layout(faces, chunk, upscale)
-        self.overlap, self.stabilize = check_overlap(overlap), check_stabilize(stabilize)
-        #: frames a chunk's run may start before the chunk (0 = official chunks)
-        self.history = history(self.overlap, self.stabilize)
+        #: which frames each output frame needs (chunks, priming runs, detection windows)
+        self.sequencer = Sequencer.of(chunk=chunk, overlap=overlap, stabilize=stabilize, scene_reset=scene_reset,
+                                      max_gap=max_gap, sigma=sigma)
+        self.stabilize = float(stabilize)
         self.restorer_factory = restorer_factory
         self.face_size = int(getattr(restorer_factory, "face_size", 512))
         self.detector = detector
-        self.chunk, self.scene_reset = int(chunk), bool(scene_reset)
         self.faces, self.min_face_size = faces, float(min_face_size)
-        self.link = LinkParams(max_gap=int(max_gap))
-        self.sigma = float(sigma)
+        self.link = LinkParams(max_gap=self.sequencer.max_gap)
         self.ends = resolve_smoothing_ends(smoothing_ends, exact)
         self.upscale, self.antialias, self.exact = int(upscale), bool(antialias), bool(exact)
         self.parser = parser
@@ -306,55 +151,8 @@ class RandomAccessRestorer:
         #: torch intra-op threads of every CPU op this engine runs, whichever thread calls it (`_pin_threads`)
         self.threads = torch.get_num_threads()
         self.frame_device = torch.device(frame_device) if frame_device is not None else None
-        left, right = self.block_reach()
-        self._device_frames = LRUCache(left + 2 * self.chunk + right)
-
-    # -- geometry of blocks and chunks ------------------------------------------------------------------------
-
-    def block_reach(self) -> tuple[int, int]:
-        """(left, right): `plan_block(base)` reads detections and scene flags of frames
-        [base - left, base + chunk + right) only (clipped to the clip)."""
-        far = 1 << 30  # far from frame 0, so the window is not clipped there
-        lo, hi = chunk_window(far - self.history, far + self.chunk, max_gap=self.link.max_gap, sigma=self.sigma)
-        return far - lo, hi - far - self.chunk
-
-    def block_window(self, base: int, num_frames: int) -> tuple[int, int]:
-        left, right = self.block_reach()
-        return max(base - left, 0), min(base + self.chunk + right, num_frames)
-
-    def spans(self, base: int, flag: Callable[[int], bool], num_frames: int) -> list[Span]:
-        """The chunks of block [base, base + chunk): cut at every scene start when scene_reset."""
-        stop = min(base + self.chunk, num_frames)
-        cuts = [m for m in range(base + 1, stop) if flag(m)] if self.scene_reset else []
-        edges = [base, *cuts, stop]
-        return [Span(a, b) for a, b in zip(edges[:-1], edges[1:])]
-
-    def span(self, n: int, access: FrameAccess) -> Span:
-        """The chunk holding frame n."""
-        self._check_index(n, access.num_frames)
-        base = n - n % self.chunk
-        return next(s for s in self.spans(base, access.scene_start, access.num_frames) if s.start <= n < s.stop)
-
-    def first_frame(self, start: int, flag: Callable[[int], bool]) -> int:
-        """First frame of the run of the chunk starting at `start`: `start` unless primed by overlap/stabilize
-        (never across the clip start or a scene start)."""
-        return primed_run_start(start, self.history, flag if self.scene_reset else None)
-
-    def run_start(self, span: Span, access: FrameAccess) -> int:
-        """`first_frame` of `span` over a FrameAccess (the CLI's linear pass releases frames before it)."""
-        return self.first_frame(span.start, access.scene_start)
-
-    def _check_index(self, n: int, num_frames: int) -> None:
-        if not 0 <= n < num_frames:
-            raise InputError(f"frame {n} outside the clip (0..{num_frames - 1})")
-
-    def _scene_limits(self, span: Span, lo: int, hi: int, flag: Callable[[int], bool]) -> tuple[int, int]:
-        """Frames [a, b) of the detection window that belong to the chunk's scene."""
-        if not self.scene_reset:
-            return lo, hi
-        a = next((m for m in range(span.start, lo, -1) if flag(m)), lo)
-        b = next((m for m in range(span.stop, hi) if flag(m)), hi)
-        return a, b
+        left, right = self.sequencer.block_reach()
+        self._device_frames = LRUCache(left + 2 * self.sequencer.chunk + right)
 
     # -- stages -----------------------------------------------------------------------------------------------
 
@@ -395,11 +193,12 @@ class RandomAccessRestorer:
         self, base: int, detect: Callable[[int], list[Detection]], flag: Callable[[int], bool], num_frames: int
     ) -> BlockPlan:
         """Plan every chunk of block [base, base + chunk). detect(m) / flag(m) are asked only for frames of
-        `block_window(base)`; detect only inside the scene of the chunk that needs it. Cached by base."""
+        `sequencer.block_window(base)`; detect only inside the scene of the chunk that needs it. Cached by base."""
         hit = self.cached_block(base)
         if hit is not None:
             return hit
-        chunks = tuple(self._plan_chunk(s, detect, flag, num_frames) for s in self.spans(base, flag, num_frames))
+        spans = self.sequencer.spans(base, flag, num_frames)
+        chunks = tuple(self._plan_chunk(s, detect, flag, num_frames) for s in spans)
         return self._plans.put(base, BlockPlan(base=base, chunks=chunks))  # type: ignore[return-value]
 
     def cached_block(self, base: int) -> BlockPlan | None:
@@ -408,13 +207,13 @@ class RandomAccessRestorer:
     def _plan_chunk(
         self, span: Span, detect: Callable[[int], list[Detection]], flag: Callable[[int], bool], num_frames: int
     ) -> ChunkPlan:
-        run = self.first_frame(span.start, flag)
-        lo, hi = chunk_window(run, span.stop, max_gap=self.link.max_gap, sigma=self.sigma)
-        hi = min(hi, num_frames)
-        a, b = self._scene_limits(span, lo, hi, flag)
+        seq = self.sequencer
+        run = seq.run_start(span, flag)
+        lo, hi = seq.detection_window(span, run, num_frames)
+        a, b = seq.scene_limits(span, lo, hi, flag)
         every = {m: (detect(m) if a <= m < b else []) for m in range(lo, hi)}
         dets = {m: [d for d in v if box_side(d) >= self.min_face_size] for m, v in every.items()}
-        segments = plan_chunk(dets, run, span.stop, length=num_frames, link=self.link, sigma=self.sigma, ends=self.ends)
+        segments = plan_chunk(dets, run, span.stop, length=num_frames, link=self.link, sigma=seq.sigma, ends=self.ends)
         faces: dict[int, list[FacePlan]] = {m: [] for m in range(run, span.stop)}
         for track, (seg, prime) in enumerate(primed_segments(segments, span.start)):
             first, length = int(seg.frames[0]), len(seg.frames)
@@ -450,7 +249,7 @@ class RandomAccessRestorer:
         """The recurrent run of one track of a chunk: the cached one, else a new one over the crops of frames
         first .. first + length - 1 (`crop_of(m)`), the first `prime` of them before the chunk (priming), wrapped
         in the low-band stabilizer when it is on. Building a run does no model work."""
-        runs: ChunkRuns = self._runs.get((span.start, span.stop)) or self._runs.put((span.start, span.stop), ChunkRuns(span))  # type: ignore[assignment]
+        runs: ChunkRuns = self._runs.get((span.start, span.stop)) or self._runs.put((span.start, span.stop), ChunkRuns())  # type: ignore[assignment]
         run = runs.get(track)
         if run is not None:
             return run
@@ -473,7 +272,7 @@ class RandomAccessRestorer:
             y = y.to(self.frame_device)
         return model_to_faces(y[None], exact=self.exact, on_device=self.frame_device is not None)[0]
 
-    def compose(
+    def paste_frame(
         self, n: int, frame: np.ndarray, view: np.ndarray, chunk: ChunkPlan, restored: Iterable[np.ndarray],
         layer: bool = False,
     ) -> RenderedFrame:
@@ -503,14 +302,14 @@ class RandomAccessRestorer:
         with self._model_lock:
             return self.tiny.restore(view, list(small), n)
 
-    # -- composition over a FrameAccess (CLI, tests) ----------------------------------------------------------
+    # -- the stages over a FrameAccess (the linear pass, shards, tests) ------------------------------------------
 
     def render(self, n: int, access: FrameAccess, frame: np.ndarray | None = None, layer: bool = False) -> RenderedFrame:
         """Output frame n (input size x upscale, input dtype) and the faces pasted into it. layer: return the faces
         as colour + alpha instead (the caller composites them into the source in its own format)."""
-        self._check_index(n, access.num_frames)
-        base = n - n % self.chunk
-        block = self.plan_block(base, functools.partial(self._detect_from, access=access), access.scene_start, access.num_frames)
+        if not 0 <= n < access.num_frames:
+            raise InputError(f"frame {n} outside the clip (0..{access.num_frames - 1})")
+        block = self.plan_block(self.sequencer.block(n), functools.partial(self._detect_from, access=access), access.scene_start, access.num_frames)
         chunk = block.chunk_of(n)
         restored = []
         for face in chunk.faces.get(n, ()):
@@ -518,7 +317,7 @@ class RandomAccessRestorer:
             run = self.track_run(chunk.span, face.track, face.length, face.first, crop_of, face.prime)
             restored.append(self.restored_face(run, face.index))
         view = access.frame(n)
-        return self.compose(n, view if frame is None else frame, view, chunk, restored, layer=layer)
+        return self.paste_frame(n, view if frame is None else frame, view, chunk, restored, layer=layer)
 
     def _detect_from(self, m: int, access: FrameAccess) -> list[Detection]:
         """`detect` over a FrameAccess, reading the frame only on a cache miss (a linear pass has released the
@@ -526,85 +325,17 @@ class RandomAccessRestorer:
         hit = self.cached_detections(m)
         return hit if hit is not None else self.detect(m, access.frame(m))
 
-    def close(self) -> None:
-        """Drop caches and every model reference (restorer, detector, parser, DIC) so their memory can go."""
+    def clear_caches(self) -> None:
+        """Forget every cached detection, plan, recurrent state and device frame (what a new shard starts from)."""
         self._runs.clear()
         self._plans.clear()
         self._detections.clear()
         self._device_frames.clear()
+
+    def close(self) -> None:
+        """Drop caches and every model reference (restorer, detector, parser, DIC) so their memory can go."""
+        self.clear_caches()
         self.restorer_factory = None  # type: ignore[assignment]
         self.detector = None  # type: ignore[assignment]
         self.parser = None
         self.tiny = None
-
-
-class StreamAccess:
-    """`FrameAccess` over frames arriving in order (a decoder): reads ahead on demand and keeps only the frames a
-    linear pass can still ask for. `restore_stream` drops everything before the current chunk's run start; detections
-    of older frames are served from the restorer's cache.
-
-    A shard serves only input frames [lo, hi) of the clip (`vs_keep.shards`): its frames arrive from `first` (lo, or
-    lo - 1 so the cut detector can flag lo), and a request outside the window raises, since a shard plan missing
-    context must never pass silently. `decode_seconds[m]` is the time spent waiting for frame m."""
-
-    def __init__(self, frames: Iterable[np.ndarray], num_frames: int,
-                 scene: Callable[[np.ndarray, np.ndarray], bool] | None = None, *,
-                 lo: int = 0, hi: int | None = None, first: int | None = None) -> None:
-        self._it = iter(frames)
-        self.num_frames = int(num_frames)
-        self.lo, self.hi = int(lo), self.num_frames if hi is None else int(hi)
-        self._buf: dict[int, np.ndarray] = {}
-        self._next = self.lo if first is None else int(first)
-        self._floor = self.lo
-        self._scene = scene  # cut detector on (frame n-1, frame n), decided as frames arrive
-        self._cuts: set[int] = set()
-        self._last: np.ndarray | None = None
-        self.decode_seconds: dict[int, float] = {}
-
-    def frame(self, n: int) -> np.ndarray:
-        if not self.lo <= n < self.hi:
-            raise InputError(f"shard context [{self.lo}, {self.hi}) misses frame {n} (a bug in the shard plan)")
-        if n < self._floor:
-            raise InputError(f"frame {n} was already released (a linear pass never needs it again)")
-        while self._next <= n:
-            start = time.perf_counter()
-            img = next(self._it, None)
-            if img is None:
-                raise InputError(f"the input ended after {self._next} frames but {self.num_frames} were announced")
-            self.decode_seconds[self._next] = time.perf_counter() - start
-            img = np.asarray(img)
-            if self._scene is not None and self._last is not None and self._scene(self._last, img):
-                self._cuts.add(self._next)
-            if self._next >= self.lo:
-                self._buf[self._next] = img
-            self._last = img
-            self._next += 1
-        return self._buf[n]
-
-    def scene_start(self, n: int) -> bool:
-        if self._scene is None or n <= 0:
-            return False
-        if n >= self._next:
-            self.frame(min(n, self.num_frames - 1))
-        return n in self._cuts
-
-    def release_before(self, n: int) -> None:
-        self._floor = max(self._floor, n)
-        for k in [k for k in self._buf if k < n]:
-            del self._buf[k]
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-
-def restore_stream(engine: RandomAccessRestorer, frames, num_frames: int, *, layer: bool = False,
-                   scene: Callable[[np.ndarray, np.ndarray], bool] | None = None) -> Iterator[RenderedFrame]:
-    """Linear pass over `frames` (an iterable of RGB arrays): yields RenderedFrame n = 0..num_frames-1 in order,
-    identical to random access on the same frames, with memory bounded by one chunk plus its look-ahead.
-    layer: faces as colour + alpha (see `render`); scene: cut detector on (frame n-1, frame n)."""
-    access = StreamAccess(frames, num_frames, scene)
-    for n in range(num_frames):
-        result = engine.render(n, access, layer=layer)
-        access.release_before(engine.run_start(result.span, access))
-        yield result

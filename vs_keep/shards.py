@@ -1,10 +1,10 @@
 """Restore one video in shards (frame ranges), one after another or as Ray tasks, with the frames of one process.
 
-Output frame n depends only on the input frames of its chunk and on the detections of `chunk_window` around it
-(see `vs_keep.random_access`). So a video cut at multiples of `chunk` can be restored in pieces: shard [a, b)
-decodes frames [lo, hi) = `chunk_window(a, b)` clipped to the clip (frame-accurate seek to lo), renders frames
-a..b-1 with the same `RandomAccessRestorer.render` the single-process run uses, merges the faces into the decoded
-frames in their own pixel format (`vs_keep.pixels.compose`, as `vs-keep restore` does; source timestamps, colour
+Output frame n depends only on a bounded window of input frames (`vs_keep.sequencer`). So a video cut at multiples
+of `chunk` can be restored in pieces: shard [a, b) decodes frames [lo, hi) = `Sequencer.input_window(a, b)`
+(frame-accurate seek to lo; the window includes the priming runs of `overlap=`/`stabilize=`), renders frames
+a..b-1 with the linear pass `vs_keep.stream.restore_stream` over that window (from empty caches), merges the
+faces into the decoded frames in their own pixel format (`vs_keep.pixels.compose`, as `vs-keep restore` does; source timestamps, colour
 tags and pixel format kept) and encodes them as one segment. Scene cuts come from `vs_keep.scene.is_cut` on
 consecutive frames, as in the single run (a shard decodes one frame before its window for the flag of its first
 frame). The driver then concatenates the segments by stream copy and muxes the input's audio and subtitles. With a lossless codec the
@@ -35,19 +35,15 @@ import numpy as np
 
 from .engine import EngineOptions
 from .errors import InputError, VsKeepError
-from .face.plan import chunk_window
-from .face.smooth import SIGMA
+from .sequencer import Sequencer
 
 log = logging.getLogger(__name__)
 
-#: test hook: when this variable names an existing file, the first shard to reach its second frame removes the file
-#: and kills its own process (a worker lost mid-shard); tests use it to prove that a retried shard changes nothing
-KILL_ENV = "VS_KEEP_TEST_KILL_SHARD"
 MAX_RETRIES = 3
 
 
 __all__ = ["Encoding", "Shard", "ShardError", "ShardJob", "ShardResult", "concat_segments", "plan_shards",
-           "restore_sharded", "run_shard"]
+           "restore_sharded", "run_shard", "sequencer_of"]
 
 class ShardError(VsKeepError, RuntimeError):
     """A shard could not be completed (its worker kept failing)."""
@@ -67,20 +63,28 @@ class Shard:
     hi: int
 
 
-def plan_shards(total: int, chunk: int, count: int, *, max_gap: int, sigma: float = SIGMA) -> list[Shard]:
-    """Cut frames [0, total) into at most `count` ranges of whole chunks, as even as possible."""
+def plan_shards(total: int, count: int, sequencer: Sequencer) -> list[Shard]:
+    """Cut frames [0, total) into at most `count` ranges of whole chunks, as even as possible, each with the input
+    window its frames read."""
     if count < 1:
         raise InputError(f"--shards must be >= 1, got {count}")
     if total < 1:
         raise InputError("the input has no frames")
+    chunk = sequencer.chunk
     chunks = math.ceil(total / chunk)
     count = min(count, chunks)
     edges = [min(round(i * chunks / count) * chunk, total) for i in range(count + 1)]
     shards = []
     for i, (a, b) in enumerate(zip(edges, edges[1:])):
-        lo, hi = chunk_window(a, b, max_gap=max_gap, sigma=sigma)
-        shards.append(Shard(index=i, start=a, stop=b, lo=max(lo, 0), hi=min(hi, total)))
+        lo, hi = sequencer.input_window(a, b, total)
+        shards.append(Shard(index=i, start=a, stop=b, lo=lo, hi=hi))
     return shards
+
+
+def sequencer_of(options: EngineOptions) -> Sequencer:
+    """The frame windows of the engine `build_engine(options)` makes (`run_shard` checks that they agree)."""
+    return Sequencer.of(chunk=options.chunk, overlap=options.overlap, stabilize=options.stabilize,
+                        scene_reset=options.scene_reset, max_gap=options.max_gap)
 
 
 @dataclass(frozen=True)
@@ -142,30 +146,22 @@ def _engine_for(options: EngineOptions, source: str):
     return engine, time.perf_counter() - t
 
 
-def _kill_hook() -> None:
-    flag = os.environ.get(KILL_ENV)
-    if not flag:
-        return
-    try:
-        os.remove(flag)
-    except FileNotFoundError:
-        return
-    log.warning("%s: killing this worker (pid %d) mid-shard", KILL_ENV, os.getpid())
-    os._exit(17)
-
-
 def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
     """Restore and encode one shard into `job.segment` (written under a temporary name, renamed when complete)."""
     from .pixels import compose, resize, to_rgb
-    from .random_access import StreamAccess
     from .scene import is_cut
+    from .stream import restore_stream
     from .video import FrameSink, decode, iter_frames
 
     t0 = time.perf_counter()
     engine, load_s = _engine_for(job.options, job.input)
+    engine.clear_caches()  # a shard reads its own window only, never what an earlier shard in this process cached
     s = job.shard
+    if engine.sequencer.input_window(s.start, s.stop, job.total) != (s.lo, s.hi):
+        raise ShardError(f"shard {s.index}: planned window [{s.lo}, {s.hi}) is not the engine's (a bug in shards.py)")
     first = s.lo if job.first is None else job.first
     decoded: dict[int, object] = {}  # the shard's decoded frames (own pixel format) until their output is written
+    decode_seconds: dict[int, float] = {}  # time spent waiting for each decoded frame
 
     def video_frames() -> Iterable[np.ndarray]:
         for i, frame in enumerate(decode(job.input, start=first, start_pts=job.lo_pts, max_frames=s.hi - first)):
@@ -173,21 +169,31 @@ def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
                 decoded[first + i] = frame
             yield to_rgb(frame)
 
+    def timed(frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+        it, m = iter(frames), first
+        while True:
+            t = time.perf_counter()
+            img = next(it, None)
+            if img is None:
+                return
+            decode_seconds[m] = time.perf_counter() - t
+            m += 1
+            yield img
+
     if job.like is not None:
         frames = video_frames()
     else:
         frames = iter_frames(job.input, start=first, start_pts=job.lo_pts, max_frames=s.hi - first)
     scene = is_cut if job.options.scene_reset else None
-    access = StreamAccess(frames, job.total, scene, lo=s.lo, hi=s.hi, first=first)
     seg = Path(job.segment)
     tmp = seg.with_name(f"{seg.stem}.{uuid.uuid4().hex[:8]}.partial{seg.suffix}")
     e = job.encoding
     layer = job.like is not None
     try:
         with FrameSink(tmp, fps=e.fps, codec=e.codec, crf=e.crf, preset=e.preset, like=job.like, pix_fmt=e.pix_fmt) as sink:
-            for n in range(s.start, s.stop):
-                result = engine.render(n, access, layer=layer)
-                access.release_before(result.span.start)
+            results = restore_stream(engine, timed(frames), job.total, layer=layer, scene=scene, start=s.start,
+                                     stop=s.stop, first=first)
+            for n, result in enumerate(results, s.start):
                 if layer:
                     frame = decoded.pop(n)
                     if engine.upscale > 1:
@@ -197,15 +203,13 @@ def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
                     sink.write(result.image)
                 if report is not None:
                     report(s.index, n - s.start + 1)
-                if n == s.start + 1:
-                    _kill_hook()
         os.replace(tmp, seg)
     finally:
         tmp.unlink(missing_ok=True)
-    context = [m for m in access.decode_seconds if not s.start <= m < s.stop]  # decoded (and detected) for the plan only
+    context = [m for m in decode_seconds if not s.start <= m < s.stop]  # decoded (and detected) for the plan only
     return ShardResult(
         index=s.index, frames=s.stop - s.start, seconds=time.perf_counter() - t0, load_seconds=load_s,
-        context_frames=len(context), context_decode_seconds=sum(access.decode_seconds[m] for m in context),
+        context_frames=len(context), context_decode_seconds=sum(decode_seconds[m] for m in context),
         pid=os.getpid(),
     )
 
@@ -352,7 +356,7 @@ def restore_sharded(
     stamps = source.timestamps()
     like = stream_format(input) if source.is_video else None
     encoding = encoding or Encoding(fps=source.info.fps)
-    plan = plan_shards(len(stamps), options.chunk, shards, max_gap=options.max_gap)
+    plan = plan_shards(len(stamps), shards, sequencer_of(options))
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.shards-", dir=out.parent))
     partial = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.partial{out.suffix}")

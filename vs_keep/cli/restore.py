@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         net, autocast = load_model(options)
         frames = restore_aligned(net, decoding(source, args.input), chunk=args.chunk, fidelity=args.fidelity, autocast=autocast)
     else:
-        from ..random_access import restore_stream
+        from ..stream import restore_stream
 
         engine = build_engine(options)
         if like is not None:
@@ -144,7 +144,7 @@ def restore_video(engine, source, total: int, scene: Callable | None, path) -> I
     """Decoded frames restored in their own pixel format: the model reads them through 16-bit RGB, the faces
     come back as colour + alpha and are merged into the decoded samples (vs_keep.pixels.compose)."""
     from ..pixels import compose, resize, to_rgb
-    from ..random_access import restore_stream
+    from ..stream import restore_stream
     from .safety import decoding
 
     pending: deque = deque()  # decoded frames whose result is not out yet (the engine reads ahead)
