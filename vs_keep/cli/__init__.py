@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "degrade": ("vs_keep.cli.degrade", "make a VFHQ/KEEP-style degraded copy of a video"),
     "eval": ("vs_keep.cli.evaluate", "fidelity / identity / temporal metrics of a restoration"),
     "bench": ("vs_keep.bench.main", "per-stage timings and fps (JSON)"),
-    "build-engine": ("vs_keep.cli.build_engine", "pre-build the TensorRT decoder engine"),
+    "build-trt": ("vs_keep.cli.build_trt", "pre-build the TensorRT engine of KEEP's decoder (decoder='tensorrt')"),
 }
 
 

@@ -87,7 +87,11 @@ def run(args: argparse.Namespace) -> int:
         tune_malloc=not args.reference_ops, max_gap=args.max_gap,  # tune_malloc: this process is ours
         overlap=args.overlap, stabilize=args.stabilize,
     )
-    validate(options)  # the engine's one validator, before the input is decoded
+    try:
+        validate(options)  # the engine's one validator, before the input is decoded
+    except InputError as exc:  # its message starts with the option's name: say it as this command's flag
+        name, sep, rest = str(exc).partition(" ")
+        raise InputError(f"--{name.replace('_', '-')}{sep}{rest}" if hasattr(args, name) else str(exc)) from None
     source = FrameSource(args.input)
     total = checked_length(source)  # decoded, not demuxed; empty or truncated input: fail before loading anything
     like = stream_format(args.input) if source.is_video else None

@@ -193,7 +193,7 @@ class TensorRTBackend:
     def engine_path(self, model: nn.Module) -> Any:
         """Build (or reuse) the engine for `model` and return its path."""
         from .onnx_export import export_decoder_onnx
-        from .trt import build_engine, engine_paths
+        from .trt import build_trt_engine, engine_paths
 
         ident, digest = self.identity(model)
         paths = engine_paths(ident, digest, self.cache_dir)
@@ -201,7 +201,7 @@ class TensorRTBackend:
         if self.force_rebuild or not paths["engine"].exists():
             cpu_model = _cpu_copy_if_needed(model)
             export_decoder_onnx(cpu_model, onnx_path)
-        return build_engine(onnx_path, paths, ident, precision=self.precision, workspace_gib=self.workspace_gib,
+        return build_trt_engine(onnx_path, paths, ident, precision=self.precision, workspace_gib=self.workspace_gib,
                             opt_level=self.opt_level, force=self.force_rebuild, fp32_layers=self.fp32_layers())
 
     def decoder(self, model: nn.Module) -> DecoderFn:

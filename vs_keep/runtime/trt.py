@@ -31,7 +31,7 @@ from .decoder import DecoderSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TensorRTUnavailable", "TrtDecoder", "build_engine", "device_identity", "engine_paths"]
+__all__ = ["TensorRTUnavailable", "TrtDecoder", "build_trt_engine", "device_identity", "engine_paths"]
 
 MIN_ENGINE_BYTES = 1024
 
@@ -98,7 +98,7 @@ def _pin_fp32(trt: Any, network: Any, patterns: tuple[str, ...]) -> int:
     return pinned
 
 
-def build_engine(onnx_path: Path, paths: dict[str, Path], identity: dict[str, Any], *, precision: str, workspace_gib: float,
+def build_trt_engine(onnx_path: Path, paths: dict[str, Path], identity: dict[str, Any], *, precision: str, workspace_gib: float,
                  opt_level: int, force: bool = False, fp32_layers: tuple[str, ...] = ()) -> Path:
     """Build (or reuse) the engine for `onnx_path`; returns the engine path. `fp32_layers`: name fragments of
     layers that stay fp32 in a 16-bit engine (the accuracy guard of runtime.precision)."""

@@ -1,7 +1,7 @@
-"""`vs-keep build-engine`: pre-build (and cache) the TensorRT engine of KEEP's codebook decoder.
+"""`vs-keep build-trt`: pre-build (and cache) the TensorRT engine of KEEP's codebook decoder.
 
-The engine is also built lazily on first use; building it ahead of time keeps the first VapourSynth frame from
-waiting minutes. Without TensorRT (or a CUDA device) `--onnx-only` still writes the ONNX graph for inspection.
+TensorRT is opt-in (`decoder="tensorrt"`, unmeasured; see the README). The engine is also built lazily on first
+use; building it ahead of time keeps the first VapourSynth frame from waiting minutes. Without TensorRT (or a CUDA device) `--onnx-only` still writes the ONNX graph for inspection.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="keep", help="weights name in the cache ('keep') or a .pth path (default: keep)")
     parser.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp32",
-                        help="engine precision: fp32 (default) is the engine keep()/restore use by default, fp16 the one for fp16=True / --fp16")
+                        help="engine precision: fp32 (default) is the one decoder='tensorrt' / --decoder tensorrt uses, fp16 the one with fp16=True / --fp16")
     parser.add_argument("--device-id", type=int, default=0, help="CUDA device (default 0)")
     parser.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default 4)")
     parser.add_argument("--opt-level", type=int, default=3, help="TensorRT builder optimisation level 0-5 (default 3)")
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     model = load(path, device="cpu", dtype=torch.float32)
     if args.onnx_only:
         out, spec = export_decoder_onnx(model, args.onnx_only)
-        print(f"vs-keep build-engine: wrote {out} (inputs {spec.input_shapes()})", file=sys.stderr)
+        print(f"vs-keep build-trt: wrote {out} (inputs {spec.input_shapes()})", file=sys.stderr)
         return 0
     backend = TensorRTBackend(
         device_id=args.device_id, precision=args.precision, workspace_gib=args.workspace, opt_level=args.opt_level,
@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         engine = backend.engine_path(model)
     except TensorRTUnavailable as exc:
-        print(f"vs-keep build-engine: {exc}; nothing built (the decoder will run in PyTorch)", file=sys.stderr)
+        print(f"vs-keep build-trt: {exc}; nothing built (decoder='tensorrt' needs it; the default decoder='auto' runs PyTorch)", file=sys.stderr)
         return 1
-    print(f"vs-keep build-engine: engine ready: {engine}", file=sys.stderr)
+    print(f"vs-keep build-trt: engine ready: {engine}", file=sys.stderr)
     print(str(engine))
     return 0
