@@ -78,9 +78,9 @@ class Sequencer:
         return next(s for s in self.spans(self.block(n), flag, num_frames) if s.start <= n < s.stop)
 
     def run_start(self, span: Span, flag: SceneFlag) -> int:
-        """First frame of the run that restores `span`, primed on up to `history` frames: never before frame 0,
-        never before a scene start (with scene_reset: a chunk starting at a cut runs cold, as without priming;
-        else the run stops at the latest cut in between). history 0 gives span.start (the official chunk)."""
+        """First frame of the run that restores `span`, primed on up to `history` frames, never before frame 0.
+        With scene_reset a chunk starting at a cut runs cold (as without priming) and any other run stops at the
+        latest cut in between. history 0 gives span.start (the official chunk)."""
         start = span.start
         if self.history <= 0 or start <= 0 or (self.scene_reset and flag(start)):
             return start
