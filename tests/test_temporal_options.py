@@ -18,13 +18,12 @@ from vs_keep.errors import InputError
 from vs_keep.evaluation.flicker import jittered_frames
 from vs_keep.evaluation.temporal import WarpingError
 from vs_keep.face import create_detector, restorer_factory
-from vs_keep.face.overlap import run_start
 from vs_keep.face.restorers import ClipRun
 from vs_keep.face.stabilize import WINDOW, LowBandStabilizer, StabilizedRun, history
 from vs_keep.models import load
 from vs_keep.models.synthetic import write_synthetic_checkpoint
 from vs_keep.random_access import RandomAccessRestorer
-from vs_keep.sequencer import Span
+from vs_keep.sequencer import Sequencer, Span
 from vs_keep.stream import restore_stream
 from threaded_requests import request_concurrently
 
@@ -84,11 +83,16 @@ def make(net, detector, **kw) -> RandomAccessRestorer:
 
 def test_run_start_cuts_at_clip_and_scene_starts() -> None:
     cuts = {10, 17}.__contains__
-    assert run_start(20, 0, cuts) == 20  # overlap 0: the official chunk
-    assert run_start(20, 2, cuts) == 18
-    assert run_start(20, 5, cuts) == 17  # never before the last scene start
-    assert run_start(17, 5, cuts) == 17  # a chunk starting at a cut stays cold
-    assert run_start(2, 5, None) == 0 and run_start(0, 5, None) == 0
+
+    def run_start(start: int, overlap: int, scene: bool = True) -> int:
+        return Sequencer.of(chunk=20, overlap=overlap, scene_reset=scene).run_start(Span(start, start + 20), cuts)
+
+    assert run_start(20, 0) == 20  # overlap 0: the official chunk
+    assert run_start(20, 2) == 18
+    assert run_start(20, 5) == 17  # never before the last scene start
+    assert run_start(17, 5) == 17  # a chunk starting at a cut stays cold
+    assert run_start(20, 5, scene=False) == 15  # without scene_reset cuts do not stop it
+    assert run_start(2, 5) == 0 and run_start(0, 5) == 0
     assert history(0, 0.0) == 0 and history(2, 0.5) == WINDOW and history(9, 0.5) == 9
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import InputError
-from .face.overlap import check_overlap, run_start
+from .face.overlap import check_overlap
 from .face.plan import chunk_window
 from .face.smooth import SIGMA
 from .face.stabilize import check_stabilize, history
@@ -78,8 +78,16 @@ class Sequencer:
         return next(s for s in self.spans(self.block(n), flag, num_frames) if s.start <= n < s.stop)
 
     def run_start(self, span: Span, flag: SceneFlag) -> int:
-        """First frame of the run that restores `span`: span.start unless primed (never across frame 0 or a cut)."""
-        return run_start(span.start, self.history, flag if self.scene_reset else None)
+        """First frame of the run that restores `span`, primed on up to `history` frames, never before frame 0.
+        With scene_reset a chunk starting at a cut runs cold (as without priming) and any other run stops at the
+        latest cut in between. history 0 gives span.start (the official chunk)."""
+        start = span.start
+        if self.history <= 0 or start <= 0 or (self.scene_reset and flag(start)):
+            return start
+        lo = max(start - self.history, 0)
+        if self.scene_reset:
+            return next((m for m in range(start - 1, lo, -1) if flag(m)), lo)
+        return lo
 
     def priming(self, span: Span, first: int) -> range:
         """Frames [first, span.start) a run starting at `first` primes on. Only a chunk that starts its block is

@@ -1,22 +1,22 @@
-"""Seamless chunks: where a chunk's restoration run starts when it is primed on the frames before it.
+"""Seamless chunks: a chunk's restoration run primed on the frames before it (`overlap=k`).
 
 The official script restores every chunk cold: KEEP's recurrent state starts at the chunk's first frame, so the
 restored face jumps at every chunk boundary. With `overlap=k` the run of chunk [start, stop) starts k frames
 earlier (never before the clip start or the last scene start: a cut still resets), the restorer steps through
 those priming frames and their outputs are discarded. Output n then depends on the frames [run_start, stop) plus
 the detections around them: still a bounded window, so random access, seeks and sharding stay exact, and a seek
-costs at most chunk + k steps per face. These are pure functions so every caller (random-access engine,
-VapourSynth graph) cuts runs the same way.
+costs at most chunk + k steps per face. Where a run starts is `vs_keep.sequencer.Sequencer.run_start`, the one
+rule every caller (engine, VapourSynth graph, linear pass, shards) uses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from ..errors import InputError
 from .plan import Segment
 
-__all__ = ["check_overlap", "primed_segments", "run_start"]
+__all__ = ["check_overlap", "primed_segments"]
 
 
 def check_overlap(overlap: object) -> int:
@@ -24,22 +24,6 @@ def check_overlap(overlap: object) -> int:
     if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0:
         raise InputError(f"overlap must be an integer >= 0 (frames of priming before each chunk), got {overlap!r}")
     return overlap
-
-
-def run_start(start: int, overlap: int, scene_start: Callable[[int], bool] | None = None) -> int:
-    """First frame of the run that restores the chunk starting at `start`, primed on up to `overlap` frames.
-
-    The run never reaches before frame 0, and never before a scene start: when `start` itself starts a scene the
-    run is cold (the cut resets, as without overlap); otherwise it stops at the latest scene start in between.
-    overlap=0 gives `start` (the official chunk)."""
-    if overlap <= 0 or start <= 0 or (scene_start is not None and scene_start(start)):
-        return start
-    lo = max(start - overlap, 0)
-    if scene_start is not None:
-        for m in range(start - 1, lo, -1):
-            if scene_start(m):
-                return m
-    return lo
 
 
 def primed_segments(segments: Sequence[Segment], start: int) -> list[tuple[Segment, int]]:
