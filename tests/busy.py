@@ -18,8 +18,10 @@ __all__ = ["busy_cores", "under_load"]
 
 @contextlib.contextmanager
 def busy_cores(count: int | None = None) -> Iterator[list[int]]:
-    """`count` (default: one per core) processes spinning in a Python loop until the block ends; yields their pids."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+    """`count` (default: one per core) processes spinning in a Python loop until the block ends; yields their pids.
+    They run at nice 10: every core stays busy (the test's threads are preempted and rescheduled all the time),
+    while the test itself still gets most of the CPU, so it does not take twice as long."""
+    procs = [subprocess.Popen([sys.executable, "-c", "import os; os.nice(10)\nwhile True: pass"], stdin=subprocess.DEVNULL)
              for _ in range(count or os.cpu_count() or 2)]
     try:
         yield [p.pid for p in procs]
