@@ -11,9 +11,9 @@ inputs and options: two runs with equal identities give the same frames.
 
 from __future__ import annotations
 
-import torch
-
 from typing import Any
+
+import torch
 
 from .errors import InputError
 from .runtime.cpu_choice import RULE_VERSION, active_rule, isa_class
