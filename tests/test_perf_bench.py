@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from vs_keep.bench.cpu import EXACT_FP32, bf16_summary
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"flow", "encoders", "gains", "warp", "transformer", "decoder"}
 
@@ -37,21 +39,24 @@ def test_environment_and_model(report: dict) -> None:
     for key in ("torch", "cpu", "cpu_capability", "threads", "load_avg_start", "load_avg_end", "native_bf16_cpu", "quick"):
         assert key in env, key
     assert env["quick"] is True
-    kind = env["cpu_kind"]  # the CPU kind the kernel choice is keyed on
+    kind = env["cpu_kind"]  # the CPU kind the kernel rule is keyed on (through its ISA class)
     assert kind["model"] == env["cpu"] and isinstance(kind["flags"], list) and kind["capability"] == env["cpu_capability"]
     assert report["model"]["face_size"] == 32 and report["model"]["parameters"] > 1_000_000  # the tiny synthetic KEEP
 
 
 def test_runs_have_stages_fps_and_speedups(report: dict) -> None:
     runs = {r["setting"]: r for r in report["runs"]}
-    assert {"reference", "reference+malloc", "fp32-winograd", "fp32-gemm", "fp32-fast"} <= set(runs)
-    choice = runs["fp32-fast"]["kernel_choice"]  # made (untimed) before the shipped default was timed
-    assert choice["shapes_measured_now"] > 0 and sum(choice["kinds"].values()) >= choice["shapes_measured_now"]
-    assert choice["identity"]["threads"] == report["env"]["threads"] and choice["table"].endswith(".json")
+    assert {"reference", "reference+malloc", "fp32-onednn", "fp32-winograd", "fp32-gemm", "fp32-fast"} <= set(runs)
+    rule = runs["fp32-fast"]["kernel_rule"]  # the shipped rule of this CPU's class against the other named rules
+    assert rule["isa_class"] == report["env"]["numerics"]["isa_class"] and rule["shipped_rule"] in rule["per_frame_s_by_rule"]
+    assert set(rule["conv_ms_per_chunk_by_rule"]) == {"reference", "winograd", "gemm"} and len(rule["shapes"]) > 5
+    assert rule["preferred_here"] in rule["per_frame_s_by_rule"] and isinstance(rule.get("warning", ""), str)
+    assert report["env"]["numerics"]["torch_threads"] == report["env"]["threads"]
     ref = runs["reference"]
     assert set(ref["stages_s_per_frame"]) == STAGES and ref["precision"] == "fp32" and ref["device"] == "cpu"
     for r in report["runs"]:
-        if "error" in r:
+        if "error" in r or "skipped" in r:  # e.g. the bf16 rows on a CPU without bf16: the reason instead of timings
+            assert isinstance(r.get("error", r.get("skipped")), str) and "fps" not in r
             continue
         assert _number(r["fps"]) and r["fps"] > 0 and _number(r["per_frame_s"])
         assert all(_number(v) and v >= 0 for v in r["stages_s_per_frame"].values())
@@ -77,7 +82,7 @@ def test_precision_and_shipped(report: dict) -> None:
     else:
         assert "cpu_precision" in bf16["reason"] or "openvino" in bf16["reason"]
     cmp = shipped["fp32_default_vs_best_exact"]
-    assert cmp["best_exact_setting"] in ("reference", "reference+malloc", "fp32-winograd", "fp32-gemm")
+    assert cmp["best_exact_setting"] in EXACT_FP32
     assert _number(cmp["shipped_speedup_vs_best_exact"]) and isinstance(cmp["shipped_not_slower"], bool)
 
 
@@ -113,3 +118,17 @@ def test_gpu_section_logic_on_cpu() -> None:
     one = section["1080p"]
     assert one["includes_detection"] and _number(one["fps_1080p_1_face"]) and one["fps_1080p_1_face"] < one["fps_512_crops"]
     assert section["tf32_convolutions_shipped"] is False
+
+
+def test_bf16_rows_skipped_on_a_cpu_without_bf16() -> None:
+    """The other side of the bf16 branch, on any machine: what a CPU without AVX512-BF16/AMX reports."""
+    from vs_keep.errors import InputError
+    from vs_keep.runtime.openvino import check_bf16_cpu
+
+    avx2 = {"model": "AMD EPYC 7B12", "flags": ["avx2", "fma"]}
+    with pytest.raises(InputError, match="cpu_precision") as exc:
+        check_bf16_cpu(avx2)
+    runs = [{"setting": "fp32-fast", "per_frame_s": 1.0, "fps": 1.0},
+            {"setting": "bf16-openvino-decoder", "device": "cpu", "precision": "bf16", "skipped": str(exc.value)}]
+    summary = bf16_summary(runs)
+    assert summary["available"] is False and "cpu_precision" in summary["reason"]

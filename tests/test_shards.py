@@ -1,7 +1,8 @@
 """`vs-keep restore --shards N [--ray]`: a video restored in pieces decodes to the frames of one process.
 
-Every run here uses one torch thread (the `one_thread` fixture; Ray's CPU tasks run one thread each): the CPU
-path's float32 results depend on the thread count, and equal frames need equal arithmetic.
+Every run here uses one torch thread (the `one_thread` fixture) for speed: small tensors on a busy 2-core machine.
+Equality does not need it: each shard carries the planning run's thread count and its worker pins torch to it
+(tests/test_determinism.py compares `--shards 2 --ray` with the plain command at the default thread count).
 
 The clip is mostly background with a short face scene across a shard seam, and `--max-gap 2` keeps the detection
 context (26 frames before a shard, 23 after) shorter than the clip, so every shard's window is cut on the inside:

@@ -1,8 +1,8 @@
-"""One cache root for everything vs-keep writes at run time: weights, exported graphs, engines, CPU choices.
+"""One cache root for everything vs-keep writes at run time: weights, exported graphs, engines.
 
 `$VS_KEEP_HOME` if set, else the platform's user cache folder (`~/.cache/vs-keep` on Linux). Inside it:
-`weights/` (downloaded checkpoints), `onnx/` (exported graphs), `trt/` (TensorRT engines), `cpu/` (the per-CPU
-fp32 kernel choices of `vs_keep.runtime.cpu_choice`). `$VS_KEEP_CACHE`, the old name of the engine cache, is
+`weights/` (downloaded checkpoints), `onnx/` (exported graphs), `trt/` (TensorRT engines). Nothing in it
+decides pixels (the fp32 kernels follow a rule shipped in `vs_keep.runtime.cpu_choice`). `$VS_KEEP_CACHE`, the old name of the engine cache, is
 still read as an alias of `$VS_KEEP_HOME` (with a warning once per process) and will go away.
 """
 
@@ -43,7 +43,7 @@ def home(override: str | os.PathLike[str] | None = None) -> Path:
 
 
 def folder(kind: str, override: str | os.PathLike[str] | None = None) -> Path:
-    """`home(override) / kind` for kind in weights, onnx, trt, cpu (not created here)."""
-    if kind not in ("weights", "onnx", "trt", "cpu"):
+    """`home(override) / kind` for kind in weights, onnx, trt (not created here)."""
+    if kind not in ("weights", "onnx", "trt"):
         raise ValueError(f"unknown cache folder {kind!r}")
     return home(override) / kind

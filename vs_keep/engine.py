@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .errors import InputError
+from .numerics import numerics_identity
 from .random_access import RandomAccessRestorer
 
 __all__ = [
@@ -158,6 +159,8 @@ def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
         net.set_decoder(OpenVinoBackend(precision="bf16").decoder(net))
     elif kind == "keep":
         _install_decoder(net, o.decoder, device, precision)
+    cpu_bf16 = o.cpu_precision == "bf16" and device == "cpu"
+    log.debug("numerics: %s", numerics_identity(device, "fp32+bf16-decoder" if cpu_bf16 else precision, cpu_fast=o.cpu_fast))
     autocast: AutocastFactory = backend.autocast if precision != "fp32" else contextlib.nullcontext
     if device.startswith("cuda") and precision == "fp32":
         # cuDNN convolutions default to TF32 (fp16's 10-bit mantissa), at which the encoders flip codebook indices:

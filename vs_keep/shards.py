@@ -32,6 +32,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .engine import EngineOptions
 from .errors import InputError, VsKeepError
@@ -111,6 +112,8 @@ class ShardJob:
     encoding: Encoding
     like: object | None = None  # the input's video.StreamFormat (None for image folders: RGB frames as before)
     first: int | None = None  # first decoded frame: lo, or lo - 1 for the scene flag of lo (lo_pts is its pts)
+    #: torch intra-op threads of the planning run: float32 results depend on it, so every worker pins torch to it
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ def _engine_for(options: EngineOptions, source: str):
     from .engine import build_engine
 
     st = os.stat(source)
-    key = (options, os.path.abspath(source), st.st_size, st.st_mtime_ns)
+    key = (options, torch.get_num_threads(), os.path.abspath(source), st.st_size, st.st_mtime_ns)
     if _ENGINE is not None and _ENGINE[0] == key:
         return _ENGINE[1], 0.0
     if _ENGINE is not None:
@@ -154,6 +157,8 @@ def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
     from .video import FrameSink, decode, iter_frames
 
     t0 = time.perf_counter()
+    if job.threads is not None and torch.get_num_threads() != job.threads:
+        torch.set_num_threads(job.threads)  # before the engine is built: it keeps the count of its builder
     engine, load_s = _engine_for(job.options, job.input)
     engine.clear_caches()  # a shard reads its own window only, never what an earlier shard in this process cached
     s = job.shard
@@ -294,7 +299,11 @@ def _run_ray(jobs: list[ShardJob], address: str | None, bar) -> list[ShardResult
         device = "cuda" if gpus else "cpu"  # Ray hands each GPU task its own device as cuda:0
         jobs = [dataclasses.replace(j, options=dataclasses.replace(j.options, device=device)) for j in jobs]
         board = ray.remote(num_cpus=0)(_Board).remote(len(jobs))
-        task = ray.remote(_ray_shard).options(num_gpus=1 if gpus else 0, num_cpus=1, max_retries=MAX_RETRIES)
+        # a CPU task computes with the planning run's torch threads (ShardJob.threads), so it asks for that many
+        # CPUs (at most a node's): Ray's OMP_NUM_THREADS=num_cpus then matches what the worker pins
+        node_cpus = max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1)
+        cpus = 1 if gpus else max(1, min(jobs[0].threads or 1, int(node_cpus)))
+        task = ray.remote(_ray_shard).options(num_gpus=1 if gpus else 0, num_cpus=cpus, max_retries=MAX_RETRIES)
         refs = [task.remote(job, board) for job in jobs]
         pending = list(refs)
         try:
@@ -363,7 +372,8 @@ def restore_sharded(
     first = [s.lo - 1 if options.scene_reset and s.lo > 0 else s.lo for s in plan]  # the flag of lo needs lo - 1
     jobs = [
         ShardJob(input=str(Path(input).resolve()), segment=str((work / f"{s.index:05d}{out.suffix}").resolve()),
-                 shard=s, total=len(stamps), lo_pts=stamps[f], options=options, encoding=encoding, like=like, first=f)
+                 shard=s, total=len(stamps), lo_pts=stamps[f], options=options, encoding=encoding, like=like, first=f,
+                 threads=torch.get_num_threads())
         for s, f in zip(plan, first)
     ]
     bar = tqdm(total=len(stamps), unit="frame", file=sys.stderr, disable=not progress, desc=f"restore x{len(plan)}")

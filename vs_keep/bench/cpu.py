@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from .common import bench_fn, load_avg, progress, round_sig, safe, timed
+from .kernel_rule import kernel_rule_report, time_conv_shapes
 from .parity import record
 
 __all__ = [
-    "EXACT_FP32", "bf16_summary", "choose_kernels", "cpu_bf16_runs", "cpu_options", "cpu_runs", "default_vs_exact",
+    "EXACT_FP32", "bf16_summary", "cpu_bf16_runs", "cpu_options", "cpu_runs", "default_vs_exact",
     "pick_shipped",
 ]
 
@@ -47,17 +48,22 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
 
     progress("cpu: reference + allocator tuning")
     add("reference+malloc", timed(StagedKeep(model), frames, repeats), "fp32 eager with runtime.cpu.tune_malloc")
+    restore_reference(model)
+    optimize_cpu(model, CpuOptions(auto=False, winograd=False, gemm=False))
+    progress("cpu: fp32-onednn (the reference rule: oneDNN for every convolution, fused SiLU, allocator tuning)")
+    add("fp32-onednn", timed(StagedKeep(model), frames, repeats), "kernel rule 'reference' + tune_malloc")
     optimize_cpu(model, CpuOptions(auto=False))
-    progress("cpu: fp32-winograd (the fixed rule: Winograd >= 32², GEMM below, fused SiLU, allocator tuning)")
-    add("fp32-winograd", timed(StagedKeep(model), frames, repeats), "runtime.cpu.CpuOptions(auto=False) + tune_malloc")
+    progress("cpu: fp32-winograd (the Winograd rule: Winograd >= 32², GEMM below, fused SiLU, allocator tuning)")
+    add("fp32-winograd", timed(StagedKeep(model), frames, repeats), "kernel rule 'winograd' = CpuOptions(auto=False) + tune_malloc")
     optimize_cpu(model, CpuOptions(auto=False, winograd=False))
-    progress("cpu: fp32-gemm (oneDNN for 3x3 >= 32², GEMM below, fused SiLU, allocator tuning)")
-    add("fp32-gemm", timed(StagedKeep(model), frames, repeats), "CpuOptions(auto=False, winograd=False) + tune_malloc")
+    progress("cpu: fp32-gemm (the GEMM rule: oneDNN for 3x3 >= 32², GEMM below, fused SiLU, allocator tuning)")
+    add("fp32-gemm", timed(StagedKeep(model), frames, repeats), "kernel rule 'gemm' + tune_malloc")
     optimize_cpu(model)
-    progress("cpu: fp32-fast (shipped: per-shape kernel choice of this CPU, fused SiLU, allocator tuning)")
-    choice = choose_kernels(model, frames)
+    progress("cpu: fp32-fast (shipped: the kernel rule of this CPU's ISA class, fused SiLU, allocator tuning)")
     add("fp32-fast", timed(StagedKeep(model), frames, repeats), "the engine's default: runtime.cpu.optimize_cpu() + tune_malloc")
-    runs[-1]["kernel_choice"] = choice
+    progress("cpu: timing every kernel per convolution shape (for the kernel rule report)")
+    shapes = time_conv_shapes(model, frames)
+    runs[-1]["kernel_rule"] = kernel_rule_report(shapes, runs)
     dec_fn = safe("ort-decoder export", lambda: _ort_decoder(model, workdir, threads)) if onnx else {"skipped": "--no-onnx"}
     name = "fp32-fast+ort-decoder"
     if isinstance(dec_fn, dict):
@@ -150,31 +156,7 @@ def bf16_summary(runs: list[dict]) -> dict[str, Any]:
 
 #: fp32 settings that run the same torch graph (only kernels and the allocator differ): the shipped default must
 #: be at least as fast as the fastest of them on every CPU (issue 18)
-EXACT_FP32 = ("reference", "reference+malloc", "fp32-winograd", "fp32-gemm")
-
-
-def choose_kernels(model: Any, frames: Any) -> dict[str, Any]:
-    """Run two frames untimed so the per-shape kernel choice (runtime.cpu_choice) is made or read from the cache
-    before the timed runs; returns where the table lives and how many shapes use which kernel."""
-    import collections
-
-    import torch
-
-    from ..runtime import cpu_choice
-
-    tab = cpu_choice.table()
-    before = tab.measured
-    start = time.perf_counter()
-    with torch.inference_mode():
-        model(frames[:2])
-    counts = collections.Counter(v["kind"] for v in tab.choices.values())
-    entries = [v for v in tab.choices.values() if "ms" in v]
-    return {"table": str(tab.path) if tab.path else None, "shapes_measured_now": tab.measured - before,
-            "warm_s": round_sig(time.perf_counter() - start), "kinds": dict(sorted(counts.items())),
-            # each distinct shape once, candidates timed interleaved: less exposed to machine load than whole runs
-            "conv_ms_per_shape_sum": {"reference_kernel": round_sig(sum(v["ms"]["default"] for v in entries)),
-                                      "chosen": round_sig(sum(v["ms"][v["kind"]] for v in entries))},
-            "identity": tab.identity}
+EXACT_FP32 = ("reference", "reference+malloc", "fp32-onednn", "fp32-winograd", "fp32-gemm")
 
 
 def default_vs_exact(runs: list[dict]) -> dict[str, Any]:

@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def environment(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     import torch
 
+    from ..numerics import numerics_identity
     from ..runtime.cpu import nnpack_available
     from ..runtime.cpu_choice import cpu_kind
     from ..runtime.precision import native_lowp_supported
@@ -70,6 +71,7 @@ def environment(args: argparse.Namespace, threads: int) -> dict[str, Any]:
         "native_fp16_cpu": native_lowp_supported("cpu", "fp16"),
         "nnpack": nnpack_available(),
         "threads": threads,
+        "numerics": numerics_identity("cpu", "fp32", threads),  # what decides the shipped CPU path's fp32 bits
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_avg_start": load_avg(),
         "quick": bool(args.quick),

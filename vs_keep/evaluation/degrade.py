@@ -5,10 +5,14 @@ libx264 at a CRF drawn per clip. The codec runs inside the stream: each compress
 upscaled as soon as it leaves the encoder, so memory does not grow with clip length.
 
 Determinism: every random draw comes from numpy generators seeded by `seed`; x264 runs with one thread and the
-bit-exact flag, so one seed gives byte-identical output on one machine/FFmpeg build.
+bit-exact flag, so one seed gives byte-identical output on one machine/FFmpeg build, under any load.
 
-Departure from BasicSR (documented): the blur kernel is sized to +-4 sigma instead of a fixed 21 taps, so the
-blur really has the drawn sigma (a 21-tap kernel cut at sigma 10 would act like sigma ~5.5).
+Departures (documented): the blur kernel is sized to +-4 sigma instead of BasicSR's fixed 21 taps, so the blur
+really has the drawn sigma (a 21-tap kernel cut at sigma 10 would act like sigma ~5.5). x264 runs without its
+macroblock tree (`mbtree=0`, which only moves bits between frames at the same CRF): with it, libx264 read
+uninitialised heap memory on these frame sizes and the bitstream of one seed changed with whatever the process had
+freed before (issue 24; shown by filling fresh allocations with different bytes through glibc's M_PERTURB: other
+bytes with the tree, the same without it, on every clip tried).
 """
 
 from __future__ import annotations
@@ -120,7 +124,9 @@ class _CodecLoop:
         enc.framerate = fps
         enc.thread_count = 1
         enc.flags |= av.codec.context.Flags.bitexact.value
-        enc.options = {"crf": str(params.crf), "preset": params.preset, "threads": "1"}
+        # mbtree=0: libx264's macroblock tree reads uninitialised memory here (small frames), so with it one seed
+        # gave other bytes from run to run (issue 24); see the module docstring
+        enc.options = {"crf": str(params.crf), "preset": params.preset, "threads": "1", "x264-params": "mbtree=0"}
         self.enc = enc
         self.dec = av.CodecContext.create("h264", "r")
         self.dec.thread_count = 1

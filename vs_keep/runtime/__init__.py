@@ -1,4 +1,4 @@
-"""What the engine runs to make KEEP fast: CPU rewrites (`cpu`) with the per-CPU kernel choice (`cpu_choice`) and
+"""What the engine runs to make KEEP fast: CPU rewrites (`cpu`) with the kernel rule per ISA class (`cpu_choice`) and
 the reference-ops switch (`reference`), precision policy (`precision`), the exportable decoder (`decoder`), ONNX /
 onnxruntime (`onnx_export`), OpenVINO bf16 for CPUs with AVX512-BF16/AMX (`openvino`), TensorRT (`trt`),
 backends (`backends`). Nothing is imported here: each module pulls in its optional dependencies lazily.

@@ -3,9 +3,9 @@
 Why: on CPU the network is ~75 % 3x3 convolutions at 64²-512² (≈1 TFLOP per 512² frame) and ~20 % memory-bound
 element-wise work (GroupNorm, swish as sigmoid·x, residual adds). The rewrites keep fp32 and the same graph:
 
-- Which kernel each convolution shape uses is measured once per CPU kind and cached (`runtime.cpu_choice`):
-  oneDNN (the reference op), or one of the two below. A fixed rule was right on AVX2-class cores and wrong on
-  AVX-512 Xeons, where oneDNN's direct convolutions beat the rewrites (`CpuOptions(auto=False)` is that rule).
+- Which kernel each convolution shape uses is a fixed rule per ISA class (`runtime.cpu_choice`): oneDNN (the
+  reference op), or one of the two below. The Winograd rule is right on AVX2-class cores and wrong on AVX-512
+  Xeons, where oneDNN's direct convolutions beat the rewrites (`CpuOptions(auto=False)` is that rule everywhere).
 - 3x3 stride-1 convolutions may use NNPACK's Winograd F(6x6,3x3) transform (about 5x fewer multiplies). It
   rounds differently: relative error ~4e-6 per layer instead of ~6e-7 (measured against float64); the benchmark
   reports what that does to codebook indices and outputs.
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.vqgan import ResBlock
-from .cpu_choice import pick
+from .cpu_choice import KernelRule, active_rule, conv_kernel
 from .reference import reference_only, reference_ops
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,6 @@ __all__ = [
 ]
 
 _NNPACK_STATE: dict[str, bool] = {}
-#: largest unfold buffer (per image) for which one GEMM is a candidate on its own
-_IM2COL_MAX_BYTES = 64 << 20
 
 
 def nnpack_available() -> bool:
@@ -72,9 +70,9 @@ def _plain_fp32_cpu(x: Tensor, weight: Tensor) -> bool:
 class FastConv2d(nn.Conv2d):
     """nn.Conv2d whose fp32 CPU forward may use Winograd (NNPACK) or one GEMM; same parameters and keys.
 
-    `auto` (the default): the kernel per input shape is the one measured fastest on this CPU (`runtime.cpu_choice`,
-    oneDNN = the reference op among the candidates). Otherwise the fixed rule: Winograd on inputs of at least
-    `winograd_min_side`², one GEMM below and for 1x1.
+    `auto` (the default): the kernel rule of this CPU's ISA class (`runtime.cpu_choice`, a fixed table: no timing
+    decides pixels). Otherwise the fixed rule of its flags: Winograd on inputs of at least `winograd_min_side`²,
+    one GEMM below and for 1x1.
     """
 
     winograd_min_side: int = 32
@@ -83,42 +81,30 @@ class FastConv2d(nn.Conv2d):
     auto: bool = False
 
     def _plain(self) -> bool:
-        return self.groups == 1 and self.dilation == (1, 1) and self.stride == (1, 1) and self.padding_mode == "zeros"
+        return (self.groups == 1 and self.dilation == (1, 1) and self.stride == (1, 1) and self.padding_mode == "zeros"
+                and self.kernel_size[0] == self.kernel_size[1] and self.padding[0] == self.padding[1])
+
+    def rule(self) -> KernelRule:
+        """The rule this module follows (read per call: VS_KEEP_CPU_KERNELS may change between calls)."""
+        if self.auto:
+            return active_rule()
+        return KernelRule("fixed", self.winograd_min_side if self.use_winograd else None, self.use_gemm)
 
     def _kind(self, x: Tensor) -> str:
-        """The fixed rule."""
-        if not self._plain():
+        kind = conv_kernel(self.rule(), self.kernel_size[0], self.padding[0], min(x.shape[-2:]), self._plain(),
+                           nnpack_available())
+        if kind == "winograd" and tuple(x.shape[1:]) in self.__dict__.get("_nnpack_refused", ()):
             return "default"
-        if self.kernel_size == (1, 1) and self.padding == (0, 0):
-            return "gemm1x1" if self.use_gemm else "default"
-        if self.kernel_size == (3, 3) and self.padding == (1, 1):
-            if min(x.shape[-2:]) >= self.winograd_min_side:  # im2col would need 9x the input's memory here
-                return "winograd" if self.use_winograd and nnpack_available() else "default"
-            return "im2col" if self.use_gemm else "default"
-        return "default"
-
-    def _candidates(self, x: Tensor) -> tuple[str, ...]:
-        """Kernels worth measuring for this input: the reference op first."""
-        kinds = ["default"]
-        if not self._plain():
-            return tuple(kinds)
-        if self.kernel_size == (1, 1) and self.padding == (0, 0) and self.use_gemm:
-            kinds.append("gemm1x1")
-        elif self.kernel_size == (3, 3) and self.padding == (1, 1):
-            if self.use_winograd and min(x.shape[-2:]) >= 8 and nnpack_available():
-                kinds.append("winograd")
-            if self.use_gemm and x[0].numel() * 9 * 4 <= _IM2COL_MAX_BYTES:  # unfold holds 9 copies of the input
-                kinds.append("im2col")
-        return tuple(kinds)
+        return kind
 
     def _run(self, kind: str, x: Tensor) -> Tensor:
         if kind == "winograd":
             bias = self.bias if self.bias is not None else x.new_zeros(self.out_channels)
             try:
                 return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, bias, [1, 1])
-            except RuntimeError as exc:  # NNPACK refuses some shapes; remember it for this module only
+            except RuntimeError as exc:  # NNPACK refuses some shapes: oneDNN for this shape from now on
                 log.debug("NNPACK failed for %s on %s (%s); using oneDNN", self, tuple(x.shape), exc)
-                self.use_winograd = False
+                self.__dict__.setdefault("_nnpack_refused", set()).add(tuple(x.shape[1:]))
                 return super().forward(x)
         n, c, h, w = x.shape
         if kind == "gemm1x1":
@@ -134,11 +120,7 @@ class FastConv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or not _plain_fp32_cpu(x, self.weight):
             return super().forward(x)
-        if not self.auto:
-            return self._run(self._kind(x), x)
-        shape = f"conv{self.kernel_size[0]}x{self.kernel_size[1]}:{self.in_channels}>{self.out_channels}:{x.shape[-2]}x{x.shape[-1]}"
-        kind, out = pick(shape, self._candidates(x), lambda k: self._run(k, x), self._kind(x))
-        return out if out is not None else self._run(kind, x)
+        return self._run(self._kind(x), x)
 
 
 class FastResBlock(ResBlock):
@@ -156,8 +138,8 @@ class FastResBlock(ResBlock):
 class CpuOptions:
     """Which CPU rewrites `optimize_cpu` applies."""
 
-    #: per-shape kernel choice measured once on this CPU and cached (`runtime.cpu_choice`); False: the fixed rule
-    #: below (Winograd on inputs >= winograd_min_side², GEMM for the rest), fastest on AVX2-class cores only
+    #: the kernel rule of this CPU's ISA class (`runtime.cpu_choice`); False: the rule of the flags below
+    #: (Winograd on inputs >= winograd_min_side², GEMM for the rest), fastest on AVX2-class cores only
     auto: bool = True
     #: NNPACK Winograd for 3x3 stride-1 convs (needs AVX2; silently skipped without)
     winograd: bool = True
@@ -191,7 +173,7 @@ def restore_reference(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if type(module) is FastConv2d:
             module.__class__ = nn.Conv2d
-            for attr in ("use_winograd", "use_gemm", "winograd_min_side", "auto"):
+            for attr in ("use_winograd", "use_gemm", "winograd_min_side", "auto", "_nnpack_refused"):
                 module.__dict__.pop(attr, None)
         elif type(module) is FastResBlock:
             module.__class__ = ResBlock

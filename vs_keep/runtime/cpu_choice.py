@@ -1,58 +1,88 @@
-"""Per-CPU choice of the fp32 convolution kernel: measured once per CPU kind, torch version, thread count and
-convolution shape, then read from a small JSON file under the cache root.
+"""Which fp32 convolution kernel each shape uses on CPU: a fixed rule per ISA class, shipped in the package.
 
-Why: which fp32 kernel is fastest depends on the CPU. On an AVX2-class core NNPACK's Winograd transform beats
-oneDNN's direct convolution ~2x at 64²-512², but on a Xeon with AVX-512 oneDNN's kernels are wide enough that the
-same rewrites lost to plain eager (issue 18: 4.52 vs 4.18 s a frame). A fixed rule cannot be right on both, so
-`FastConv2d` (runtime.cpu) asks `pick` for every shape: the first time a shape is seen the candidate kernels
-(oneDNN = the reference op, Winograd, one GEMM) each run on the real input (one warm-up and two timed calls), the
-fastest wins, ties within `TIE_MARGIN` go to the reference kernel, and the result of the chosen kernel is used for
-that call. The table is saved atomically to `<cache root>/cpu/kernels-<identity hash>.json` and, once a shape is in
-it, never measured or changed again: for a given cache file the choice is deterministic. All candidates are fp32
-kernels that keep the engine's parity rule (tests/test_keep.py); the bench prints what they do to the output.
+Why a rule and not a measurement: the kernels round differently (oneDNN direct ~6e-7 relative per layer, NNPACK
+Winograd ~4e-6, one GEMM in between) and KEEP's recurrence turns that into other codebook indices. The choice
+used to be timed on the first frames that met a shape (issue 24): two machines of one kind, or one machine on a
+quiet and a busy night, measured different winners (gaps of 0.2 %) and rendered different frames. Now the kernel
+is a pure function of the ISA class, the rule version and the convolution's shape; nothing is timed at run time.
+`vs-keep bench` measures every kernel per shape and warns when this machine would prefer another rule.
 
-Set `VS_KEEP_CPU_KERNELS=reference|winograd` to bypass the table (reference: oneDNN everywhere; winograd: the fixed
-rule of `CpuOptions(auto=False)`), e.g. to reproduce a run from another machine.
+Why per class: NNPACK's Winograd beats oneDNN ~2x on AVX2-class cores (AMD EPYC, AVX2 only: the Winograd rule
+2.10x plain eager), but on an AVX-512 Xeon oneDNN's kernels are wide enough that the rewrites lost to plain eager
+(issue 18: 4.52 vs 4.18 s a frame). The numbers behind each class's rule are in `EVIDENCE`.
+
+`VS_KEEP_CPU_KERNELS=reference|winograd|gemm` replaces the class's rule (e.g. to reproduce another machine's
+output: `reference` = oneDNN everywhere, the same on every CPU kind).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import logging
 import os
 import platform
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from ..errors import InputError
 
-__all__ = ["ENV_KERNELS", "TIE_MARGIN", "KernelTable", "cpu_identity", "cpu_kind", "pick", "table"]
-
-log = logging.getLogger(__name__)
+__all__ = [
+    "ENV_KERNELS", "EVIDENCE", "ISA_CLASSES", "RULES", "RULE_VERSION", "KernelRule", "active_rule", "conv_kernel",
+    "cpu_kind", "isa_class",
+]
 
 ENV_KERNELS = "VS_KEEP_CPU_KERNELS"
-#: a rewrite must be this much faster than the reference kernel to be chosen (timing noise should not flip it)
-TIE_MARGIN = 0.05
+#: bump when a rule in `RULES` changes (it changes fp32 output on that class; part of the numerics identity)
+RULE_VERSION = 2
 #: /proc/cpuinfo flags that decide which kernels are fast (vector width, 16-bit dot products, matrix units)
 KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
                 "amx_int8", "asimd", "sve")
+ISA_CLASSES = ("amx", "avx512-bf16", "avx512", "avx2", "arm", "other")
 
-_LOCK = threading.Lock()
-_TABLES: dict[str, KernelTable] = {}
+
+@dataclass(frozen=True)
+class KernelRule:
+    """Kernel per convolution category. 3x3 stride-1 convolutions on inputs of at least `winograd_min_side`² run
+    NNPACK's Winograd (None: never); smaller 3x3 (< 32²) and 1x1 run as one GEMM when `gemm`; all else oneDNN."""
+
+    name: str
+    winograd_min_side: int | None
+    gemm: bool
+
+
+#: the named rules (also the values of VS_KEEP_CPU_KERNELS)
+NAMED = {
+    "reference": KernelRule("reference", None, False),  # oneDNN (the reference op) everywhere
+    "winograd": KernelRule("winograd", 32, True),  # the fixed rule of CpuOptions(auto=False)
+    "gemm": KernelRule("gemm", None, True),  # oneDNN for 3x3 >= 32², one GEMM below and for 1x1
+}
+#: ISA class -> rule. Classes nobody measured get the reference rule: never slower than plain eager.
+RULES: dict[str, KernelRule] = {
+    "avx2": NAMED["winograd"],
+    "avx512": NAMED["reference"],
+    "avx512-bf16": NAMED["winograd"],
+    "amx": NAMED["reference"],
+    "arm": NAMED["reference"],
+    "other": NAMED["reference"],
+}
+#: the measurements behind `RULES` (full-size KEEP, 2 torch threads, per 512² frame, same run per line)
+EVIDENCE: dict[str, str] = {
+    "avx2": "AMD EPYC, AVX2 only (issue 24): plain eager 10.06 s, Winograd rule 4.79 s (2.10x), quiet machine",
+    "avx512": "Intel Xeon, AVX-512 (issue 18): plain eager 6.23 s, oneDNN + allocator 4.18 s, Winograd rule 4.52 s",
+    "avx512-bf16": "AMD EPYC avx512f+avx512_bf16 (issue 24, this class): see README Speed",
+    "amx": "Intel Xeon with AMX (issue 18): same kernels as the AVX-512 row: oneDNN fastest",
+    "arm": "not measured: the reference rule (never slower than plain eager)",
+    "other": "no AVX2/NEON: NNPACK is unavailable, oneDNN everywhere",
+}
+
 _KIND: dict[str, Any] = {}
+_FIXED_3X3_GEMM_MAX_SIDE = 32  # below this a 3x3's unfold buffer (9x the input) is small
 
 
 def cpu_kind() -> dict[str, Any]:
-    """The CPU as far as kernel speed goes: model name, the flags of `KERNEL_FLAGS` it has, torch's vector ISA."""
+    """The CPU as far as kernel speed goes: model name, the flags of `KERNEL_FLAGS` it has, torch's vector ISA,
+    the machine architecture."""
     if not _KIND:
         name, flags = platform.processor() or platform.machine(), set()
         try:
@@ -66,135 +96,46 @@ def cpu_kind() -> dict[str, Any]:
         except OSError:
             pass
         _KIND.update(model=name, flags=[f for f in KERNEL_FLAGS if f in flags],
-                     capability=torch.backends.cpu.get_cpu_capability())
+                     capability=torch.backends.cpu.get_cpu_capability(), machine=platform.machine().lower())
     return dict(_KIND)
 
 
-def cpu_identity() -> dict[str, Any]:
-    """Everything a kernel choice depends on: the CPU kind, torch version and intra-op thread count."""
-    return {**cpu_kind(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+def isa_class(kind: dict[str, Any] | None = None) -> str:
+    """The ISA class of a CPU description (`cpu_kind()`, default this CPU): what the kernel rule is keyed on."""
+    kind = cpu_kind() if kind is None else kind
+    flags = set(kind.get("flags", ()))
+    if flags & {"amx_tile", "amx_bf16"}:
+        return "amx"
+    if "avx512f" in flags:
+        return "avx512-bf16" if "avx512_bf16" in flags else "avx512"
+    if "avx2" in flags and "fma" in flags:
+        return "avx2"
+    if "asimd" in flags or kind.get("machine", "") in ("aarch64", "arm64"):
+        return "arm"
+    return "other"
 
 
-class KernelTable:
-    """shape key -> chosen kernel (plus the measured milliseconds), backed by one JSON file (or none)."""
-
-    def __init__(self, identity: dict[str, Any], path: Path | None) -> None:
-        self.identity = identity
-        self.path = path
-        self.choices: dict[str, dict[str, Any]] = {}
-        self.measured = 0  # shapes measured by this process (0 once the cache holds every shape)
-        self.reload()
-
-    def reload(self) -> None:
-        """Add the file's entries (they win: another process may have measured a shape since this one loaded)."""
-        if self.path is None or not self.path.exists():
-            return
-        try:
-            data = json.loads(self.path.read_text())
-            if data.get("identity") == self.identity:
-                self.choices.update(data.get("choices", {}))
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable CPU kernel table %s (%s); measuring again", self.path, exc)
-
-    def save(self) -> None:
-        """Merge into the file (entries already there win: a cached choice never changes) and replace it atomically."""
-        if self.path is None:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            merged = dict(self.choices)
-            if self.path.exists():
-                try:
-                    data = json.loads(self.path.read_text())
-                    if data.get("identity") == self.identity:
-                        merged.update(data.get("choices", {}))
-                except (OSError, ValueError):
-                    pass
-            self.choices = merged
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".json.tmp")
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, 0o644)  # like any other cache file (mkstemp makes it 0600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"identity": self.identity, "choices": merged}, fh, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
-        except OSError as exc:  # read-only cache: the choice still holds for this process
-            log.debug("could not save the CPU kernel table to %s (%s)", self.path, exc)
-
-
-def table() -> KernelTable:
-    """The kernel table for this CPU, torch version, the current thread count and cache root (loaded once per
-    process and root: a process that changes VS_KEEP_HOME reads and writes the table of the new root)."""
-    identity = cpu_identity()
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    try:
-        from ..cache import folder
-
-        path: Path | None = folder("cpu") / f"kernels-{key}.json"
-    except Exception:  # noqa: BLE001 - no usable cache location: measure per process
-        path = None
-    slot = f"{key}:{path}"
-    if slot not in _TABLES:
-        _TABLES[slot] = KernelTable(identity, path)
-    return _TABLES[slot]
-
-
-@contextlib.contextmanager
-def _machine_lock(tab: KernelTable) -> Iterator[None]:
-    """Serialise measuring across the processes that share the table file (shards, vspipe jobs, Ray workers on
-    one machine): the first measures a shape, the others read its choice, so they all run the same kernels."""
-    from ..atomic import file_lock
-
-    with contextlib.ExitStack() as stack:
-        if tab.path is not None:
-            try:
-                stack.enter_context(file_lock(tab.path.with_suffix(".lock")))
-            except OSError:  # read-only cache: choices agree within this process only
-                pass
-        yield
-
-
-def _forced(candidates: Sequence[str], fixed: str) -> str | None:
+def active_rule(kind: dict[str, Any] | None = None) -> KernelRule:
+    """The rule in force: `VS_KEEP_CPU_KERNELS` when set, else the rule of this CPU's ISA class."""
     mode = os.environ.get(ENV_KERNELS, "").strip().lower()
     if mode in ("", "auto"):
-        return None
-    if mode == "reference":
+        return RULES[isa_class(kind)]
+    if mode in NAMED:
+        return NAMED[mode]
+    raise InputError(f"{ENV_KERNELS} must be auto, {', '.join(NAMED)}, got {mode!r}")
+
+
+def conv_kernel(rule: KernelRule, kernel_size: int, padding: int, side: int, plain: bool, nnpack: bool) -> str:
+    """The kernel ("default" = oneDNN, "winograd", "im2col", "gemm1x1") for a stride-1 ungrouped convolution
+    (`plain`) with a square `kernel_size` and `padding` on inputs whose smaller side is `side`. A pure function:
+    the same arguments give the same kernel on every run. `nnpack`: whether NNPACK runs here."""
+    if not plain:
         return "default"
-    if mode == "winograd":
-        return fixed
-    raise InputError(f"{ENV_KERNELS} must be auto, reference or winograd, got {mode!r}")
-
-
-def pick(shape: str, candidates: Sequence[str], run: Callable[[str], Tensor], fixed: str) -> tuple[str, Tensor | None]:
-    """The kernel for `shape` among `candidates` ("default" = the reference op first). Returns the kind and, when
-    it was measured just now, the output of the chosen kernel for this call (else None: the caller runs it).
-    `fixed` is what the fixed rule would use (for `VS_KEEP_CPU_KERNELS=winograd`)."""
-    forced = _forced(candidates, fixed)
-    if forced is not None:
-        return forced, None
-    if len(candidates) == 1:
-        return candidates[0], None
-    tab = table()
-    entry = tab.choices.get(shape)
-    if entry is not None and entry.get("kind") in candidates:
-        return entry["kind"], None
-    with _LOCK, _machine_lock(tab):
-        tab.reload()
-        entry = tab.choices.get(shape)
-        if entry is not None and entry.get("kind") in candidates:
-            return entry["kind"], None
-        outs: dict[str, Tensor] = {}
-        best = {k: float("inf") for k in candidates}
-        for kind in candidates:  # warm-up: primitive creation, weight reorders, NNPACK init
-            outs[kind] = run(kind)
-        for _ in range(2):
-            for kind in candidates:
-                start = time.perf_counter()
-                run(kind)
-                best[kind] = min(best[kind], time.perf_counter() - start)
-        fastest = min(best, key=best.__getitem__)
-        chosen = "default" if best["default"] <= best[fastest] * (1 + TIE_MARGIN) else fastest
-        tab.choices[shape] = {"kind": chosen, "ms": {k: round(v * 1000, 3) for k, v in best.items()}}
-        tab.measured += 1
-        tab.save()
-        log.debug("CPU kernel for %s: %s (%s)", shape, chosen, tab.choices[shape]["ms"])
-        return chosen, outs[chosen]
+    if kernel_size == 1 and padding == 0:
+        return "gemm1x1" if rule.gemm else "default"
+    if kernel_size == 3 and padding == 1:
+        if rule.winograd_min_side is not None and side >= rule.winograd_min_side and nnpack:
+            return "winograd"
+        if side < _FIXED_3X3_GEMM_MAX_SIDE and rule.gemm:
+            return "im2col"
+    return "default"
