@@ -16,6 +16,7 @@ from torch import nn
 
 from .errors import InputError
 from .random_access import RandomAccessRestorer
+from .weights import RESTORERS
 
 __all__ = [
     "DECODERS", "TUNE_MALLOC_ENV", "AutocastFactory", "EngineOptions", "build_engine", "cudnn_tf32_off",
@@ -79,8 +80,8 @@ def pick_device(device: str | None) -> str:
 
 
 def validate(o: EngineOptions) -> None:
-    if o.model not in ("keep", "codeformer"):
-        raise InputError(f"model must be 'keep' or 'codeformer', got {o.model!r}")
+    if o.model not in RESTORERS:
+        raise InputError(f"model must be one of {', '.join(RESTORERS)}, got {o.model!r}")
     if o.faces not in ("all", "largest", "center"):
         raise InputError(f"faces must be 'all', 'largest' or 'center', got {o.faces!r}")
     for name, value, low in (("chunk", o.chunk, 1), ("upscale", o.upscale, 1), ("max_gap", o.max_gap, 0)):
@@ -92,11 +93,11 @@ def validate(o: EngineOptions) -> None:
         raise InputError(f"min_face must be >= 0, got {o.min_face}")
     if o.decoder not in DECODERS:
         raise InputError(f"decoder must be one of {', '.join(DECODERS)}, got {o.decoder!r}")
-    if o.decoder in ("onnxruntime", "tensorrt") and o.model != "keep":
+    if o.decoder in ("onnxruntime", "tensorrt") and RESTORERS[o.model] != "keep":
         raise InputError(f"decoder={o.decoder!r} runs KEEP's codebook decoder; use decoder='auto' with model={o.model!r}")
     if o.cpu_precision not in ("fp32", "bf16"):
         raise InputError(f"cpu_precision must be 'fp32' or 'bf16', got {o.cpu_precision!r}")
-    if o.cpu_precision == "bf16" and (o.model != "keep" or o.decoder != "auto"):
+    if o.cpu_precision == "bf16" and (RESTORERS[o.model] != "keep" or o.decoder != "auto"):
         raise InputError(f"cpu_precision='bf16' runs KEEP's codebook decoder in OpenVINO; it needs model='keep' and "
                          f"decoder='auto' (got model={o.model!r}, decoder={o.decoder!r})")
     if o.tiny_faces not in (None, "dic"):
@@ -139,8 +140,8 @@ def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
     path = resolve(o.weights or o.model, download=o.download)
     net = load(path, device=device, dtype=torch.float32)
     kind = getattr(net, "model_id", None)
-    if kind != o.model:
-        raise InputError(f"weights {path} hold a '{kind}' model, not '{o.model}' (set model='{kind}')")
+    if kind != RESTORERS[o.model]:
+        raise InputError(f"weights {path} hold a '{kind}' model, not '{RESTORERS[o.model]}' (set model='{kind}')")
     backend = TorchBackend(device=device, precision=precision, cpu_fast=o.cpu_fast)
     net = backend.prepare(net)
     if device == "cpu" and (o.tune_malloc or os.environ.get(TUNE_MALLOC_ENV, "") == "1"):

@@ -126,6 +126,9 @@ class KEEP(CodeTransformerCore):
             }
         )
         self.cross_fuse_list = tuple(config.cross_fuse)
+        # The official loop visits every generator block and applies SFT (connect list) then CFA (cross list) at
+        # each: a CFA size without SFT (16 in the 32/64/128/256 layout) is a fusion point too.
+        self.fusion_sizes = tuple(sorted(set(self.connect_list) | set(self.cross_fuse_list)))
         self.codebook_decoder: DecoderFn | None = None
 
     def set_decoder(self, decoder: "DecoderFn | None") -> None:
@@ -247,7 +250,8 @@ class KEEP(CodeTransformerCore):
         new_memory: dict[int, Tensor] = {}
 
         def fuse(res: int, y: Tensor) -> Tensor:
-            y = self.fuse_convs_dict[str(res)](feats[res], y, 1)
+            if res in self.connect_list:
+                y = self.fuse_convs_dict[str(res)](feats[res], y, 1)
             if res in self.cross_fuse_list:
                 if has_memory is not None:
                     assert memory is not None
