@@ -136,27 +136,6 @@ WEIGHTS: tuple[WeightSpec, ...] = (
         license_url=_KEEP_LICENSE,
         description="KEEP video face restoration, release v0.1.0 (includes its GMFlow weights)",
     ),
-    # v1.0.0 files: their layout is read from the tensors at load; none has been loaded here yet (README)
-    WeightSpec(
-        name="keep-v1",
-        filename="KEEP-b76feb75.pth",
-        urls=(_KEEP_V1 + "KEEP-b76feb75.pth",),
-        sha256_prefix="b76feb75",
-        license="S-Lab-1.0",
-        source=_KEEP_SOURCE,
-        license_url=_KEEP_LICENSE,
-        description="KEEP video face restoration, release v1.0.0 (trained on VFHQ)",
-    ),
-    WeightSpec(
-        name="keep-asian",
-        filename="KEEP_Asian-4765ebe0.pth",
-        urls=(_KEEP_V1 + "KEEP_Asian-4765ebe0.pth",),
-        sha256_prefix="4765ebe0",
-        license="S-Lab-1.0",
-        source=_KEEP_SOURCE,
-        license_url=_KEEP_LICENSE,
-        description="KEEP release v1.0.0 fine-tuned on VFHQ plus Asian faces",
-    ),
     WeightSpec(
         name="codeformer",
         filename="codeformer.pth",
@@ -260,6 +239,28 @@ WEIGHTS: tuple[WeightSpec, ...] = (
         source="Ma et al., DIC (github.com/Maclory/Deep-Iterative-Collaboration)",
         description="DICGAN x8, Helen (original release, manual download)",
         manual_download=_dic_manual("DICGAN", "Helen"),
+    ),
+    # KEEP v1.0.0 (listed after the older entries): the layout is read from the tensors at load; no real v1.0.0
+    # file has been loaded by this project yet (README)
+    WeightSpec(
+        name="keep-v1",
+        filename="KEEP-b76feb75.pth",
+        urls=(_KEEP_V1 + "KEEP-b76feb75.pth",),
+        sha256_prefix="b76feb75",
+        license="S-Lab-1.0",
+        source=_KEEP_SOURCE,
+        license_url=_KEEP_LICENSE,
+        description="KEEP video face restoration, release v1.0.0 (trained on VFHQ)",
+    ),
+    WeightSpec(
+        name="keep-asian",
+        filename="KEEP_Asian-4765ebe0.pth",
+        urls=(_KEEP_V1 + "KEEP_Asian-4765ebe0.pth",),
+        sha256_prefix="4765ebe0",
+        license="S-Lab-1.0",
+        source=_KEEP_SOURCE,
+        license_url=_KEEP_LICENSE,
+        description="KEEP release v1.0.0 fine-tuned on VFHQ plus Asian faces",
     ),
 )
 
