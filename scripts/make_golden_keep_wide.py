@@ -17,7 +17,9 @@ Then (with that Python; vs_keep on PYTHONPATH for --check):
   python scripts/make_golden_keep_wide.py --official OFFICIAL --dtype f64 --golden tests/data/golden_keep_wide_fp64.pt
   python scripts/make_golden_keep_wide.py --official OFFICIAL_UNPATCHED --dtype f32 --check   # fp32 bit-identity
 `--check` loads the same weights through `vs_keep.models.load` and prints one JSON line: per-frame equality and
-relative error of our output against the official one on this machine.
+relative error of our output against the official one on this machine. Measured (AMD EPYC, 2 threads, torch
+2.14.1): layouts wide and wide-nocfa bit-identical on all 3 frames. Before the fix in `KEEP.fusion_sizes` (cross-
+frame attention at 16, a size without SFT, was skipped) frames 1-2 of `wide` were 1.26 / 1.39 relative off.
 """
 
 from __future__ import annotations
