@@ -422,3 +422,25 @@ def test_keep_v1_names_offline(home: Path, tmp_path: Path, monkeypatch: pytest.M
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     assert parser.parse_args(["in", "out", "--model", "keep-asian"]).model == "keep-asian"
+
+
+@pytest.mark.vapoursynth
+def test_keep_v1_names_in_the_filter(home: Path, tmp_path: Path) -> None:
+    """`keep(model="keep-asian")` with a local file restores faces; by name offline, one vs.Error saying where the
+    file goes; an unknown name, one vs.Error listing the names."""
+    vs = pytest.importorskip("vapoursynth")
+    from data.face_scenes import two_face_scene
+    from media import write_video
+
+    from vs_keep import keep
+    from vs_keep.models.synthetic import small_keep_config, write_synthetic_checkpoint
+    from vs_keep.plugin import source
+
+    local = write_synthetic_checkpoint(tmp_path / "asian.pth", "keep", config=small_keep_config((32, 64, 128)), release="v1.0.0")
+    src = source(write_video(tmp_path / "scene.mp4", two_face_scene(n=2).frames, fps=25, audio=False))
+    with keep(src, weights=str(local), model="keep-asian", chunk=2).get_frame(1) as f:
+        assert f.props["KeepFaces"] >= 1
+    with pytest.raises(vs.Error, match=r"keep: .*KEEP-b76feb75\.pth"):
+        keep(src, model="keep-v1", download=False)
+    with pytest.raises(vs.Error, match="keep: model must be one of keep, keep-v1, keep-asian, codeformer"):
+        keep(src, model="keep2")
