@@ -63,7 +63,8 @@ def keep(
         1 = restored face only (for MaskedMerge, grading or inspection).
     weights: checkpoint file; default: the official file for `model` from the weights cache (downloaded on first
         use unless download=False).
-    model: "keep" (temporal, chunks) or "codeformer" (per frame, `fidelity` = w).
+    model: "keep" (temporal, chunks; KEEP v0.1.0 weights), "keep-v1" / "keep-asian" (KEEP v1.0.0's two files,
+        same network) or "codeformer" (per frame, `fidelity` = w).
     device: "cpu", "cuda" or "cuda:N"; default cuda when available. fp16: CUDA only, 16-bit where the accuracy guard
         allows (generator and Kalman gains; the rest stays fp32); default off.
     decoder: KEEP's codebook decoder: "auto" (PyTorch, the measured default), or opt-in and unmeasured:

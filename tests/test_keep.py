@@ -202,3 +202,37 @@ def test_cross_frame_attention_output_has_the_official_layout() -> None:
     for b in (1, 2):
         y = cfa(torch.randn(b, 64, 8, 12), torch.randn(b, 64, 8, 12))
         assert y.shape == (b, 64, 8, 12) and y.stride() == (8 * 12 * 64, 1, 12 * 64, 64)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_wide_layout_float64_matches_official_float64(tmp_path) -> None:
+    """The 32/64/128/256 fusion layout (cross-frame attention at 16/32, the layout a port uses for KEEP_Asian) is the
+    official maths: `tests/data/golden_keep_wide_fp64.pt` holds the official float64 run on the recipe's weights and
+    the golden input (strided output and flows, sums, top-2 logits, codes, gains; scripts/make_golden_keep_wide.py).
+    In fp32 the same layout is bit-identical to the official code on the machine that ran the script (--check)."""
+    from pathlib import Path
+
+    from vs_keep.models.core import CoreConfig
+    from vs_keep.models.keep import KeepConfig
+
+    golden = torch.load(Path(__file__).parent / "data" / "golden_keep_wide_fp64.pt", weights_only=True)
+    frames = torch.load(fixture_path("golden_keep_synth.pt"), weights_only=True)["input"][0].double()
+    config = KeepConfig(core=CoreConfig(connect_list=(32, 64, 128, 256)), cross_fuse=(16, 32))
+    path = write_synthetic_checkpoint(tmp_path / "KEEP-wide.pth", "keep", "full", config=config)
+    model = load(path, device="cpu", dtype=torch.float64)
+    assert model.connect_list == (32, 64, 128, 256) and model.cross_fuse_list == (16, 32)
+    with torch.inference_mode():
+        result = _steps(model, model.prepare_chunk(frames))
+    chunk, traces, out = result["chunk"], result["traces"], result["out"]
+    s = 8  # the golden's stride
+    assert rel_l2(chunk.flows[..., ::s, ::s], golden["flows_strided"]) <= 1e-9
+    assert rel_l2(chunk.gains, golden["gains"]) <= 1e-9
+    for t, tr in enumerate(traces):
+        logits = tr["logits"][0]
+        assert torch.equal(logits.argmax(1), golden["top_idx"][t]), t
+        assert rel_l2(logits.topk(2, dim=1).values, golden["logits_top2"][t]) <= 1e-9, t
+        assert rel_l2(out[t, :, ::s, ::s], golden["output_strided"][t]) <= 1e-9, t
+        flat = out[t].flatten()
+        assert abs(float(flat.sum() / golden["output_sum"][t]) - 1) <= 1e-9, t
+        assert abs(float((flat * flat).sum() / golden["output_sumsq"][t]) - 1) <= 1e-9, t

@@ -138,3 +138,71 @@ def test_loaded_networks_say_what_they_are(small_keep: Path, small_cf: Path) -> 
         model_info(torch.nn.Conv2d(3, 3, 1))
     with pytest.raises(InputError, match="'dic'"):
         ModuleRestorer(DICNet(num_features=8, num_groups=2))
+
+
+# ---- KEEP layouts: the architecture comes from the tensors ------------------------------------------------------
+
+#: (SFT sizes, cross-frame sizes) of the small config: v0.1.0's 16/32/64 and the small image of the 32/64/128/256
+#: layout (SFT above the standard sizes, a cross-frame size without SFT), each with and without cross-frame lists
+LAYOUTS = {
+    "standard": ((16, 32, 64), (16, 32)),
+    "standard-nocfa": ((16, 32, 64), ()),
+    "wide": ((32, 64, 128), (16, 32)),
+    "wide-nocfa": ((32, 64, 128), ()),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_keep_layouts_load_strictly_and_run(layout: str, tmp_path: Path) -> None:
+    """Both key namings (v0.1.0 flat; v1.0.0 `cft`/`cfa` under params_ema) give the same network and frames."""
+    from vs_keep.models.synthetic import small_keep_config
+
+    connect, cross = LAYOUTS[layout]
+    config = small_keep_config(connect, cross)
+    v0 = write_synthetic_checkpoint(tmp_path / "v0.pth", "keep", config=config)
+    v1 = write_synthetic_checkpoint(tmp_path / "v1.pth", "keep", config=config, release="v1.0.0")
+    raw = torch.load(v1, weights_only=True)
+    assert set(raw) == {"params_ema"} and not any(k.startswith(("fuse_convs_dict.", "cross_fuse.")) for k in raw["params_ema"])
+    frames = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    outs = []
+    for path in (v0, v1):
+        model = load(path)
+        assert isinstance(model, KEEP)
+        assert model.connect_list == connect and model.cross_fuse_list == cross
+        assert model.keep_config.core == config.core and model.keep_config.cross_fuse == config.cross_fuse
+        with torch.inference_mode():
+            outs.append(model(frames))
+    assert torch.isfinite(outs[0]).all() and torch.equal(outs[0], outs[1])
+
+
+def test_cross_frame_size_without_sft_is_applied(tmp_path: Path) -> None:
+    """In the 32/64/128/256 layout the official loop runs cross-frame attention at 16, where there is no SFT: frame 1
+    must depend on `cross_fuse.16` (it did not before: 1.26 relative off the official code on frames 1-2)."""
+    from vs_keep.models.synthetic import small_keep_config
+
+    path = write_synthetic_checkpoint(tmp_path / "wide.pth", "keep", config=small_keep_config((32, 64, 128), (16, 32)))
+    frames = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    model = load(path)
+    with torch.inference_mode():
+        chunk = model.prepare_chunk(frames)
+        _, state = model.step(chunk, model.initial_state())
+        trace: dict[str, torch.Tensor] = {}
+        out1, _ = model.step(chunk, state, trace)
+        assert set(state.memory) == {16, 32} and "cfa_16" in trace and "cfa_32" in trace
+        model.cross_fuse["16"].norm1.bias.add_(1.0)
+        out0b, state_b = model.step(chunk, model.initial_state())
+        out1b, _ = model.step(chunk, state_b)
+    assert torch.equal(out0b, state.prev_out)  # frame 0 passes the cross-frame layers through
+    assert not torch.equal(out1b, out1)
+
+
+def test_keep_foreign_keys_are_named(tmp_path: Path) -> None:
+    """A v1.0.0-style file with a tensor we cannot place, or without one we need: one error naming the keys."""
+    from vs_keep.models.synthetic import small_keep_config
+
+    src = write_synthetic_checkpoint(tmp_path / "v1.pth", "keep", config=small_keep_config((32, 64, 128)), release="v1.0.0")
+    sd = torch.load(src, weights_only=True)["params_ema"]
+    torch.save({"params_ema": dict(sd, **{"temporal_reg.64.weight": torch.zeros(4)})}, tmp_path / "extra.pth")
+    _expect(tmp_path / "extra.pth", "1 unexpected keys", "temporal_reg.64.weight")
+    torch.save({"params_ema": {k: v for k, v in sd.items() if k != "cfa.16.ff.net.2.bias"}}, tmp_path / "missing.pth")
+    _expect(tmp_path / "missing.pth", "1 missing keys", "cross_fuse.16.ff.net.2.bias")

@@ -369,3 +369,78 @@ def test_cli_download_and_list(serve, tmp_path: Path) -> None:
 
     out = _cli("nonexistent", env=env)
     assert out.returncode == 1 and "unknown weights name 'nonexistent'" in out.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# KEEP v1.0.0 files: keep-v1 and keep-asian
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_keep_v1_entries() -> None:
+    """The v1.0.0 release's two KEEP files, under the same terms as `keep`, which stays v0.1.0."""
+    keep = weights.get("keep")
+    assert keep.urls == ("https://github.com/jnjaby/KEEP/releases/download/v0.1.0/KEEP-a1a14d46.pth",)
+    base = "https://github.com/jnjaby/KEEP/releases/download/v1.0.0/"
+    for name, filename, prefix in (("keep-v1", "KEEP-b76feb75.pth", "b76feb75"),
+                                   ("keep-asian", "KEEP_Asian-4765ebe0.pth", "4765ebe0")):
+        spec = weights.get(name)
+        assert weights.get(filename) is spec
+        assert spec.urls == (base + filename,) and spec.sha256_prefix == prefix and spec.sha256 is None
+        assert (spec.license, spec.source, spec.license_url) == (keep.license, keep.source, keep.license_url)
+        assert spec.non_commercial and weights.RESTORERS[name] == "keep"
+        assert spec.hash_matches(prefix + "0" * 56) and not spec.hash_matches("0" * 64)
+
+
+def test_keep_v1_names_offline(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`model=` by name with download=False: not cached -> where to get it and where to put it; a local file or a
+    cached file (hash-checked) -> a KEEP network, whatever fusion layout the file holds."""
+    import argparse
+
+    from vs_keep.cli.restore import add_arguments
+    from vs_keep.engine import EngineOptions, load_model
+    from vs_keep.models.keep import KEEP
+    from vs_keep.models.synthetic import small_keep_config, write_synthetic_checkpoint
+
+    with pytest.raises(WeightsNotFoundError) as err:
+        load_model(EngineOptions(model="keep-asian", download=False, device="cpu"))
+    msg = str(err.value)
+    assert "releases/download/v1.0.0/KEEP_Asian-4765ebe0.pth" in msg and str(home / "KEEP_Asian-4765ebe0.pth") in msg
+    wide = small_keep_config((32, 64, 128), (16, 32))
+    local = write_synthetic_checkpoint(tmp_path / "asian.pth", "keep", config=wide, release="v1.0.0")
+    model, _ = load_model(EngineOptions(model="keep-asian", weights=local, download=False, device="cpu"))
+    assert isinstance(model, KEEP) and model.connect_list == (32, 64, 128)
+    cached = write_synthetic_checkpoint(home / "KEEP-b76feb75.pth", "keep", release="v1.0.0")
+    with pytest.raises(CheckpointError, match="b76feb75"):  # our bytes are not the release's
+        load_model(EngineOptions(model="keep-v1", download=False, device="cpu"))
+    digest = weights.sha256_file(cached)
+    patched = tuple(dataclasses.replace(s, sha256_prefix=digest[:8]) if s.name == "keep-v1" else s for s in weights.WEIGHTS)
+    monkeypatch.setattr(weights, "WEIGHTS", patched)
+    model, _ = load_model(EngineOptions(model="keep-v1", download=False, device="cpu"))
+    assert isinstance(model, KEEP) and model.connect_list == (16, 32, 64)
+    with pytest.raises(InputError, match="keep-v1, keep-asian"):
+        load_model(EngineOptions(model="keep-v2", download=False, device="cpu"))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["in", "out", "--model", "keep-asian"]).model == "keep-asian"
+
+
+@pytest.mark.vapoursynth
+def test_keep_v1_names_in_the_filter(home: Path, tmp_path: Path) -> None:
+    """`keep(model="keep-asian")` with a local file restores faces; by name offline, one vs.Error saying where the
+    file goes; an unknown name, one vs.Error listing the names."""
+    vs = pytest.importorskip("vapoursynth")
+    from data.face_scenes import two_face_scene
+    from media import write_video
+
+    from vs_keep import keep
+    from vs_keep.models.synthetic import small_keep_config, write_synthetic_checkpoint
+    from vs_keep.plugin import source
+
+    local = write_synthetic_checkpoint(tmp_path / "asian.pth", "keep", config=small_keep_config((32, 64, 128)), release="v1.0.0")
+    src = source(write_video(tmp_path / "scene.mp4", two_face_scene(n=2).frames, fps=25, audio=False))
+    with keep(src, weights=str(local), model="keep-asian", chunk=2).get_frame(1) as f:
+        assert f.props["KeepFaces"] >= 1
+    with pytest.raises(vs.Error, match=r"keep: .*KEEP-b76feb75\.pth"):
+        keep(src, model="keep-v1", download=False)
+    with pytest.raises(vs.Error, match="keep: model must be one of keep, keep-v1, keep-asian, codeformer"):
+        keep(src, model="keep2")

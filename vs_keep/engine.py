@@ -17,6 +17,7 @@ from torch import nn
 from .errors import InputError
 from .numerics import numerics_identity
 from .random_access import RandomAccessRestorer
+from .weights import RESTORERS
 
 __all__ = [
     "DECODERS", "TUNE_MALLOC_ENV", "AutocastFactory", "EngineOptions", "build_engine", "cudnn_tf32_off",
@@ -84,8 +85,8 @@ def validate(o: EngineOptions) -> None:
     """Every engine option, checked once, before anything loads (the filter and the CLI both build through here)."""
     from .face.plan import check_restore_layout
 
-    if o.model not in ("keep", "codeformer"):
-        raise InputError(f"model must be 'keep' or 'codeformer', got {o.model!r}")
+    if o.model not in RESTORERS:
+        raise InputError(f"model must be one of {', '.join(RESTORERS)}, got {o.model!r}")
     check_restore_layout(o.faces, o.chunk, o.upscale)
     if not isinstance(o.max_gap, int) or isinstance(o.max_gap, bool) or o.max_gap < 0:
         raise InputError(f"max_gap must be an integer >= 0, got {o.max_gap!r}")
@@ -95,11 +96,11 @@ def validate(o: EngineOptions) -> None:
         raise InputError(f"min_face must be >= 0, got {o.min_face}")
     if o.decoder not in DECODERS:
         raise InputError(f"decoder must be one of {', '.join(DECODERS)}, got {o.decoder!r}")
-    if o.decoder in ("onnxruntime", "tensorrt") and o.model != "keep":
+    if o.decoder in ("onnxruntime", "tensorrt") and RESTORERS[o.model] != "keep":
         raise InputError(f"decoder={o.decoder!r} runs KEEP's codebook decoder; use decoder='auto' with model={o.model!r}")
     if o.cpu_precision not in ("fp32", "bf16"):
         raise InputError(f"cpu_precision must be 'fp32' or 'bf16', got {o.cpu_precision!r}")
-    if o.cpu_precision == "bf16" and (o.model != "keep" or o.decoder != "auto"):
+    if o.cpu_precision == "bf16" and (RESTORERS[o.model] != "keep" or o.decoder != "auto"):
         raise InputError(f"cpu_precision='bf16' runs KEEP's codebook decoder in OpenVINO; it needs model='keep' and "
                          f"decoder='auto' (got model={o.model!r}, decoder={o.decoder!r})")
     if o.tiny_faces not in (None, "dic"):
@@ -143,8 +144,8 @@ def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
     path = resolve(o.weights or o.model, download=o.download)
     net = load(path, device=device, dtype=torch.float32)
     kind = model_info(net).kind
-    if kind != o.model:
-        raise InputError(f"weights {path} hold a '{kind}' model, not '{o.model}' (set model='{kind}')")
+    if kind != RESTORERS[o.model]:
+        raise InputError(f"weights {path} hold a '{kind}' model, not '{RESTORERS[o.model]}' (set model='{kind}')")
     backend = TorchBackend(device=device, precision=precision, cpu_fast=o.cpu_fast)
     net = backend.prepare(net)
     if device == "cpu" and (o.tune_malloc or os.environ.get(TUNE_MALLOC_ENV, "") == "1"):

@@ -33,7 +33,7 @@ from .cache import ENV_HOME, folder
 from .errors import CheckpointError, InputError, WeightsNotFoundError
 
 __all__ = [
-    "DEFAULT_TIMEOUT", "ENV_MIRROR", "ENV_TIMEOUT", "WEIGHTS", "WeightSpec", "cache_dir", "candidate_urls",
+    "DEFAULT_TIMEOUT", "ENV_MIRROR", "ENV_TIMEOUT", "RESTORERS", "WEIGHTS", "WeightSpec", "cache_dir", "candidate_urls",
     "download", "get", "license_notice", "names", "resolve", "sha256_file", "verify",
 ]
 
@@ -105,6 +105,9 @@ class WeightSpec:
 
 
 _KEEP_REL = "https://github.com/jnjaby/KEEP/releases/download/v0.1.0/"
+_KEEP_V1 = "https://github.com/jnjaby/KEEP/releases/download/v1.0.0/"
+_KEEP_SOURCE = "Copyright 2024 S-Lab, KEEP (github.com/jnjaby/KEEP)"
+_KEEP_LICENSE = "https://github.com/jnjaby/KEEP/blob/main/LICENSE"
 _CF_REL = "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/"
 _FACEXLIB = "https://github.com/xinntao/facexlib/releases/download/"
 _MMAGIC_DIC = "https://download.openmmlab.com/mmediting/restorers/dic/"
@@ -128,9 +131,9 @@ WEIGHTS: tuple[WeightSpec, ...] = (
         urls=(_KEEP_REL + "KEEP-a1a14d46.pth",),
         sha256_prefix="a1a14d46",
         license="S-Lab-1.0",
-        source="Copyright 2024 S-Lab, KEEP (github.com/jnjaby/KEEP)",
-        license_url="https://github.com/jnjaby/KEEP/blob/main/LICENSE",
-        description="KEEP video face restoration (includes its GMFlow weights)",
+        source=_KEEP_SOURCE,
+        license_url=_KEEP_LICENSE,
+        description="KEEP video face restoration, release v0.1.0 (includes its GMFlow weights)",
     ),
     WeightSpec(
         name="codeformer",
@@ -223,7 +226,33 @@ WEIGHTS: tuple[WeightSpec, ...] = (
         description="DICGAN x8, Helen (original release, manual download)",
         manual_download=_dic_manual("DICGAN", "Helen"),
     ),
+    # KEEP v1.0.0 (listed after the older entries): the layout is read from the tensors at load; no real v1.0.0
+    # file has been loaded by this project yet (README)
+    WeightSpec(
+        name="keep-v1",
+        filename="KEEP-b76feb75.pth",
+        urls=(_KEEP_V1 + "KEEP-b76feb75.pth",),
+        sha256_prefix="b76feb75",
+        license="S-Lab-1.0",
+        source=_KEEP_SOURCE,
+        license_url=_KEEP_LICENSE,
+        description="KEEP video face restoration, release v1.0.0 (trained on VFHQ)",
+    ),
+    WeightSpec(
+        name="keep-asian",
+        filename="KEEP_Asian-4765ebe0.pth",
+        urls=(_KEEP_V1 + "KEEP_Asian-4765ebe0.pth",),
+        sha256_prefix="4765ebe0",
+        license="S-Lab-1.0",
+        source=_KEEP_SOURCE,
+        license_url=_KEEP_LICENSE,
+        description="KEEP release v1.0.0 fine-tuned on VFHQ plus Asian faces",
+    ),
 )
+
+
+#: names `model=` / `--model` accept -> the network family their weights hold (each is also a WEIGHTS entry)
+RESTORERS = {"keep": "keep", "keep-v1": "keep", "keep-asian": "keep", "codeformer": "codeformer"}
 
 
 def _check_unique(specs: tuple[WeightSpec, ...]) -> None:

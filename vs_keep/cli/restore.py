@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ..errors import InputError
+from ..weights import RESTORERS
 
 __all__ = ["add_arguments", "restore_video", "run"]
 
@@ -30,7 +31,8 @@ OUTPUT, INPUTS = "output", ("input",)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="video file or folder of images")
     p.add_argument("output", help="video file (.mp4/.mkv/...) or folder for PNG frames")
-    p.add_argument("--model", choices=["keep", "codeformer"], default="keep", help="restorer (default keep)")
+    p.add_argument("--model", choices=list(RESTORERS), default="keep",
+                   help="restorer and its weights (default keep: KEEP v0.1.0; keep-v1 / keep-asian: v1.0.0 files)")
     p.add_argument("--weights", help="local checkpoint file (default: the official file, downloaded on first use)")
     p.add_argument("--aligned", action="store_true", help="frames are already aligned face crops")
     p.add_argument("--chunk", type=int, default=20, help="KEEP chunk length; state resets at each chunk (default 20)")

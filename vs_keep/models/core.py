@@ -71,6 +71,8 @@ class CodeTransformerCore(nn.Module):
         channels = {r: v.nf * m for r, m in zip((v.img_size // 2**i for i in range(len(v.ch_mult))), v.ch_mult)}
         self.fuse_convs_dict = nn.ModuleDict({str(r): SFTFusion(channels=channels[r]) for r in c.connect_list})
         self.connect_list = tuple(c.connect_list)
+        #: resolutions after whose generator block `decode` calls `fuse`; KEEP adds its cross-frame sizes
+        self.fusion_sizes = self.connect_list
 
     # ---- stages --------------------------------------------------------------------------------------------
 
@@ -92,8 +94,9 @@ class CodeTransformerCore(nn.Module):
         return idx, self.quantize.lookup(idx, self.latent_side)
 
     def decode(self, quant: Tensor, fuse: Callable[[int, Tensor], Tensor]) -> Tensor:
-        """Run the generator from code features; `fuse(resolution, y)` is applied after each fusion block."""
-        taps = {self.generator.tap_blocks[r]: r for r in self.connect_list}
+        """Run the generator from code features; `fuse(resolution, y)` is applied after the fusion block of each
+        resolution in `fusion_sizes`."""
+        taps = {self.generator.tap_blocks[r]: r for r in self.fusion_sizes}
         y = quant
         for i, block in enumerate(self.generator.blocks):
             y = block(y)

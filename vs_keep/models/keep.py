@@ -33,8 +33,8 @@ from .kalman import KalmanGainNet, kalman_update
 from .vqgan import Encoder
 
 __all__ = [
-    "KEEP", "STAGES", "Chunk", "DecoderFn", "FlowFn", "KeepConfig", "KeepState", "StageHook", "build", "convert", "detect",
-    "keep_config_from_state_dict",
+    "KEEP", "STAGES", "V1_PREFIXES", "Chunk", "DecoderFn", "FlowFn", "KeepConfig", "KeepState", "StageHook", "build",
+    "convert", "detect", "keep_config_from_state_dict",
 ]
 
 #: (idx (1, L), SFT features {res: (1, C, r, r)}, CFA memory or None at t = 0) -> (raw output, new memory): the
@@ -127,6 +127,9 @@ class KEEP(CodeTransformerCore):
             }
         )
         self.cross_fuse_list = tuple(config.cross_fuse)
+        # The official loop visits every generator block and applies SFT (connect list) then CFA (cross list) at
+        # each: a CFA size without SFT (16 in the 32/64/128/256 layout) is a fusion point too.
+        self.fusion_sizes = tuple(sorted(set(self.connect_list) | set(self.cross_fuse_list)))
         self.codebook_decoder: DecoderFn | None = None
 
     def set_decoder(self, decoder: "DecoderFn | None") -> None:
@@ -248,7 +251,8 @@ class KEEP(CodeTransformerCore):
         new_memory: dict[int, Tensor] = {}
 
         def fuse(res: int, y: Tensor) -> Tensor:
-            y = self.fuse_convs_dict[str(res)](feats[res], y, 1)
+            if res in self.connect_list:
+                y = self.fuse_convs_dict[str(res)](feats[res], y, 1)
             if res in self.cross_fuse_list:
                 if has_memory is not None:
                     assert memory is not None
@@ -287,12 +291,26 @@ def detect(sd: dict[str, Tensor]) -> bool:
     return all(k in sd for k in KEY_MARKERS)
 
 
+#: KEEP v1.0.0 names (the authors' conversion renames `cross_fuse` -> `cfa`, `fuse_convs_dict` -> `cft`, under
+#: `params_ema`) -> the v0.1.0 names our modules carry
+V1_PREFIXES = {"cft.": "fuse_convs_dict.", "cfa.": "cross_fuse."}
+
+
 def convert(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    return sd
+    """v1.0.0 key names to ours; v0.1.0 files pass unchanged."""
+    def rename(key: str) -> str:
+        for old, new in V1_PREFIXES.items():
+            if key.startswith(old):
+                return new + key[len(old):]
+        return key
+
+    return {rename(k): v for k, v in sd.items()}
 
 
 def keep_config_from_state_dict(sd: dict[str, Tensor]) -> KeepConfig:
-    """KEEP hyperparameters from tensor shapes.
+    """KEEP hyperparameters from tensor shapes: among them the SFT fusion sizes (`fuse_convs_dict.*`: 16/32/64 in
+    v0.1.0, 32/64/128/256 in the layout a port uses for KEEP_Asian) and the cross-frame sizes (`cross_fuse.*`, none
+    or 16/32). The official temporal-regulariser list only collects training features: it has no tensors.
 
     Not derivable from a checkpoint (official values assumed): 8 gain-net heads and 4 cross-frame heads; the head
     width is the projection width divided by that count (official 384/8 = 48 and 1024/4 = 256).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import zlib
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -45,16 +45,21 @@ def shapes_of(module: nn.Module) -> list[tuple[str, list[int]]]:
     return [(k, list(v.shape)) for k, v in module.state_dict().items()]
 
 
-def small_keep_config():  # -> KeepConfig (import kept local: keep.py pulls in GMFlow)
-    """A KEEP that restores 128x128 faces with ~1/50 of the compute; same structure, all code paths."""
+def small_keep_config(connect: tuple[int, ...] = (16, 32, 64), cross: tuple[int, ...] = (16, 32)):  # -> KeepConfig
+    """A KEEP that restores 128x128 faces with ~1/50 of the compute; same structure, all code paths.
+
+    connect / cross: SFT and cross-frame fusion sizes (sizes 16..128 exist); (32, 64, 128) with cross (16, 32) is
+    the small image of the 32/64/128/256 layout: SFT above the standard sizes and a cross-frame size without SFT.
+    (Imports kept local: keep.py pulls in GMFlow.)
+    """
     from .core import CoreConfig
     from .keep import KeepConfig
     from .vqgan import VQGANConfig
 
     vq = VQGANConfig(img_size=128, nf=32, ch_mult=(1, 2, 2, 4), res_blocks=1, attn_resolutions=(16,), emb_dim=64)
-    core = CoreConfig(vqgan=vq, codebook_size=256, dim_embd=128, n_head=2, n_layers=2, dim_mlp=256, connect_list=(16, 32, 64))
+    core = CoreConfig(vqgan=vq, codebook_size=256, dim_embd=128, n_head=2, n_layers=2, dim_mlp=256, connect_list=tuple(connect))
     return KeepConfig(
-        core=core, kalman_heads=8, kalman_head_dim=8, kalman_layers=2, cross_fuse=(16, 32), cross_heads=4, cross_head_dim=32,
+        core=core, kalman_heads=8, kalman_head_dim=8, kalman_layers=2, cross_fuse=tuple(cross), cross_heads=4, cross_head_dim=32,
         flow=dict(feature_channels=32, num_transformer_layers=2),
     )
 
@@ -67,15 +72,23 @@ def small_codeformer_config():  # -> CoreConfig
     return CoreConfig(vqgan=vq, codebook_size=256, dim_embd=128, n_head=2, n_layers=2, dim_mlp=256, connect_list=(32, 64))
 
 
-def write_synthetic_checkpoint(path: str | Path, model: str = "keep", size: str = "small", salt: int = 0) -> Path:
-    """Write a checkpoint of synthetic weights in the official layout (legacy pickle; CodeFormer under params_ema)."""
-    if model == "keep":
-        from .keep import KEEP, KeepConfig
+def write_synthetic_checkpoint(
+    path: str | Path, model: str = "keep", size: str = "small", salt: int = 0, *, config: Any = None, release: str = "v0.1.0"
+) -> Path:
+    """Write a checkpoint of synthetic weights in the official layout (legacy pickle; CodeFormer under params_ema).
 
-        config = small_keep_config() if size == "small" else KeepConfig()
+    KEEP only: `config` (a KeepConfig) replaces the size's config; release="v1.0.0" writes KEEP v1.0.0's key names
+    (`cft.*`, `cfa.*`) under `params_ema`, as the authors' conversion of their v1.0.0 files does.
+    """
+    if release not in ("v0.1.0", "v1.0.0") or (release != "v0.1.0" and model != "keep"):
+        raise InputError(f"write_synthetic_checkpoint: release must be 'v0.1.0' or (KEEP only) 'v1.0.0', not {release!r}")
+    if model == "keep":
+        from .keep import KEEP, V1_PREFIXES, KeepConfig
+
+        config = config or (small_keep_config() if size == "small" else KeepConfig())
         with torch.device("meta"):
             net: nn.Module = KEEP(config=config)
-        wrapper = None
+        wrapper = "params_ema" if release == "v1.0.0" else None
     elif model == "codeformer":
         from .codeformer import CodeFormer
         from .core import CoreConfig
@@ -94,6 +107,9 @@ def write_synthetic_checkpoint(path: str | Path, model: str = "keep", size: str 
     else:
         raise InputError(f"write_synthetic_checkpoint: model must be 'keep', 'codeformer' or 'dic', not {model!r}")
     sd = synthetic_state_dict(shapes_of(net), salt)
+    if release == "v1.0.0":
+        to_v1 = {ours: theirs for theirs, ours in V1_PREFIXES.items()}
+        sd = {next((to_v1[p] + k[len(p):] for p in to_v1 if k.startswith(p)), k): v for k, v in sd.items()}
     obj = {wrapper: sd} if wrapper else sd
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
