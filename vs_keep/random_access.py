@@ -279,6 +279,8 @@ class RandomAccessRestorer:
         frame_device: torch.device | str | None = None,
         overlap: int = 0,
         stabilize: float = 0.0,
+        max_face_size: float | None = None,
+        select: Callable[[int], np.ndarray | None] | None = None,
     ) -> None:
         check_restore_layout(faces, chunk, upscale)
         self.overlap, self.stabilize = check_overlap(overlap), check_stabilize(stabilize)
@@ -289,6 +291,9 @@ class RandomAccessRestorer:
         self.detector = detector
         self.chunk, self.scene_reset = int(chunk), bool(scene_reset)
         self.faces, self.min_face_size = faces, float(min_face_size)
+        #: face selection beyond min_face: the largest box side, and the mask of frame m (`select(m)`) read by the
+        #: FrameAccess path (`render`); the filter hands each frame's mask to `detect` itself
+        self.max_face_size, self.select = max_face_size, select
         self.link = LinkParams(max_gap=int(max_gap))
         self.sigma = float(sigma)
         self.ends = resolve_smoothing_ends(smoothing_ends, exact)
@@ -377,16 +382,18 @@ class RandomAccessRestorer:
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
 
-    def detect(self, n: int, view: np.ndarray) -> list[Detection]:
+    def detect(self, n: int, view: np.ndarray, select: np.ndarray | None = None) -> list[Detection]:
         """Faces of frame n (view: the frame as detection sees it, see `vs_keep.plugin.frames.model_view`), down
-        to tiny_min when tiny faces are on. Cached by n."""
+        to tiny_min when tiny faces are on, up to max_face_size, centred on non-zero samples of the `select` mask
+        (frame n's). Cached by n."""
         hit = self._detections.get(n)
         if hit is not None:
             return hit  # type: ignore[return-value]
         self._pin_threads()
         self.stats.add("detections")
         low = self.tiny_min if self.tiny is not None else self.min_face_size
-        found = detect_faces(self.detector, self._on_device(n, view), faces=self.faces, min_face_size=low)
+        found = detect_faces(self.detector, self._on_device(n, view), faces=self.faces, min_face_size=low,
+                             max_face_size=self.max_face_size, select=select)
         return self._detections.put(n, found)  # type: ignore[return-value]
 
     def cached_detections(self, n: int) -> list[Detection] | None:
@@ -525,7 +532,9 @@ class RandomAccessRestorer:
         """`detect` over a FrameAccess, reading the frame only on a cache miss (a linear pass has released the
         frames before the current run, whose detections the next block's window still asks for)."""
         hit = self.cached_detections(m)
-        return hit if hit is not None else self.detect(m, access.frame(m))
+        if hit is not None:
+            return hit
+        return self.detect(m, access.frame(m), None if self.select is None else self.select(m))
 
     def close(self) -> None:
         """Drop caches and every model reference (restorer, detector, parser, DIC) so their memory can go."""
