@@ -39,6 +39,14 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_10bit(tmp_path_factory.mktemp("src") / "in.mkv", frames, PTS)
 
 
+@pytest.fixture(scope="module")
+def background(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in for a user's upscaled clip: the scene at 2x (Lanczos), 10-bit FFV1 like the source."""
+    frames = [grainy16(cv2.resize(f, (640, 480), interpolation=cv2.INTER_LANCZOS4), 9 + i)
+              for i, f in enumerate(two_face_scene(n=N).frames)]
+    return write_10bit(tmp_path_factory.mktemp("bg") / "bg.mkv", frames, PTS)
+
+
 def clip_of(path: Path) -> vs.VideoNode:
     """The decoded planes of `path` as a YUV420P10 clip tagged like the file (BT.709, limited range)."""
     frames = [x["planes"] for x in decoded(path)]
@@ -71,26 +79,28 @@ def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 
 
 @pytest.mark.timeout(900)
-def test_filter_and_cli_give_the_same_frames(weights: Path, source: Path, tmp_path: Path) -> None:
-    """One composer: keep() and `vs-keep restore --codec ffv1` on the same 10-bit 4:2:0 planes, bit for bit; and
-    strength=0.6 the same way (restored faces mixed with the original, nothing else moved)."""
+def test_filter_and_cli_give_the_same_frames(weights: Path, source: Path, background: Path, tmp_path: Path) -> None:
+    """One composer: keep() and `vs-keep restore --codec ffv1` on the same 10-bit 4:2:0 planes, bit for bit; also
+    with strength=0.6, and with upscale=2 over the user's background (bg_clip= / --background)."""
     from vs_keep import keep
 
     src = clip_of(source)
-    for extra in ((), ("--strength", "0.6")):
-        out = tmp_path / f"out{len(extra)}.mkv"
+    variants = [((), {}), (("--strength", "0.6"), dict(strength=0.6)),
+                (("--upscale", "2", "--background", str(background)), dict(upscale=2, bg_clip=clip_of(background)))]
+    for i, (extra, kw) in enumerate(variants):
+        out = tmp_path / f"out{i}.mkv"
         r = cli(str(source), str(out), "--weights", str(weights), "--chunk", str(N), "--codec", "ffv1", *extra)
         assert r.returncode == 0, r.stderr[-3000:]
-        strength = float(extra[1]) if extra else 1.0
-        filt = keep(src, weights=str(weights), chunk=N, device="cpu", strength=strength)
+        filt = keep(src, weights=str(weights), chunk=N, device="cpu", **kw)
         got = [x["planes"] for x in decoded(out)]
         assert len(got) == N
         for n in range(N):
             mine = planes(filt, n)
             assert mine[0].dtype == np.uint16 and same(mine, got[n]), (extra, n)
-            assert not same(mine, planes(src, n))  # faces were restored
-    with filt.get_frame(1) as f:
-        assert f.props["KeepFaces"] == 2
+            with filt.get_frame(n) as f:
+                assert f.props["KeepFaces"] == 2
+        if not kw:
+            assert not same(planes(filt, 1), planes(src, 1))  # faces were restored
 
 
 @pytest.mark.timeout(600)
@@ -187,7 +197,7 @@ def test_cli_controls_and_their_errors(weights: Path, source: Path, tmp_path: Pa
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), np.zeros((10, 10), np.uint8))
     cases = [
-        (["--strength", "1.5"], "--strength must be in [0,1]"),
+        (["--strength", "1.5"], "strength must be a number in [0, 1]"),
         (["--max-face", "10"], "max_face must be a box side in px >= min_face=20"),
         (["--select-mask", str(tmp_path / "none.png")], "--select-mask"),
         (["--select-mask", str(small)], "is 10x10, the input 320x240: make the mask the input's size"),

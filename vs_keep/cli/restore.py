@@ -10,6 +10,7 @@ KEEP's state resets at scene cuts found by `vs_keep.scene` (the filter's detecto
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections import deque
@@ -81,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..engine import EngineOptions, build_engine, load_model
+    from ..engine import EngineOptions, build_engine, load_model, validate
     from ..scene import is_cut
     from ..select_mask import MaskFrames
     from ..video import FrameSink, FrameSource, stream_format
@@ -91,8 +92,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--chunk must be >= 1, got {args.chunk}")
     if not 0.0 <= args.fidelity <= 1.0:
         raise InputError(f"--fidelity must be in [0,1], got {args.fidelity}")
-    if not 0.0 <= args.strength <= 1.0:
-        raise InputError(f"--strength must be in [0,1] (1 = restored faces, 0 = the input), got {args.strength:g}")
     if args.aligned and (args.overlap or args.stabilize):
         raise InputError("--overlap and --stabilize work on whole frames (face tracks); drop them with --aligned")
     if args.aligned and (args.strength != 1 or args.max_face or args.select_mask or args.background):
@@ -115,8 +114,11 @@ def run(args: argparse.Namespace) -> int:
         tune_malloc=not args.reference_ops, max_gap=args.max_gap,  # tune_malloc: this process is ours
         overlap=args.overlap, stabilize=args.stabilize, max_face=args.max_face, strength=args.strength,
         select_mask=args.select_mask,
-        gray=looks_gray_input(source, total) if args.gray == "auto" and not args.aligned else args.gray == "on",
+        gray=args.gray == "on",
     )
+    validate(options)  # before reading frames for gray="auto" or loading anything
+    if args.gray == "auto" and not args.aligned:
+        options = dataclasses.replace(options, gray=looks_gray_input(source, total))
     if args.shards is not None or args.ray is not None:
         if background is not None:
             raise InputError("--background does not combine with --shards yet; drop one of them")
