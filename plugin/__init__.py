@@ -53,8 +53,9 @@ def keep(
 ) -> Any:
     """Restore the faces of `clip` with KEEP (or CodeFormer per frame).
 
-    clip: any constant RGB, YUV or GRAY format (8-16 bit integer, half or float). The model sees the frame at full
-        precision (YUV converted to RGBS honouring `_Matrix`/`_Range` or `matrix_in_s`); the faces are merged
+    clip: any constant RGB, YUV or GRAY format (8-16 bit integer, half or float). The model sees the frame
+        through `vs_keep.planes` (RGB24 for 8-bit sources, else RGBS; YUV honouring `_Matrix`/`_Range` or
+        `matrix_in_s`), the composer `vs-keep restore` uses too (same options, same frames); the faces are merged
         back into the untouched source in its own format: every sample the paste alpha does not reach is the
         input's, bit for bit. Output: the input's format, `upscale` x the size, frame props copied, plus Keep*
         debug props (faces, track ids, landmarks, chunk start/end).

@@ -19,10 +19,10 @@ from typing import Any
 import vapoursynth as vs
 
 from vs_keep.errors import InputError
-from vs_keep.planes import MATRIX_NAMES, PlaneFormat, looks_gray, merge_faces, probe_frames, to_rgb, upscale_planes
+from vs_keep.planes import MATRIX_NAMES, PlaneFormat, looks_gray, merge_faces, probe_frames, rgb_planes, to_rgb, upscale_planes
 
 from . import props as P
-from .frames import frame_to_rgb, plane_format, planes_of, read_layer, write_planes, write_rgb
+from .frames import frame_to_rgb, plane_format, planes_of, read_layer, write_planes
 
 log = logging.getLogger("vs_keep.plugin")
 core = vs.core
@@ -99,7 +99,7 @@ def working_clip(clip: vs.VideoNode, matrix_in_s: str | None = None, gray: bool 
 
     def convert(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         out = f[0].copy()
-        write_rgb(out, to_rgb(planes_of(f[1]), pf, flat))
+        write_planes(out, rgb_planes(planes_of(f[1]), pf, flat))
         return out
 
     rgb = core.std.CopyFrameProps(blank.std.ModifyFrame([blank, clip], convert), clip)

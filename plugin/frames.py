@@ -28,8 +28,11 @@ def write_planes(frame: vs.VideoFrame, planes: list[np.ndarray]) -> None:
 
 
 def frame_to_rgb(frame: vs.VideoFrame) -> np.ndarray:
-    """(H, W, 3) uint8 for RGB24, float32 for RGBS (the working clip's formats). Copies: planes are read-only."""
-    return np.stack(planes_of(frame)[:3], axis=-1)
+    """(H, W, 3) uint8 for RGB24, float32 for RGBS (the working clip's formats). Copies: planes are read-only
+    (cv2.merge: an interleaving np.stack costs ~10x more on a 1080p frame)."""
+    import cv2
+
+    return cv2.merge(planes_of(frame)[:3])
 
 
 def model_view(img: np.ndarray) -> np.ndarray:
@@ -65,4 +68,6 @@ def read_layer(frame: vs.VideoFrame) -> tuple[np.ndarray, np.ndarray]:
     """(colour (h, w, 3) float32, alpha (h, w) float32) of a stacked layer frame."""
     src = np.asarray(frame[0])
     h = src.shape[0] // 4
-    return np.stack([src[p * h:(p + 1) * h] for p in range(3)], axis=-1), src[3 * h:]
+    import cv2
+
+    return cv2.merge([src[p * h:(p + 1) * h] for p in range(3)]), src[3 * h:]
