@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     if args.shards is not None or args.ray is not None:
         if background is not None:
             raise InputError("--background does not combine with --shards yet; drop one of them")
-        if like is None and (args.strength != 1 or options.gray):
+        if like is None and (args.strength != 1 or args.gray == "on"):
             raise InputError("--shards on image input pastes whole faces in RGB: drop --strength/--gray, or --shards")
         return _run_sharded(args, options, source)
     if args.aligned:
