@@ -46,11 +46,16 @@ def keep(
     gray: bool | str = "auto",
     scene_detect: str = "auto",
     mask_out: bool = False,
+    strength: float = 1.0,
+    max_face: float | None = None,
+    select: Any = None,
+    bg_clip: Any = None,
 ) -> Any:
     """Restore the faces of `clip` with KEEP (or CodeFormer per frame).
 
-    clip: any constant RGB, YUV or GRAY format (8-16 bit integer, half or float). The model sees the frame at full
-        precision (YUV converted to RGBS honouring `_Matrix`/`_Range` or `matrix_in_s`); the faces are merged
+    clip: any constant RGB, YUV or GRAY format (8-16 bit integer, half or float). The model sees the frame
+        through `vs_keep.planes` (RGB24 for 8-bit sources, else RGBS; YUV honouring `_Matrix`/`_Range` or
+        `matrix_in_s`), the composer `vs-keep restore` uses too (same options, same frames); the faces are merged
         back into the untouched source in its own format: every sample the paste alpha does not reach is the
         input's, bit for bit. Output: the input's format, `upscale` x the size, frame props copied, plus Keep*
         debug props (faces, track ids, landmarks, chunk start/end).
@@ -60,7 +65,16 @@ def keep(
     scene_detect: "auto": frames without `_SceneChangePrev` get it from a cut detector on frames n-1 and n
         (`vs_keep.scene`; props present win); "props": only the props. Applies with scene_reset.
     mask_out: return the paste alpha instead of the restored clip: GRAYS, output size, 0 = source untouched,
-        1 = restored face only (for MaskedMerge, grading or inspection).
+        1 = restored face only (for MaskedMerge, grading or inspection); scaled by `strength`.
+    strength: in [0, 1]: the restored face mixed with the original inside the paste alpha (the alpha times
+        strength); 1 = fully restored, 0 = the input itself (the model is not loaded). Outside the faces the
+        output is the input bit for bit whatever the strength.
+    max_face: largest face (box side, px) restored, beside min_face; None = no limit.
+    select: a mask clip (GRAY, the input's size and length): a face is restored only where its box centre lies on
+        a non-zero sample of frame n's mask (faces are chosen per frame before tracking, so a track is restored on
+        the frames the mask lets it through, with its state carried across them; an all-zero mask gives the input).
+    bg_clip: with upscale > 1, the background at the output size (upscale x the input, same length and format,
+        e.g. from vs-mlrt or vsrealesrgan) instead of a bilinear resize of the input; the faces go on top of it.
     weights: checkpoint file; default: the official file for `model` from the weights cache (downloaded on first
         use unless download=False).
     model: "keep" (temporal, chunks; KEEP v0.1.0 weights), "keep-v1" / "keep-asian" (KEEP v1.0.0's two files,
@@ -94,7 +108,7 @@ def keep(
     """
     import vapoursynth as vs
 
-    from vs_keep.engine import EngineOptions, build_engine
+    from vs_keep.engine import EngineOptions, build_engine, validate
     from vs_keep.errors import VsKeepError
     from vs_keep.options import check_gray, check_scene_detect
     from vs_keep.stdio import stdout_to_stderr
@@ -117,16 +131,52 @@ def keep(
         parse=parse, exact=exact, antialias=antialias, max_gap=max_gap, tiny_faces=tiny_faces,
         tiny_weights=tiny_weights, tiny_min=float(tiny_min), download=download, cache_chunks=max(3, num_streams + 2),
         decoder=decoder, cpu_fast=bool(cpu_fast), cpu_precision=cpu_precision, overlap=overlap, stabilize=stabilize,
+        max_face=max_face, strength=strength, gray=gray,
     )
+    try:
+        validate(options)
+    except VsKeepError as exc:
+        raise _fail(str(exc)) from None
+    _check_companions(clip, upscale, select, bg_clip)
+    if strength == 0 and upscale == 1 and not mask_out:
+        return clip  # nothing of the faces would reach the output
     try:
         with stdout_to_stderr():  # load everything now, never lazily inside frame callbacks
             engine = build_engine(options)
     except VsKeepError as exc:
         raise _fail(str(exc)) from None
     out = build_filter(clip, engine, debug_props=debug_props, matrix_in_s=matrix_in_s, gray=gray,
-                       scene_detect=scene_detect, mask=bool(mask_out))
+                       scene_detect=scene_detect, mask=bool(mask_out), strength=float(strength), select=select,
+                       background=bg_clip)
     _free_on_destroy(engine)
     return out
+
+
+def _check_companions(clip: Any, upscale: int, select: Any, bg_clip: Any) -> None:
+    """select= and bg_clip= must match the clip they go with (one `keep: ...` error naming the fix)."""
+    import vapoursynth as vs
+
+    from .filter import _fail
+
+    if select is not None:
+        if not isinstance(select, vs.VideoNode) or select.format is None or select.format.color_family != vs.GRAY:
+            raise _fail("select must be a GRAY mask clip (e.g. core.std.BlankClip(clip, format=vs.GRAY8) drawn on, "
+                        f"or clip.std.ShufflePlanes(0, vs.GRAY)), got {getattr(select, 'format', select)!r}")
+        if (select.width, select.height, select.num_frames) != (clip.width, clip.height, clip.num_frames):
+            raise _fail(f"select is {select.width}x{select.height}, {select.num_frames} frames; it must match the clip "
+                        f"({clip.width}x{clip.height}, {clip.num_frames} frames): resize or trim the mask")
+    if bg_clip is not None:
+        if upscale == 1:
+            raise _fail("bg_clip is the background of upscale > 1; set upscale=2 (or 4), or drop bg_clip")
+        if not isinstance(bg_clip, vs.VideoNode) or bg_clip.format is None:
+            raise _fail(f"bg_clip must be a clip of constant format, got {type(bg_clip).__name__}")
+        want = (clip.width * upscale, clip.height * upscale, clip.num_frames)
+        if (bg_clip.width, bg_clip.height, bg_clip.num_frames) != want:
+            raise _fail(f"bg_clip is {bg_clip.width}x{bg_clip.height}, {bg_clip.num_frames} frames; with upscale={upscale} "
+                        f"it must be {want[0]}x{want[1]}, {want[2]} frames (upscale x the clip, same length)")
+        if bg_clip.format.id != clip.format.id:
+            raise _fail(f"bg_clip is {bg_clip.format.name}, the clip {clip.format.name}: convert it, e.g. "
+                        f"bg_clip.resize.Bicubic(format=vs.{clip.format.name}) (with the clip's matrix for YUV)")
 
 
 def _free_on_destroy(engine) -> None:

@@ -33,6 +33,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import vapoursynth as vs
 
 from vs_keep.concurrency import LRUCache
@@ -40,7 +41,7 @@ from vs_keep.errors import is_out_of_memory, user_message
 from vs_keep.random_access import RandomAccessRestorer
 
 from . import props as P
-from .compose import compose, mask_out, scene_flags, split_layer, working_clip
+from .compose import compose, mask_out, scene_flags, working_clip
 from .frames import frame_to_rgb, layer_clip, model_view, write_layer
 
 log = logging.getLogger("vs_keep.plugin")
@@ -112,9 +113,11 @@ def _repeat(clip: vs.VideoNode, times: int, length: int) -> vs.VideoNode:
     return (core.std.Interleave([clip] * times) if times > 1 else clip)[:length]
 
 
-def _detect_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.VideoNode, flags: vs.VideoNode | None) -> vs.VideoNode:
-    """1x1 frame n: the detections of frame n (and its scene flag)."""
-    inputs = [tiny, rgb] + ([flags] if flags is not None else [])
+def _detect_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.VideoNode, flags: vs.VideoNode | None,
+                  select: vs.VideoNode | None = None) -> vs.VideoNode:
+    """1x1 frame n: the detections of frame n (and its scene flag); with `select`, only faces centred on non-zero
+    samples of its frame n (an input of this node, like the RGB frame)."""
+    inputs = [tiny, rgb] + ([flags] if flags is not None else []) + ([select] if select is not None else [])
     scene = LRUCache(4096)  # flags of frames whose detections the engine holds: a hit needs no upstream frame
 
     def emit(n: int, f: vs.VideoFrame, dets: list, start: bool) -> vs.VideoFrame:
@@ -124,7 +127,8 @@ def _detect_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.Vide
         return out
 
     def compute(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        dets = engine.detect(n, model_view(frame_to_rgb(f[1])))
+        mask = np.asarray(f[-1][0]) != 0 if select is not None else None
+        dets = engine.detect(n, model_view(frame_to_rgb(f[1])), mask)
         start = P.is_scene_start(f[2]) if flags is not None else False
         scene.put(n, start)
         return emit(n, f[0], dets, start)
@@ -197,7 +201,8 @@ def _crop_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.VideoN
 
 
 def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_props: bool, matrix_in_s: str | None,
-                 gray: bool | str = "auto", scene_detect: str = "auto", mask: bool = False) -> vs.VideoNode:
+                 gray: bool | str = "auto", scene_detect: str = "auto", mask: bool = False, strength: float = 1.0,
+                 select: vs.VideoNode | None = None, background: vs.VideoNode | None = None) -> vs.VideoNode:
     """Wire the engine's stages into a graph (see the module docstring)."""
     work = working_clip(clip, matrix_in_s, gray)  # model input at full precision; compose() merges back
     rgb = work.rgb
@@ -206,7 +211,7 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
     blocks = -(-N // C)
     tiny = core.std.BlankClip(rgb, format=vs.GRAY8, width=1, height=1, keep=True)
     flags = scene_flags_clip(rgb, scene_detect) if seq.scene_reset else None
-    det = _detect_stage(engine, tiny, rgb, flags)
+    det = _detect_stage(engine, tiny, rgb, flags, select)
     plan = _repeat(_plan_stage(engine, det, N), C, N)
     crops = _crop_stage(engine, tiny, rgb, plan)
     padded = core.std.Splice([crops, *_blanks(crops, blocks * C - N)])
@@ -262,16 +267,13 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
 
     stacked = core.std.FrameEval(blank, _guarded(node), prop_src=plan,
                                  clip_src=[blank, rgb, plan, *block_crops, *priming.values()])
-    layer, alpha = split_layer(stacked)
     if mask:
-        return mask_out(alpha)
-    out = compose(work, layer, alpha, up)  # the source's own format; untouched where alpha is 0
+        return mask_out(stacked, strength)
+    out = compose(work, stacked, up, strength, background)  # the source's own format; untouched where alpha is 0
     return core.std.CopyFrameProps(out, stacked, props=list(P.WRITTEN)) if debug_props else out
 
 
 def _write_debug_props(out: vs.VideoFrame, result: Any) -> None:
-    import numpy as np
-
     faces = result.faces
     out.props[P.FACES] = len(faces)
     out.props[P.TRACK_IDS] = [int(pf.track) for pf in faces] or [-1]

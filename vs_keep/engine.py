@@ -16,6 +16,7 @@ from torch import nn
 
 from .errors import InputError
 from .numerics import numerics_identity
+from .options import check_gray
 from .random_access import RandomAccessRestorer
 from .weights import RESTORERS
 
@@ -69,6 +70,15 @@ class EngineOptions:
     overlap: int = 0
     #: low-band temporal stabilizer strength in [0, 1] (`vs_keep.face.stabilize`); 0 = off
     stabilize: float = 0.0
+    #: largest face (box side, px) restored; None = no limit
+    max_face: float | None = None
+    #: the restored faces' weight inside the paste alpha, in [0, 1] (`vs_keep.planes.merge_faces`)
+    strength: float = 1.0
+    #: "auto" (flat chroma on the first, middle and last frame: `vs_keep.planes.looks_gray`), True or False
+    gray: bool | str = "auto"
+    #: `vs-keep restore --select-mask`: an image or video of masks (`vs_keep.select_mask`); the filter's select=
+    #: clip reaches the detection stage as frames instead
+    select_mask: str | os.PathLike[str] | None = None
 
 
 def pick_device(device: str | None) -> str:
@@ -94,6 +104,11 @@ def validate(o: EngineOptions) -> None:
         raise InputError(f"fidelity must be in [0, 1], got {o.fidelity}")
     if o.min_face < 0:
         raise InputError(f"min_face must be >= 0, got {o.min_face}")
+    if o.max_face is not None and (not _is_number(o.max_face) or o.max_face < max(o.min_face, 1.0)):
+        raise InputError(f"max_face must be a box side in px >= min_face={o.min_face:g} (or None for no limit), got {o.max_face!r}")
+    if not _is_number(o.strength) or not 0.0 <= float(o.strength) <= 1.0:
+        raise InputError(f"strength must be a number in [0, 1] (1 = restored faces, 0 = the input), got {o.strength!r}")
+    check_gray(o.gray)
     if o.decoder not in DECODERS:
         raise InputError(f"decoder must be one of {', '.join(DECODERS)}, got {o.decoder!r}")
     if o.decoder in ("onnxruntime", "tensorrt") and RESTORERS[o.model] != "keep":
@@ -113,6 +128,10 @@ def validate(o: EngineOptions) -> None:
     check_stabilize(o.stabilize)
     if o.tiny_faces:
         check_tiny_min(o.tiny_min, o.min_face)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
 AutocastFactory = Callable[[], ContextManager[Any]]
@@ -249,9 +268,15 @@ def build_engine(o: EngineOptions) -> RandomAccessRestorer:
         from .face.facexlib_backend import ParseNetMasker
 
         parser = ParseNetMasker(weights=None if o.parse is True else o.parse, device=device)
+    select = None
+    if o.select_mask is not None:
+        from .select_mask import MaskFrames
+
+        select = MaskFrames(o.select_mask)
     return RandomAccessRestorer(
         restorer_factory=factory, detector=detector, chunk=o.chunk, scene_reset=o.scene_reset, faces=o.faces,
         min_face_size=o.min_face, max_gap=o.max_gap, upscale=o.upscale, antialias=o.antialias, exact=o.exact,
         parser=parser, cache_chunks=o.cache_chunks, tiny=tiny, tiny_min=o.tiny_min, device=device,
         frame_device=frame_device(device), overlap=o.overlap, stabilize=o.stabilize,
+        max_face_size=None if o.max_face is None else float(o.max_face), select=select,
     )

@@ -1,11 +1,10 @@
-"""Decoded video frames in their own pixel format: the model's RGB view at full precision, and restored faces
-merged back into the untouched samples (what `vs-keep restore` does with video files).
+"""Decoded PyAV frames in their own pixel format, handed to the one composer (`vs_keep.planes`): the model's RGB
+view and the restored faces merged back into the untouched samples (what `vs-keep restore` does with video files;
+the VapourSynth filter calls the same functions on its frames' planes, so both give the same frames).
 
-Film work uses 10/16-bit YUV, RGB (gbrp) or GRAY; a restorer that goes through rgb24 loses precision everywhere.
-Here the model reads deeper sources through 16-bit RGB (8-bit ones as rgb24), and the output frame starts as a copy of the
-decoded planes: a sample changes only where the face alpha (resampled to its plane by an area average) is above
-0, to `s + alpha·(layer − s)` with the layer converted to the frame's own format, matrix and range. A lossless
-encoder therefore gives back the input bit for bit outside the faces. PyAV is imported inside functions.
+Packed formats are shuffled losslessly to planar ones first; the planes are then read in canonical order (R, G, B /
+Y, U, V / Y) with the frame's range and matrix (swscale's default, BT.601, when untagged). A lossless encoder
+gives back the input bit for bit outside the faces. PyAV is imported inside functions.
 """
 
 from __future__ import annotations
@@ -15,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .planes import PlaneFormat, merge_faces, upscale_planes
+from .planes import to_rgb as planes_to_rgb
 
-__all__ = ["GRAY_WEIGHTS", "PLANAR_OF", "compose", "convert", "copy_tags", "resize", "to_rgb"]
+__all__ = ["PLANAR_OF", "compose", "convert", "copy_tags", "resize", "to_rgb"]
 
-#: official `bgr2gray` weights (R, G, B) for the restored face of gray input
-GRAY_WEIGHTS = np.float32([0.2989, 0.587, 0.114])
 #: packed/semi-planar formats and the planar format holding the same samples (converted losslessly both ways)
 PLANAR_OF = {
     "rgb24": "gbrp", "bgr24": "gbrp", "rgb0": "gbrp", "bgr0": "gbrp", "0rgb": "gbrp", "0bgr": "gbrp",
@@ -78,104 +77,77 @@ def _kind(fmt: Any) -> str:
     return "gray" if len(fmt.components) == 1 else "yuv"
 
 
-def _scale(fmt: Any, full: bool) -> tuple[float, float]:
-    """(offset, gain) mapping a normalised value v in [0, 1] to sample codes: code = offset + gain·v."""
-    if _dtype(fmt).kind == "f":
-        return 0.0, 1.0
-    bits = fmt.components[0].bits
-    if full:
-        return 0.0, float((1 << bits) - 1)
-    return float(16 << (bits - 8)), float(219 << (bits - 8))
-
-
 def _matrix(frame: Any) -> int:
     return _SWS_MATRIX.get(int(frame.colorspace or 0), 5)
 
 
-def to_rgb(frame: Any) -> np.ndarray:
-    """(H, W, 3) RGB for detection and the model: uint8 for 8-bit sources (what the official script reads; a
-    linear pass buffers a chunk plus its look-ahead, so 4x the memory would buy nothing), else float32 in [0, 1]
-    through 16 bits per sample (never 8). Gray formats give their luma replicated (the official gray handling)."""
-    src = _planar(frame)
-    fmt = src.format
-    deep = _dtype(fmt) != np.uint8
-    if _kind(fmt) == "gray":
-        off, gain = _scale(fmt, _range(src) == 2)
-        y = np.clip((_plane(src, 0).astype(np.float32) - off) / gain, 0.0, 1.0)
-        y = y if deep else np.rint(y * 255.0).astype(np.uint8)
-        return np.repeat(y[..., None], 3, axis=2)
-    rgb = src.reformat(format="rgb48le" if deep else "rgb24", src_colorspace=_matrix(src), src_color_range=_range(src),
-                       dst_color_range=2)
-    return rgb.to_ndarray().astype(np.float32) / 65535.0 if deep else rgb.to_ndarray()
-
-
-def _layer_planes(src: Any, color: np.ndarray) -> list[np.ndarray]:
-    """The colour layer (H, W, 3) float RGB in `src`'s planar format, matrix and range, as float planes."""
-    import av
-
-    fmt = src.format
+def _plane_format(frame: Any) -> PlaneFormat:
+    """The composer's view of a planar frame: family, depth, subsampling, range and matrix."""
+    fmt = frame.format
     kind = _kind(fmt)
-    full = _range(src) == 2
-    if kind == "gray":
-        off, gain = _scale(fmt, full)
-        return [off + gain * (color @ GRAY_WEIGHTS)]
-    if kind == "rgb":
-        off, gain = _scale(fmt, full)
-        out: list[np.ndarray | None] = [None] * len(fmt.components)
-        for c, comp in enumerate(fmt.components[:3]):
-            out[comp.plane] = off + gain * color[..., c]
-        return out  # type: ignore[return-value]
-    rgb48 = np.ascontiguousarray(np.clip(np.rint(color * 65535.0), 0, 65535).astype(np.uint16))
-    layer = av.VideoFrame.from_ndarray(rgb48, format="rgb48le").reformat(
-        format=fmt.name, src_color_range=2, dst_colorspace=_matrix(src), dst_color_range=_range(src),
-    )
-    return [_plane(layer, i).astype(np.float32) for i in range(len(layer.planes))]
+    sub = (0, 0)
+    if kind == "yuv":  # log2 factor that takes the luma size to the chroma plane's (rounded up, as FFmpeg does)
+        luma, chroma = frame.planes[0], frame.planes[1]
+        sub = tuple(next(k for k in range(3) if -(-big // (1 << k)) == small)
+                    for big, small in ((luma.width, chroma.width), (luma.height, chroma.height)))
+    return PlaneFormat(kind, fmt.components[0].bits, _dtype(fmt).kind == "f", sub[0], sub[1], _range(frame) == 2,
+                       _matrix(frame) if kind == "yuv" else 1)
 
 
-def compose(frame: Any, color: np.ndarray | None, alpha: np.ndarray | None) -> Any:
-    """A new frame in `frame`'s own pixel format (and tags, pts) with the faces merged in: color (H, W, 3) float RGB,
-    alpha (H, W) float in [0, 1]. Samples whose (area-resampled) alpha is 0 are copied unchanged; with no alpha,
+def _order(fmt: Any) -> list[int]:
+    """Plane indices in canonical order (R, G, B first for RGB formats), then any other plane."""
+    first = [c.plane for c in fmt.components[:3]] if fmt.is_rgb else list(range(min(3, len(fmt.components))))
+    return first + [i for i in range(len({c.plane for c in fmt.components})) if i not in first]
+
+
+def _planes(frame: Any) -> list[np.ndarray]:
+    return [_plane(frame, i) for i in _order(frame.format)]
+
+
+def to_rgb(frame: Any, gray: bool = False) -> np.ndarray:
+    """(H, W, 3) RGB for detection and the model (`planes.to_rgb`: uint8 for 8-bit sources, else float32 in
+    [0, 1]); gray: restore YUV as its luma (gray="auto" decided by the caller)."""
+    src = _planar(frame)
+    return planes_to_rgb(_planes(src), _plane_format(src), gray)
+
+
+def compose(frame: Any, color: np.ndarray | None, alpha: np.ndarray | None, *, gray: bool = False,
+            strength: float = 1.0, background: Any = None, upscale: int = 1) -> Any:
+    """A new frame in `frame`'s own pixel format (and tags, pts) with the faces merged in (`planes.merge_faces`):
+    color (H, W, 3) float RGB and alpha (H, W) at the output size. The background is `background` (a decoded
+    frame of the output size), else `frame` resized bilinearly by `upscale`. With nothing merged and no resize,
     the decoded frame itself is returned."""
     import av
-    import cv2
 
-    if alpha is None or color is None or not np.any(alpha > 0):
-        return frame
     src = _planar(frame)
-    fmt = src.format
-    if alpha.shape != (src.height, src.width):
-        raise InputError(f"face layer is {alpha.shape[::-1]}, the frame {src.width}x{src.height}: resize the frame "
-                         "to the output size first (pixels.resize)")
-    out = av.VideoFrame(src.width, src.height, fmt.name)
-    layer = _layer_planes(src, color)
-    dt = _dtype(fmt)
-    top = None if dt.kind == "f" else float((1 << fmt.components[0].bits) - 1)
-    for i in range(len(src.planes)):
-        s = _plane(src, i)
-        dst = _plane(out, i)
-        a = alpha if s.shape == alpha.shape else cv2.resize(alpha, (s.shape[1], s.shape[0]), interpolation=cv2.INTER_AREA)
-        if i >= len(layer) or layer[i] is None:  # alpha plane of a format with one: kept
-            dst[...] = s
-            continue
-        blend = s.astype(np.float32) + a * (layer[i] - s.astype(np.float32))
-        if top is not None:
-            blend = np.clip(np.rint(blend), 0.0, top)
-        dst[...] = np.where(a > 0, blend.astype(dt), s)
+    pf = _plane_format(src)
+    if background is not None:
+        back_frame = _planar(background)
+        if back_frame.format.name != src.format.name:
+            back_frame = back_frame.reformat(format=src.format.name)
+        back = _planes(back_frame)
+    else:
+        back = upscale_planes(_planes(src), pf, upscale)
+    planes = merge_faces(back, pf, color, alpha, gray=gray, strength=strength)
+    if background is None and upscale == 1 and all(a is b for a, b in zip(planes, back)):
+        return frame
+    height, width = planes[0].shape
+    out = av.VideoFrame(width, height, src.format.name)
+    for i, plane in zip(_order(src.format), planes):
+        _plane(out, i)[...] = plane
     copy_tags(src, out)
-    if src is not frame:  # back to the packed layout of the input
+    if src.format.name != frame.format.name:  # back to the packed layout of the input
         out = out.reformat(format=frame.format.name, src_color_range=_range(frame), dst_color_range=_range(frame))
         copy_tags(frame, out)
     return out
 
 
 def resize(frame: Any, width: int, height: int) -> Any:
-    """Bilinear resize in the frame's own format (the upscaled background of `--upscale`), tags kept."""
+    """`frame` at `width` x `height` (an integer multiple of its size): the bilinear background of `--upscale`
+    without faces, in the frame's own format (`planes.upscale_planes`)."""
     if (frame.width, frame.height) == (width, height):
         return frame
-    out = frame.reformat(width=width, height=height, interpolation="BILINEAR", src_color_range=_range(frame),
-                         dst_color_range=_range(frame))
-    copy_tags(frame, out)
-    return out
+    return compose(frame, None, None, upscale=width // frame.width)
 
 
 def convert(frame: Any, pix_fmt: str, like: Any) -> Any:
@@ -196,7 +168,8 @@ def convert(frame: Any, pix_fmt: str, like: Any) -> Any:
 def copy_tags(src: Any, dst: Any) -> None:
     """Timestamp and the four colour tags (matrix, primaries, transfer, range)."""
     dst.pts = src.pts
-    dst.time_base = src.time_base
+    if src.time_base is not None:
+        dst.time_base = src.time_base
     dst.colorspace = src.colorspace
     dst.color_range = src.color_range
     dst.color_primaries = src.color_primaries

@@ -124,6 +124,8 @@ class RandomAccessRestorer:
         frame_device: torch.device | str | None = None,
         overlap: int = 0,
         stabilize: float = 0.0,
+        max_face_size: float | None = None,
+        select: Callable[[int], np.ndarray | None] | None = None,
     ) -> None:
         check_restore_layout(faces, chunk, upscale)
         #: which frames each output frame needs (chunks, priming runs, detection windows)
@@ -134,6 +136,9 @@ class RandomAccessRestorer:
         self.face_size = int(getattr(restorer_factory, "face_size", 512))
         self.detector = detector
         self.faces, self.min_face_size = faces, float(min_face_size)
+        #: face selection beyond min_face: the largest box side, and the mask of frame m (`select(m)`) read by the
+        #: FrameAccess path (`render`); the filter hands each frame's mask to `detect` itself
+        self.max_face_size, self.select = max_face_size, select
         self.link = LinkParams(max_gap=self.sequencer.max_gap)
         self.ends = resolve_smoothing_ends(smoothing_ends, exact)
         self.upscale, self.antialias, self.exact = int(upscale), bool(antialias), bool(exact)
@@ -174,16 +179,18 @@ class RandomAccessRestorer:
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
 
-    def detect(self, n: int, view: np.ndarray) -> list[Detection]:
+    def detect(self, n: int, view: np.ndarray, select: np.ndarray | None = None) -> list[Detection]:
         """Faces of frame n (view: the frame as detection sees it, see `vs_keep.plugin.frames.model_view`), down
-        to tiny_min when tiny faces are on. Cached by n."""
+        to tiny_min when tiny faces are on, up to max_face_size, centred on non-zero samples of the `select` mask
+        (frame n's). Cached by n."""
         hit = self._detections.get(n)
         if hit is not None:
             return hit  # type: ignore[return-value]
         self._pin_threads()
         self.stats.add("detections")
         low = self.tiny_min if self.tiny is not None else self.min_face_size
-        found = detect_faces(self.detector, self._on_device(n, view), faces=self.faces, min_face_size=low)
+        found = detect_faces(self.detector, self._on_device(n, view), faces=self.faces, min_face_size=low,
+                             max_face_size=self.max_face_size, select=select)
         return self._detections.put(n, found)  # type: ignore[return-value]
 
     def cached_detections(self, n: int) -> list[Detection] | None:
@@ -323,7 +330,9 @@ class RandomAccessRestorer:
         """`detect` over a FrameAccess, reading the frame only on a cache miss (a linear pass has released the
         frames before the current run, whose detections the next block's window still asks for)."""
         hit = self.cached_detections(m)
-        return hit if hit is not None else self.detect(m, access.frame(m))
+        if hit is not None:
+            return hit
+        return self.detect(m, access.frame(m), None if self.select is None else self.select(m))
 
     def clear_caches(self) -> None:
         """Forget every cached detection, plan, recurrent state and device frame (what a new shard starts from)."""

@@ -151,7 +151,7 @@ def _engine_for(options: EngineOptions, source: str):
 
 def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
     """Restore and encode one shard into `job.segment` (written under a temporary name, renamed when complete)."""
-    from .pixels import compose, resize, to_rgb
+    from .pixels import compose, to_rgb
     from .scene import is_cut
     from .stream import restore_stream
     from .video import FrameSink, decode, iter_frames
@@ -172,7 +172,7 @@ def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
         for i, frame in enumerate(decode(job.input, start=first, start_pts=job.lo_pts, max_frames=s.hi - first)):
             if first + i >= s.start:
                 decoded[first + i] = frame
-            yield to_rgb(frame)
+            yield to_rgb(frame, job.options.gray is True)
 
     def timed(frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
         it, m = iter(frames), first
@@ -200,10 +200,8 @@ def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
                                      stop=s.stop, first=first)
             for n, result in enumerate(results, s.start):
                 if layer:
-                    frame = decoded.pop(n)
-                    if engine.upscale > 1:
-                        frame = resize(frame, frame.width * engine.upscale, frame.height * engine.upscale)
-                    sink.write_frame(compose(frame, result.image, result.alpha))
+                    sink.write_frame(compose(decoded.pop(n), result.image, result.alpha, gray=job.options.gray is True,
+                                             strength=job.options.strength, upscale=engine.upscale))
                 else:
                     sink.write(result.image)
                 if report is not None:

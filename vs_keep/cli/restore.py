@@ -10,6 +10,7 @@ KEEP's state resets at scene cuts found by `vs_keep.scene` (the filter's detecto
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections import deque
@@ -43,7 +44,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fidelity", type=float, default=0.5, help="CodeFormer fidelity weight w in [0,1] (default 0.5)")
     p.add_argument("--faces", choices=["all", "largest", "center"], default="all", help="which faces (official: largest)")
     p.add_argument("--min-face", type=float, default=20.0, help="ignore faces smaller than this (box side, px)")
+    p.add_argument("--max-face", type=float, help="ignore faces larger than this (box side, px; default no limit)")
+    p.add_argument("--select-mask", metavar="FILE",
+                   help="restore only faces whose box centre is on a non-zero sample of this mask (an image for all "
+                        "frames, or a lossless video with one mask per frame; the input's size)")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="restored face mixed with the original inside the paste mask, in [0,1] (default 1)")
+    p.add_argument("--gray", choices=["auto", "on", "off"], default="auto",
+                   help="restore on the luma only (auto: flat chroma on the first, middle and last frame)")
     p.add_argument("--upscale", type=int, default=1, help="output size factor (default 1)")
+    p.add_argument("--background", metavar="FILE",
+                   help="with --upscale: a pre-upscaled video of the output size and frame count used as the "
+                        "background (e.g. from Real-ESRGAN) instead of a bilinear resize")
     p.add_argument("--detector", default="mtcnn", help="mtcnn (bundled), retinaface_resnet50 or retinaface_mobilenet0.25")
     p.add_argument("--parse", action="store_true", help="ParseNet mask in paste-back (needs `vs-keep download parsenet`)")
     p.add_argument("--max-gap", type=int, default=10, help="bridge detection gaps up to this many frames (default 10)")
@@ -74,11 +86,16 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engine import EngineOptions, build_engine, load_model, validate
     from ..scene import is_cut
+    from ..select_mask import MaskFrames
     from ..video import FrameSink, FrameSource, stream_format
     from .safety import checked_length, decoding
 
     if args.aligned and (args.overlap or args.stabilize):
         raise InputError("--overlap and --stabilize work on whole frames (face tracks); drop them with --aligned")
+    if args.aligned and (args.strength != 1 or args.max_face or args.select_mask or args.background):
+        raise InputError("--strength, --max-face, --select-mask and --background work on whole frames; drop them with --aligned")
+    if args.background and args.upscale == 1:
+        raise InputError("--background is the background of --upscale 2 (or more); add --upscale or drop --background")
     scene = is_cut if args.scene_detect == "auto" else None
     options = EngineOptions(
         weights=args.weights, model=args.model, device=args.device, faces=args.faces, chunk=args.chunk,
@@ -87,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
         tiny_weights=args.tiny_weights, tiny_min=args.tiny_min, fp16=args.fp16, decoder=args.decoder,
         cpu_fast=not args.reference_ops, cpu_precision="bf16" if args.cpu_bf16 else "fp32",
         tune_malloc=not args.reference_ops, max_gap=args.max_gap,  # tune_malloc: this process is ours
-        overlap=args.overlap, stabilize=args.stabilize,
+        overlap=args.overlap, stabilize=args.stabilize, max_face=args.max_face, strength=args.strength,
+        select_mask=args.select_mask,
+        gray=args.gray == "on",
     )
     try:
         validate(options)  # the engine's one validator, before the input is decoded
@@ -97,21 +116,29 @@ def run(args: argparse.Namespace) -> int:
     source = FrameSource(args.input)
     total = checked_length(source)  # decoded, not demuxed; empty or truncated input: fail before loading anything
     like = stream_format(args.input) if source.is_video else None
+    if args.select_mask:
+        MaskFrames(args.select_mask).check(source.info.width, source.info.height, total)
+    background = _background(args.background, source, total, args.upscale) if args.background else None
+    if args.gray == "auto" and not args.aligned:
+        options = dataclasses.replace(options, gray=looks_gray_input(source, total))
     if args.shards is not None or args.ray is not None:
+        if background is not None:
+            raise InputError("--background does not combine with --shards yet; drop one of them")
+        if like is None and (args.strength != 1 or args.gray == "on"):
+            raise InputError("--shards on image input pastes whole faces in RGB: drop --strength/--gray, or --shards")
         return _run_sharded(args, options, source)
     if args.aligned:
         from ..aligned import restore_aligned
 
         net, autocast = load_model(options)
         frames = restore_aligned(net, decoding(source, args.input), chunk=args.chunk, fidelity=args.fidelity, autocast=autocast)
+    elif options.strength == 0 and options.upscale == 1:  # nothing of the faces would reach the output
+        frames = decoding(source.decode() if source.is_video else source, args.input)
     else:
         from ..stream import restore_stream
 
         engine = build_engine(options)
-        if like is not None:
-            frames = restore_video(engine, source, total, scene, args.input)
-        else:
-            frames = (r.image for r in restore_stream(engine, decoding(source, args.input), total, scene=scene))
+        frames = restore_video(engine, source, total, scene, args.input, options, background)
     audio = args.input if source.is_video else None
     bar = tqdm(total=source.info.frames, unit="frame", file=sys.stderr, disable=args.no_progress, desc="restore")
     with FrameSink(args.output, fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, audio_from=audio,
@@ -125,6 +152,33 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     log.info("wrote %d frames", sink.count)
     return 0
+
+
+def looks_gray_input(source, total: int) -> bool:
+    """gray="auto" for a file: the frames of `planes.probe_frames` pass the official gray test."""
+    from ..pixels import to_rgb
+    from ..planes import looks_gray, probe_frames
+    from ..video import decode, iter_frames
+
+    if source.is_video:
+        return looks_gray([to_rgb(next(decode(source.path, start=n, max_frames=1))) for n in probe_frames(total)])
+    return looks_gray([next(iter_frames(source.path, start=n, max_frames=1)) for n in probe_frames(total)])
+
+
+def _background(path: str, source, total: int, upscale: int):
+    """`--background FILE`: checked against the output size and length; its decoded frames, in order."""
+    from ..video import FrameSource, decode
+
+    if not source.is_video:
+        raise InputError("--background goes with a video input; restore the image folder without it")
+    bg = FrameSource(path)
+    want = (source.info.width * upscale, source.info.height * upscale)
+    if (bg.info.width, bg.info.height) != want:
+        raise InputError(f"--background {path} is {bg.info.width}x{bg.info.height}; with --upscale {upscale} it must be "
+                         f"{want[0]}x{want[1]} (upscale x the input)")
+    if (count := bg.count_frames()) < total:
+        raise InputError(f"--background {path} has {count} frames, the input {total}: give one per input frame")
+    return decode(path)
 
 
 def _run_sharded(args: argparse.Namespace, options, source) -> int:
@@ -146,23 +200,29 @@ def _run_sharded(args: argparse.Namespace, options, source) -> int:
     return 0
 
 
-def restore_video(engine, source, total: int, scene: Callable | None, path) -> Iterator:
-    """Decoded frames restored in their own pixel format: the model reads them through 16-bit RGB, the faces
-    come back as colour + alpha and are merged into the decoded samples (vs_keep.pixels.compose)."""
-    from ..pixels import compose, resize, to_rgb
+def restore_video(engine, source, total: int, scene: Callable | None, path, options, background=None) -> Iterator:
+    """Frames restored in their own pixel format: the model reads them through `planes.to_rgb`, the faces come back
+    as colour + alpha and are merged into the decoded samples (`planes.merge_faces`, the filter's composer).
+    Decoded video frames give decoded frames (`pixels.compose`), RGB images give RGB images."""
+    from ..pixels import compose, to_rgb
+    from ..planes import PlaneFormat, merge_faces, upscale_planes
     from ..stream import restore_stream
     from .safety import decoding
 
-    pending: deque = deque()  # decoded frames whose result is not out yet (the engine reads ahead)
+    pending: deque = deque()  # input frames whose result is not out yet (the engine reads ahead)
+    gray, strength, up = options.gray is True, float(options.strength), engine.upscale
 
     def working() -> Iterator[np.ndarray]:
-        for frame in decoding(source.decode(), path):
+        for frame in decoding(source.decode() if source.is_video else source, path):
             pending.append(frame)
-            yield to_rgb(frame)
+            yield frame if isinstance(frame, np.ndarray) else to_rgb(frame, gray)
 
-    up = engine.upscale
+    rgb8 = PlaneFormat("rgb", 8, False)
     for result in restore_stream(engine, working(), total, layer=True, scene=scene):
         frame = pending.popleft()
-        if up > 1:
-            frame = resize(frame, frame.width * up, frame.height * up)
-        yield compose(frame, result.image, result.alpha)
+        if isinstance(frame, np.ndarray):
+            back = upscale_planes([frame[..., c] for c in range(3)], rgb8, up)
+            yield np.stack(merge_faces(back, rgb8, result.image, result.alpha, gray=gray, strength=strength), axis=-1)
+        else:
+            bg = next(background) if background is not None else None
+            yield compose(frame, result.image, result.alpha, gray=gray, strength=strength, background=bg, upscale=up)

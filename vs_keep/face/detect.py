@@ -41,7 +41,8 @@ def to_uint8(frame: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
 
 
 def detect_faces(
-    detector: Detector, frame: np.ndarray | torch.Tensor, *, faces: str = "all", min_face_size: float = 0.0
+    detector: Detector, frame: np.ndarray | torch.Tensor, *, faces: str = "all", min_face_size: float = 0.0,
+    max_face_size: float | None = None, select: np.ndarray | None = None,
 ) -> list[Detection]:
     """Pure per-frame step of the pipeline: detect on frame (H, W, 3) RGB uint8/float, keep faces by mode/size.
 
@@ -58,4 +59,5 @@ def detect_faces(
     if isinstance(image, np.ndarray):
         image = np.ascontiguousarray(image)
     found: Sequence[Detection] = detector.detect(image)  # type: ignore[arg-type]
-    return select_faces(found, faces=faces, min_face_size=min_face_size, frame_shape=tuple(frame.shape[:2]))
+    return select_faces(found, faces=faces, min_face_size=min_face_size, frame_shape=tuple(frame.shape[:2]),
+                        max_face_size=max_face_size, select=select)

@@ -23,13 +23,18 @@ FACES_MODES = ("all", "largest", "center")
 
 
 def select_faces(
-    detections: Sequence[Detection], *, faces: str = "all", min_face_size: float = 0.0, frame_shape: tuple[int, int] | None = None
+    detections: Sequence[Detection], *, faces: str = "all", min_face_size: float = 0.0, frame_shape: tuple[int, int] | None = None,
+    max_face_size: float | None = None, select: np.ndarray | None = None,
 ) -> list[Detection]:
-    """Detections kept for one frame: at least `min_face_size` pixels (shorter box side), then all of them, the
+    """Detections kept for one frame: a box side (the shorter one) in [min_face_size, max_face_size], the box centre
+    on a non-zero sample of the `select` mask ((H, W), the frame's size) when one is given, then all of them, the
     largest one (the official behaviour), or the one closest to the frame centre (needs frame_shape (H, W))."""
     if faces not in FACES_MODES:
         raise InputError(f"faces must be one of {', '.join(FACES_MODES)}, got {faces!r}")
-    kept = [d for d in detections if d.size >= min_face_size]
+    kept = [d for d in detections if d.size >= min_face_size and (max_face_size is None or d.size <= max_face_size)]
+    if select is not None:
+        h, w = select.shape[:2]
+        kept = [d for d in kept if select[min(max(int(d.center[1]), 0), h - 1), min(max(int(d.center[0]), 0), w - 1)]]
     if faces == "all" or len(kept) <= 1:
         return kept
     if faces == "largest":
