@@ -135,8 +135,6 @@ def run(args: argparse.Namespace) -> int:
     elif options.strength == 0 and options.upscale == 1:  # nothing of the faces would reach the output
         frames = decoding(source.decode() if source.is_video else source, args.input)
     else:
-        from ..stream import restore_stream
-
         engine = build_engine(options)
         frames = restore_video(engine, source, total, scene, args.input, options, background)
     audio = args.input if source.is_video else None
