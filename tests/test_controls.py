@@ -197,8 +197,8 @@ def test_cli_controls_and_their_errors(weights: Path, source: Path, tmp_path: Pa
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), np.zeros((10, 10), np.uint8))
     cases = [
-        (["--strength", "1.5"], "strength must be a number in [0, 1]"),
-        (["--max-face", "10"], "max_face must be a box side in px >= min_face=20"),
+        (["--strength", "1.5"], "--strength must be a number in [0, 1]"),
+        (["--max-face", "10"], "--max-face must be a box side in px >= min_face=20"),
         (["--select-mask", str(tmp_path / "none.png")], "--select-mask"),
         (["--select-mask", str(small)], "is 10x10, the input 320x240: make the mask the input's size"),
         (["--background", str(source)], "--background is the background of --upscale"),
