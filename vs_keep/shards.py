@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import replace_file
 from .engine import EngineOptions
 from .errors import InputError, VsKeepError
 from .face.plan import chunk_window
@@ -47,7 +48,7 @@ MAX_RETRIES = 3
 
 
 __all__ = ["Encoding", "Shard", "ShardError", "ShardJob", "ShardResult", "concat_segments", "plan_shards",
-           "restore_sharded", "run_shard"]
+           "restore_sharded", "run_shard", "shard_of"]
 
 class ShardError(VsKeepError, RuntimeError):
     """A shard could not be completed (its worker kept failing)."""
@@ -76,11 +77,13 @@ def plan_shards(total: int, chunk: int, count: int, *, max_gap: int, sigma: floa
     chunks = math.ceil(total / chunk)
     count = min(count, chunks)
     edges = [min(round(i * chunks / count) * chunk, total) for i in range(count + 1)]
-    shards = []
-    for i, (a, b) in enumerate(zip(edges, edges[1:])):
-        lo, hi = chunk_window(a, b, max_gap=max_gap, sigma=sigma)
-        shards.append(Shard(index=i, start=a, stop=b, lo=max(lo, 0), hi=min(hi, total)))
-    return shards
+    return [shard_of(i, a, b, total, max_gap=max_gap, sigma=sigma) for i, (a, b) in enumerate(zip(edges, edges[1:]))]
+
+
+def shard_of(index: int, start: int, stop: int, total: int, *, max_gap: int, sigma: float = SIGMA) -> Shard:
+    """Output frames [start, stop) (whole chunks) with the input frames their detections need, clipped to the clip."""
+    lo, hi = chunk_window(start, stop, max_gap=max_gap, sigma=sigma)
+    return Shard(index=index, start=start, stop=stop, lo=max(lo, 0), hi=min(hi, total))
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,7 @@ def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
                     report(s.index, n - s.start + 1)
                 if n == s.start + 1:
                     _kill_hook()
-        os.replace(tmp, seg)
+        replace_file(tmp, seg)  # fsync first: a renamed segment is complete even after a power cut
     finally:
         tmp.unlink(missing_ok=True)
     context = [m for m in access.decode_seconds if not s.start <= m < s.stop]  # decoded (and detected) for the plan only
@@ -279,7 +282,8 @@ def _ray_shard(job: ShardJob, board) -> ShardResult:
     return run_shard(job, report=lambda i, done: board.set.remote(i, done))
 
 
-def _run_ray(jobs: list[ShardJob], address: str | None, bar) -> list[ShardResult]:
+def _run_ray(jobs: list[ShardJob], address: str | None, bar, body: Callable = _ray_shard) -> list[ShardResult]:
+    """Run `body(job, board)` (default: one shard) as a Ray task per job; the bar shows its `initial` + frames done."""
     import ray
 
     started = not ray.is_initialized()
@@ -290,13 +294,13 @@ def _run_ray(jobs: list[ShardJob], address: str | None, bar) -> list[ShardResult
         device = "cuda" if gpus else "cpu"  # Ray hands each GPU task its own device as cuda:0
         jobs = [dataclasses.replace(j, options=dataclasses.replace(j.options, device=device)) for j in jobs]
         board = ray.remote(num_cpus=0)(_Board).remote(len(jobs))
-        task = ray.remote(_ray_shard).options(num_gpus=1 if gpus else 0, num_cpus=1, max_retries=MAX_RETRIES)
+        task = ray.remote(body).options(num_gpus=1 if gpus else 0, num_cpus=1, max_retries=MAX_RETRIES)
         refs = [task.remote(job, board) for job in jobs]
         pending = list(refs)
         try:
             while pending:
                 _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
-                done = ray.get(board.total.remote())
+                done = bar.initial + ray.get(board.total.remote())
                 if done != bar.n:
                     bar.n = done
                     bar.refresh()

@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ..errors import InputError
+from ..resume import PIECE_FRAMES
 
-__all__ = ["add_arguments", "restore_video", "run"]
+__all__ = ["add_arguments", "restore_video", "run", "writes_own_output"]
 
 log = logging.getLogger("vs_keep.cli.restore")
 
@@ -65,6 +66,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shards", type=int, help="restore in N pieces cut at chunk boundaries (same frames as one run)")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="run the shards as Ray tasks (local Ray, or the cluster at ADDRESS); needs vs-keep[ray]")
+    p.add_argument("--piece", type=int, default=PIECE_FRAMES, metavar="FRAMES",
+                   help=f"video OUT: finished pieces of this many frames (whole chunks) are kept in .OUT.resume/ "
+                        f"beside OUT, and running the same command again resumes there (default {PIECE_FRAMES})")
+    p.add_argument("--restart", action="store_true", help="discard the finished pieces of an earlier run and start over")
+
+
+def writes_own_output(args: argparse.Namespace) -> bool:
+    """A video OUT is written by `vs_keep.resume` (its own work folder, lock and final rename), not by the CLI's
+    one-step atomic output: its finished pieces must outlive a killed run."""
+    from ..atomic import is_folder_output
+
+    return not args.aligned and not is_folder_output(args.output)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,8 +107,8 @@ def run(args: argparse.Namespace) -> int:
         tune_malloc=not args.reference_ops, max_gap=args.max_gap,  # tune_malloc: this process is ours
         overlap=args.overlap, stabilize=args.stabilize,
     )
-    if args.shards is not None or args.ray is not None:
-        return _run_sharded(args, options, source)
+    if args.shards is not None or args.ray is not None or writes_own_output(args):
+        return _run_resumable(args, options, source)
     if args.aligned:
         from ..aligned import restore_aligned
 
@@ -124,22 +137,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_sharded(args: argparse.Namespace, options, source) -> int:
-    """`--shards N [--ray [ADDRESS]]`: `vs_keep.shards` restores the same frames in N pieces."""
-    from ..shards import Encoding, restore_sharded
+def _run_resumable(args: argparse.Namespace, options, source) -> int:
+    """A video OUT, and `--shards N [--ray [ADDRESS]]`: `vs_keep.resume` restores it in pieces kept across runs."""
+    from ..atomic import is_folder_output
+    from ..resume import restore_resumable
+    from ..shards import Encoding
 
-    if args.shards is None:
+    if args.ray is not None and args.shards is None:
         raise InputError("--ray runs shards: add --shards N (e.g. the number of GPUs)")
     if args.aligned:
         raise InputError("--shards does not apply to --aligned crops; drop --shards")
+    if args.shards is not None and is_folder_output(args.output):
+        raise InputError(f"{args.output}: --shards writes one video file; give OUT a suffix such as .mkv or .mp4")
+    if args.shards is not None and args.shards < 1:
+        raise InputError(f"--shards must be >= 1, got {args.shards}")
+    if args.piece < 1:
+        raise InputError(f"--piece must be >= 1 frame, got {args.piece}")
     if args.ray is not None:
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
             raise InputError("--ray needs Ray: pip install 'vs-keep[ray]'")
     encoding = Encoding(fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
-    restore_sharded(args.input, args.output, options, shards=args.shards, encoding=encoding, ray=args.ray is not None,
-                    address=args.ray or None, progress=not args.no_progress)
+    restore_resumable(args.input, args.output, options, encoding=encoding, shards=args.shards or 1, piece=args.piece,
+                      ray=args.ray is not None, address=args.ray or None, progress=not args.no_progress,
+                      restart=args.restart)
     return 0
 
 
