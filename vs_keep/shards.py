@@ -234,6 +234,7 @@ def concat_segments(segments: list[tuple[str, int]], output: str | os.PathLike[s
         with av.open(segments[0][0]) as first:
             template = first.streams.video[0]
             out = dst.add_stream_from_template(template)
+            out.codec_context.framerate = Fraction(fps)  # as FrameSink's rate (a copied H.264 header may say 30000/1)
             header = bytes(template.codec_context.extradata or b"")
         if audio_from is not None:
             copy_audio(dst, audio_from)
