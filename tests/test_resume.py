@@ -217,3 +217,30 @@ def test_sigterm_keeps_pieces_that_other_options_do_not_reuse(media, tmp_path: P
                          "resume (--restart starts over)")
     assert not out.exists() and len(records(work)) >= 1
     assert_resumed(run(media["video"], out, media["weights"]), out, media, None)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 600 kB tmpfs (room for the first piece only), grown by `remount` inside the test; needs mount rights."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.timeout(600)
+def test_disk_full_keeps_pieces(media, small_disk: Path) -> None:
+    out = small_disk / "out.mkv"
+    work = work_folder(out)
+    r = run(media["video"], out, media["weights"])
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"vs-keep restore: {work}: the disk is full ({PIECE} of {N} frames finished and kept); "
+                           "the job needs about "), r.stderr
+    assert last.endswith("free space and run the same command again to resume")
+    assert not out.exists() and len(records(work)) == 1 and not list(work.glob("*partial*"))
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
+    assert_resumed(run(media["video"], out, media["weights"]), out, media, PIECE)

@@ -283,6 +283,7 @@ def restore_resumable(
         bar = tqdm(total=total, initial=reused, unit="frame", file=sys.stderr, disable=not progress,
                    desc="restore" if shards == 1 else f"restore x{len(groups)}")
         t0 = time.perf_counter()
+        partial = work / f"concat.partial{out.suffix}"
         try:
             if ray and todo:
                 todo = [dataclasses.replace(j, shard=dataclasses.replace(j.shard, index=k)) for k, j in enumerate(todo)]
@@ -297,15 +298,12 @@ def restore_resumable(
 
                 for job in todo:
                     run_piece(job, report)
-            partial = work / f"concat.partial{out.suffix}"
             concat_segments([(j.segment, j.shard.start) for j in jobs], partial, encoding.fps,
                             audio_from=None if source.is_folder else str(input), keep_timestamps=like is not None)
             replace_file(partial, out)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        except BaseException as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise OutputError(_disk_full(work, jobs, total)) from None
-            raise
-        except BaseException:
             kept = sum(j.shard.stop - j.shard.start for j in jobs if _record(Path(j.segment)).exists())
             if kept:
                 log.warning("kept %s of %s finished frames in %s: run the same command again to resume "
@@ -313,6 +311,7 @@ def restore_resumable(
             raise
         finally:
             bar.close()
+            partial.unlink(missing_ok=True)
         log.info("wrote %d frames in %d pieces (%d reused) to %s (%.1f s)", total, len(jobs), len(done), out,
                  time.perf_counter() - t0)
     shutil.rmtree(work, ignore_errors=True)
@@ -326,8 +325,12 @@ def _disk_full(work: Path, jobs: list[ShardJob], total: int) -> str:
     size = sum(Path(j.segment).stat().st_size for j in finished)
     if frames:
         need = size / frames * (total - frames) + size / frames * total  # the rest, then the joined copy of it all
-        more = f"about {need / 1e9:.1f} GB more"
+        more = f"about {_bytes(need)} more (the remaining pieces, then the joined output)"
     else:
-        more = "space for two copies of the output"
+        more = "room for about twice the output"
     return (f"{work}: the disk is full ({frames:,} of {total:,} frames finished and kept); the job needs {more}: "
             "free space and run the same command again to resume")
+
+
+def _bytes(n: float) -> str:
+    return next(f"{n / f:.1f} {unit}" for f, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1, "bytes")) if n >= f or f == 1)
