@@ -3,10 +3,10 @@ its own encoder, so its own GOP and rate control, as `vs_keep.resume` writes the
 
     PYTHONPATH=. python scripts/resume_bench.py [--frames 2000] [--pieces 250 500 1000] [--size 640x360]
 
-The clip: skimage's public-domain photos, 300 frames each (scene cuts off the piece edges), slowly zoomed and panned with sub-pixel
-motion and film-like grain (sigma 3 levels), so x264 sees real texture, motion and noise. Each encode is x264
-crf 18 preset medium (the CLI's defaults); size = sum of video packet bytes (no container overhead); PSNR = mean
-over frames of RGB PSNR against the source frames.
+The clip: skimage's public-domain photos, 300 frames each (scene cuts off the piece edges), slowly zoomed and
+panned with sub-pixel motion and film-like grain (sigma 3 levels), so x264 sees real texture, motion and noise.
+Each encode is x264 crf 18 preset medium (the CLI's defaults); size = sum of video packet bytes (no container
+overhead); PSNR = mean over frames of RGB PSNR against the source frames.
 """
 
 from __future__ import annotations
@@ -67,6 +67,14 @@ def encode(frames: list[np.ndarray], pieces: list[tuple[int, int]], folder: Path
     return size, float(np.mean(scores)), time.perf_counter() - t0
 
 
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=2000)
@@ -75,11 +83,12 @@ def main() -> None:
     a = p.parse_args()
     w, h = map(int, a.size.split("x"))
     frames = list(clip(a.frames, w, h))
-    result = {"cpu": platform.processor() or platform.machine(), "frames": a.frames, "size": a.size,
+    result = {"cpu": _cpu(), "frames": a.frames, "size": a.size,
               "codec": "libx264 crf 18 preset medium", "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         whole = encode(frames, [(0, a.frames)], Path(tmp))
-        result["runs"].append({"piece": a.frames, "bytes": whole[0], "psnr_db": round(whole[1], 3), "seconds": round(whole[2], 1)})
+        result["runs"].append({"piece": a.frames, "bytes": whole[0], "psnr_db": round(whole[1], 3),
+                               "seconds": round(whole[2], 1)})
         for piece in a.pieces:
             edges = list(range(0, a.frames, piece)) + [a.frames]
             got = encode(frames, list(zip(edges, edges[1:])), Path(tmp))

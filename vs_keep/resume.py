@@ -130,7 +130,8 @@ def _weights_identity(weights) -> str:
 def _job_identity(input_id: dict, options: EngineOptions, encoding: Encoding, ray: bool) -> dict:
     import av
 
-    engine = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("download", "cache_chunks", "tune_malloc")}
+    same_frames = ("download", "cache_chunks", "tune_malloc")  # fields that never change a frame
+    engine = {k: v for k, v in dataclasses.asdict(options).items() if k not in same_frames}
     engine.update(weights=_weights_identity(options.weights), tiny_weights=_weights_identity(options.tiny_weights)
                   if options.tiny_weights else None, parse=str(options.parse))
     enc = {k: str(v) for k, v in dataclasses.asdict(encoding).items()}
@@ -333,4 +334,5 @@ def _disk_full(work: Path, jobs: list[ShardJob], total: int) -> str:
 
 
 def _bytes(n: float) -> str:
-    return next(f"{n / f:.1f} {unit}" for f, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1, "bytes")) if n >= f or f == 1)
+    units = ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1, "bytes"))
+    return next(f"{n / f:.1f} {unit}" for f, unit in units if n >= f or f == 1)

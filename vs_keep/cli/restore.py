@@ -4,7 +4,8 @@ IN/OUT may be video files or image folders. `--aligned` treats every frame as an
 `--has_aligned` mode); otherwise faces are detected, aligned, restored per track and merged back into the decoded
 frame in its own pixel format: the output keeps the input's pixel format and depth (`--pix-fmt` overrides), colour
 tags and per-frame timestamps, and a lossless `--codec` (ffv1, ...) gives back every sample outside the faces.
-KEEP's state resets at scene cuts found by `vs_keep.scene` (the filter's detector).
+KEEP's state resets at scene cuts found by `vs_keep.scene` (the filter's detector). A video OUT is written in
+pieces kept across runs (`vs_keep.resume`): the same command run again after a crash continues where it stopped.
 """
 
 from __future__ import annotations
