@@ -26,8 +26,10 @@ PathLike = str | os.PathLike[str]
 
 
 @contextlib.contextmanager
-def file_lock(path: PathLike) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `path` (created if missing) for the duration of the block."""
+def file_lock(path: PathLike, *, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path` (created if missing) for the duration of the block.
+
+    wait=False: when another process holds it, raise BlockingIOError (naming `path`) instead of waiting."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as handle:
@@ -36,7 +38,10 @@ def file_lock(path: PathLike) -> Iterator[None]:
         except ImportError:  # no fcntl: atomic renames still protect the files, only serialisation is lost
             yield
             return
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise BlockingIOError(errno.EWOULDBLOCK, "locked by another process", str(path)) from None
         try:
             yield
         finally:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import replace_file
 from .engine import EngineOptions
 from .errors import InputError, VsKeepError
 from .sequencer import Sequencer
@@ -44,7 +45,7 @@ MAX_RETRIES = 3
 
 
 __all__ = ["Encoding", "Shard", "ShardError", "ShardJob", "ShardResult", "concat_segments", "plan_shards",
-           "restore_sharded", "run_shard", "sequencer_of"]
+           "restore_sharded", "run_shard", "sequencer_of", "shard_of"]
 
 class ShardError(VsKeepError, RuntimeError):
     """A shard could not be completed (its worker kept failing)."""
@@ -75,11 +76,14 @@ def plan_shards(total: int, count: int, sequencer: Sequencer) -> list[Shard]:
     chunks = math.ceil(total / chunk)
     count = min(count, chunks)
     edges = [min(round(i * chunks / count) * chunk, total) for i in range(count + 1)]
-    shards = []
-    for i, (a, b) in enumerate(zip(edges, edges[1:])):
-        lo, hi = sequencer.input_window(a, b, total)
-        shards.append(Shard(index=i, start=a, stop=b, lo=lo, hi=hi))
-    return shards
+    return [shard_of(i, a, b, total, sequencer) for i, (a, b) in enumerate(zip(edges, edges[1:]))]
+
+
+def shard_of(index: int, start: int, stop: int, total: int, sequencer: Sequencer) -> Shard:
+    """Output frames [start, stop) (whole chunks) with the input frames their plan needs (`Sequencer.input_window`:
+    detection context and priming), clipped to the clip."""
+    lo, hi = sequencer.input_window(start, stop, total)
+    return Shard(index=index, start=start, stop=stop, lo=lo, hi=hi)
 
 
 def sequencer_of(options: EngineOptions) -> Sequencer:
@@ -206,7 +210,7 @@ def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
                     sink.write(result.image)
                 if report is not None:
                     report(s.index, n - s.start + 1)
-        os.replace(tmp, seg)
+        replace_file(tmp, seg)  # fsync first: a renamed segment is complete even after a power cut
     finally:
         tmp.unlink(missing_ok=True)
     context = [m for m in decode_seconds if not s.start <= m < s.stop]  # decoded (and detected) for the plan only
@@ -238,6 +242,7 @@ def concat_segments(segments: list[tuple[str, int]], output: str | os.PathLike[s
         with av.open(segments[0][0]) as first:
             template = first.streams.video[0]
             out = dst.add_stream_from_template(template)
+            out.codec_context.framerate = Fraction(fps)  # as FrameSink's rate (a copied H.264 header may say 30000/1)
             header = bytes(template.codec_context.extradata or b"")
         if audio_from is not None:
             copy_audio(dst, audio_from)
@@ -286,7 +291,8 @@ def _ray_shard(job: ShardJob, board) -> ShardResult:
     return run_shard(job, report=lambda i, done: board.set.remote(i, done))
 
 
-def _run_ray(jobs: list[ShardJob], address: str | None, bar) -> list[ShardResult]:
+def _run_ray(jobs: list[ShardJob], address: str | None, bar, body: Callable = _ray_shard) -> list[ShardResult]:
+    """Run `body(job, board)` (default: one shard) as a Ray task per job; the bar shows its `initial` + frames done."""
     import ray
 
     started = not ray.is_initialized()
@@ -301,13 +307,13 @@ def _run_ray(jobs: list[ShardJob], address: str | None, bar) -> list[ShardResult
         # CPUs (at most a node's): Ray's OMP_NUM_THREADS=num_cpus then matches what the worker pins
         node_cpus = max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1)
         cpus = 1 if gpus else max(1, min(jobs[0].threads or 1, int(node_cpus)))
-        task = ray.remote(_ray_shard).options(num_gpus=1 if gpus else 0, num_cpus=cpus, max_retries=MAX_RETRIES)
+        task = ray.remote(body).options(num_gpus=1 if gpus else 0, num_cpus=cpus, max_retries=MAX_RETRIES)
         refs = [task.remote(job, board) for job in jobs]
         pending = list(refs)
         try:
             while pending:
                 _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
-                done = ray.get(board.total.remote())
+                done = bar.initial + ray.get(board.total.remote())
                 if done != bar.n:
                     bar.n = done
                     bar.refresh()

@@ -9,7 +9,9 @@ Failures: every error ends the run with one line on stderr naming the file and t
 (`--debug` adds the traceback); Ctrl-C exits 130, SIGTERM 143. A command module that sets `OUTPUT = "<arg name>"`
 (and `INPUTS = ("<arg name>", ...)`) has that output written atomically: the output may not be one of the inputs
 (same file on disk), `run()` receives a temporary path in the output's folder in that argument, and it is renamed
-to the real path only when `run()` returns 0; any failure or interrupt leaves nothing at the output path.
+to the real path only when `run()` returns 0; any failure or interrupt leaves nothing at the output path. A module
+whose `writes_own_output(args)` is true commits the output itself, as atomically (`vs-keep restore` to a video file:
+`vs_keep.resume`).
 """
 
 from __future__ import annotations
@@ -113,8 +115,9 @@ def _run(command: str, module, args: argparse.Namespace) -> int:
             if final is not None:
                 inputs = [getattr(args, name) for name in getattr(module, "INPUTS", ()) if getattr(args, name, None)]
                 refuse_overwriting_input(inputs, final)
-                tmp = stack.enter_context(atomic_output(final))
-                setattr(args, output_arg, str(tmp))
+                if not getattr(module, "writes_own_output", lambda _: False)(args):  # e.g. resumable restores
+                    tmp = stack.enter_context(atomic_output(final))
+                    setattr(args, output_arg, str(tmp))
             code = int(module.run(args) or 0)
             if code != 0:
                 raise _ExitStatus(code)

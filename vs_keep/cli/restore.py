@@ -4,7 +4,8 @@ IN/OUT may be video files or image folders. `--aligned` treats every frame as an
 `--has_aligned` mode); otherwise faces are detected, aligned, restored per track and merged back into the decoded
 frame in its own pixel format: the output keeps the input's pixel format and depth (`--pix-fmt` overrides), colour
 tags and per-frame timestamps, and a lossless `--codec` (ffv1, ...) gives back every sample outside the faces.
-KEEP's state resets at scene cuts found by `vs_keep.scene` (the filter's detector).
+KEEP's state resets at scene cuts found by `vs_keep.scene` (the filter's detector). A video OUT is written in
+pieces kept across runs (`vs_keep.resume`): the same command run again after a crash continues where it stopped.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..weights import RESTORERS
+from ..resume import PIECE_FRAMES
 
-__all__ = ["add_arguments", "restore_video", "run"]
+__all__ = ["add_arguments", "restore_video", "run", "writes_own_output"]
 
 log = logging.getLogger("vs_keep.cli.restore")
 
@@ -79,6 +81,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shards", type=int, help="restore in N pieces cut at chunk boundaries (same frames as one run)")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="run the shards as Ray tasks (local Ray, or the cluster at ADDRESS); needs vs-keep[ray]")
+    p.add_argument("--piece", type=int, default=PIECE_FRAMES, metavar="FRAMES",
+                   help=f"video OUT: finished pieces of this many frames (whole chunks) are kept in .OUT.resume/ "
+                        f"beside OUT, and running the same command again resumes there (default {PIECE_FRAMES})")
+    p.add_argument("--restart", action="store_true", help="discard the finished pieces of an earlier run and start over")
+
+
+def writes_own_output(args: argparse.Namespace) -> bool:
+    """A video OUT is written by `vs_keep.resume` (its own work folder, lock and final rename), not by the CLI's
+    one-step atomic output: its finished pieces must outlive a killed run."""
+    from ..atomic import is_folder_output
+
+    return not args.aligned and not is_folder_output(args.output)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,12 +135,14 @@ def run(args: argparse.Namespace) -> int:
     background = _background(args.background, source, total, args.upscale) if args.background else None
     if args.gray == "auto" and not args.aligned:
         options = dataclasses.replace(options, gray=looks_gray_input(source, total))
-    if args.shards is not None or args.ray is not None:
-        if background is not None:
-            raise InputError("--background does not combine with --shards yet; drop one of them")
-        if like is None and (args.strength != 1 or args.gray == "on"):
-            raise InputError("--shards on image input pastes whole faces in RGB: drop --strength/--gray, or --shards")
-        return _run_sharded(args, options, source)
+    sharded = args.shards is not None or args.ray is not None
+    if sharded and background is not None:
+        raise InputError("--background does not combine with --shards yet; drop one of them")
+    if sharded and like is None and (args.strength != 1 or args.gray == "on"):
+        raise InputError("--shards on image input pastes whole faces in RGB: drop --strength/--gray, or --shards")
+    # a video OUT from a video resumes; --background (and image-folder input) runs in one pass, not resumable yet
+    if sharded or (writes_own_output(args) and like is not None and background is None):
+        return _run_resumable(args, options, source)
     if args.aligned:
         from ..aligned import restore_aligned
 
@@ -179,22 +195,31 @@ def _background(path: str, source, total: int, upscale: int):
     return decode(path)
 
 
-def _run_sharded(args: argparse.Namespace, options, source) -> int:
-    """`--shards N [--ray [ADDRESS]]`: `vs_keep.shards` restores the same frames in N pieces."""
-    from ..shards import Encoding, restore_sharded
+def _run_resumable(args: argparse.Namespace, options, source) -> int:
+    """A video OUT, and `--shards N [--ray [ADDRESS]]`: `vs_keep.resume` restores it in pieces kept across runs."""
+    from ..atomic import is_folder_output
+    from ..resume import restore_resumable
+    from ..shards import Encoding
 
-    if args.shards is None:
+    if args.ray is not None and args.shards is None:
         raise InputError("--ray runs shards: add --shards N (e.g. the number of GPUs)")
     if args.aligned:
         raise InputError("--shards does not apply to --aligned crops; drop --shards")
+    if args.shards is not None and is_folder_output(args.output):
+        raise InputError(f"{args.output}: --shards writes one video file; give OUT a suffix such as .mkv or .mp4")
+    if args.shards is not None and args.shards < 1:
+        raise InputError(f"--shards must be >= 1, got {args.shards}")
+    if args.piece < 1:
+        raise InputError(f"--piece must be >= 1 frame, got {args.piece}")
     if args.ray is not None:
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
             raise InputError("--ray needs Ray: pip install 'vs-keep[ray]'")
     encoding = Encoding(fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
-    restore_sharded(args.input, args.output, options, shards=args.shards, encoding=encoding, ray=args.ray is not None,
-                    address=args.ray or None, progress=not args.no_progress)
+    restore_resumable(args.input, args.output, options, encoding=encoding, shards=args.shards or 1, piece=args.piece,
+                      ray=args.ray is not None, address=args.ray or None, progress=not args.no_progress,
+                      restart=args.restart)
     return 0
 
 

@@ -1,0 +1,331 @@
+"""Resumable `vs-keep restore`: finished pieces are kept in a work folder beside OUT, so a run killed at 95 %
+(power cut, OOM kill, `kill -9`, a lost Ray head) continues where it stopped and gives the same frames.
+
+Why this is exact: output frame n depends only on its chunk and the detections around it (`vs_keep.shards`), so
+the clip is cut into pieces of whole chunks (`plan_pieces`, inside the shards of `--shards N`), each restored with
+`shards.run_shard` (its detection context decoded again, detections cached by the process's engine) and encoded
+as its own segment. When all are done, `shards.concat_segments` joins them by stream copy with the input's audio
+and subtitles, and the result is renamed to OUT. With a lossless codec the frames equal a single pass bit for bit;
+every piece is encoded on its own, so even a lossy OUT is the same bytes whether or not the run was interrupted.
+
+Work folder `.OUT.resume/` (hidden, beside OUT): `lock` (one run per OUT), `manifest.json` (what the pieces were
+made from: input identity, every option that changes frames, weights hash, numerics, encoder settings),
+`<identity>-<start>-<stop>.<ext>` pieces (written under a temporary name, fsynced and renamed when complete) and
+a `.json` record each (size and SHA-256, written after the rename). A piece is reused only when its name carries
+the current identity and its bytes match its record; anything else in the folder is deleted before work starts.
+The folder goes when OUT is in place. A killed run redoes at most the piece each worker was writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_write, file_lock, replace_file
+from .engine import EngineOptions
+from .errors import OutputError
+from .numerics import numerics_identity
+from .sequencer import Sequencer
+from .shards import (Encoding, Shard, ShardJob, ShardResult, concat_segments, plan_shards, run_shard, sequencer_of,
+                     shard_of)
+
+__all__ = ["PIECE_FRAMES", "input_identity", "plan_pieces", "restore_resumable", "run_piece",
+           "work_folder"]
+
+log = logging.getLogger(__name__)
+
+#: default piece length in frames (rounded down to whole chunks): what a killed run redoes at most per worker
+PIECE_FRAMES = 500
+_MIB = 1 << 20
+_FORMAT = 1  # manifest layout version
+
+
+def work_folder(output: str | os.PathLike[str]) -> Path:
+    """Where a run on `output` keeps its finished pieces: the hidden folder `.NAME.resume` beside it."""
+    out = Path(output)
+    return out.with_name(f".{out.name}.resume")
+
+
+def plan_pieces(total: int, sequencer: Sequencer, *, shards: int = 1, piece: int = PIECE_FRAMES) -> list[list[Shard]]:
+    """Each shard of `plan_shards` cut into near-equal pieces of whole chunks, at most `piece` frames (at least one
+    chunk) long. Pieces are numbered through the clip; the grid depends only on these arguments."""
+    chunk = sequencer.chunk
+    per = max(piece // chunk, 1)  # chunks per piece at most
+    groups, index = [], 0
+    for s in plan_shards(total, shards, sequencer):
+        chunks = math.ceil((s.stop - s.start) / chunk)
+        count = math.ceil(chunks / per)
+        edges = [min(s.start + round(i * chunks / count) * chunk, s.stop) for i in range(count + 1)]
+        group = []
+        for a, b in zip(edges, edges[1:]):
+            group.append(shard_of(index, a, b, total, sequencer))
+            index += 1
+        groups.append(group)
+    return groups
+
+
+# ---------------------------------------------------------------------------------------------------- identity
+
+
+def _sha256(path: Path, *, head_tail: bool = False) -> str:
+    """SHA-256 of a file, or (head_tail) of its first and last MiB: enough to notice an input replaced in place."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if head_tail:
+            h.update(fh.read(_MIB))
+            size = os.fstat(fh.fileno()).st_size
+            if size > _MIB:
+                fh.seek(max(size - _MIB, _MIB))
+                h.update(fh.read(_MIB))
+        else:
+            for block in iter(lambda: fh.read(_MIB), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def input_identity(path: str | os.PathLike[str], frames: int) -> dict:
+    """Size, mtime, hash of the first and last MiB, frame count (a folder of images: name, size and mtime of each)."""
+    p = Path(path).resolve()
+    if p.is_dir():
+        h = hashlib.sha256()
+        for child in sorted(p.iterdir()):
+            st = child.stat()
+            h.update(f"{child.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return {"path": str(p), "files": h.hexdigest(), "frames": frames}
+    st = p.stat()
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ends_sha256": _sha256(p, head_tail=True),
+            "frames": frames}
+
+
+def _weights_identity(weights) -> str:
+    """The checkpoint's SHA-256 when it is a file; else its registry name (the official file is hash-checked)."""
+    if weights is None:
+        return "official"
+    path = Path(weights).expanduser()
+    return _sha256(path) if path.is_file() else f"official:{weights}"
+
+
+def _job_identity(input_id: dict, options: EngineOptions, encoding: Encoding) -> dict:
+    import av
+
+    same_frames = ("download", "cache_chunks", "tune_malloc")  # fields that never change a frame
+    engine = {k: v for k, v in dataclasses.asdict(options).items() if k not in same_frames}
+    engine.update(weights=_weights_identity(options.weights), tiny_weights=_weights_identity(options.tiny_weights)
+                  if options.tiny_weights else None, parse=str(options.parse))
+    enc = {k: str(v) for k, v in dataclasses.asdict(encoding).items()}
+    enc.update(pyav=av.__version__, libavcodec=str(av.library_versions.get("libavcodec")))
+    from .engine import pick_device
+
+    # Ray workers compute with this run's torch threads (ShardJob.threads), so a Ray run has the same numerics
+    numerics = numerics_identity(pick_device(options.device), "fp16" if options.fp16 else options.cpu_precision,
+                                 cpu_fast=options.cpu_fast)
+    return {"format": _FORMAT, "input": input_id, "options": engine, "numerics": numerics, "encoding": enc}
+
+
+def _digest(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------------- pieces
+
+
+def _record(piece: Path) -> Path:
+    return piece.with_name(piece.name + ".json")
+
+
+def run_piece(job: ShardJob, report: Callable[[int, int], None] | None = None) -> ShardResult:
+    """Restore one piece (`run_shard`: temporary name, fsync, rename) and write its record (size and SHA-256)."""
+    result = run_shard(job, report)
+    piece = Path(job.segment)
+    atomic_write(_record(piece), json.dumps({"bytes": piece.stat().st_size, "sha256": _sha256(piece),
+                                             "frames": job.shard.stop - job.shard.start}).encode())
+    return result
+
+
+def _ray_piece(job: ShardJob, board) -> ShardResult:
+    """Ray task body: one piece, progress posted to the board actor."""
+    return run_piece(job, report=lambda i, done: board.set.remote(i, done))
+
+
+def _is_complete(piece: Path, frames: int) -> bool:
+    """The piece exists and its bytes are those its record describes (a truncated or damaged piece is not)."""
+    try:
+        rec = json.loads(_record(piece).read_text())
+        return (rec["frames"] == frames and piece.stat().st_size == rec["bytes"]
+                and _sha256(piece) == rec["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _sweep(work: Path, keep: set[str]) -> None:
+    """Delete everything in the work folder but the lock and `keep` (stale pieces, temporary files)."""
+    for child in work.iterdir():
+        if child.name in keep or child.name == "lock":
+            continue
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------------- driver
+
+
+@contextlib.contextmanager
+def _work_folder(out: Path) -> Iterator[Path]:
+    """Create and lock the work folder; another run holding it is refused. Folders this creates above OUT and an
+    empty work folder (no finished piece) are removed again on failure."""
+    work = work_folder(out)
+    created = [p for p in reversed(out.parents) if not p.exists()]
+    blocker = next((p for p in out.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot write the output ({blocker} is a file)", str(out))
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write the output ({exc.strerror})", str(out)) from None
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(work / "lock", wait=False))
+        except BlockingIOError:
+            raise OutputError(f"{out}: another vs-keep run is writing it (lock {work / 'lock'} is held); wait for "
+                              "it to finish or stop it first") from None
+        try:
+            yield work
+        except BaseException:
+            _drop_if_empty(work, created)
+            raise
+
+
+def _drop_if_empty(work: Path, created: list[Path]) -> None:
+    """After a failure: remove the work folder (and the folders made for it) when it holds no finished piece."""
+    if work.is_dir() and not any(p.suffix == ".json" and p.name != "manifest.json" for p in work.iterdir()):
+        shutil.rmtree(work, ignore_errors=True)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def restore_resumable(
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    options: EngineOptions,
+    *,
+    encoding: Encoding,
+    shards: int = 1,
+    piece: int = PIECE_FRAMES,
+    ray: bool = False,
+    address: str | None = None,
+    progress: bool = True,
+    restart: bool = False,
+) -> int:
+    """Restore `input` into the video file `output` piece by piece, reusing the finished pieces of an earlier run
+    of the same job (see the module docstring); returns the number of frames written.
+
+    shards / ray / address: as `shards.restore_sharded` (shards run one after another in this process, or as Ray
+    tasks, one task per piece). restart: discard the work folder first. Nothing appears at `output` until it is
+    complete; the input is only read."""
+    from tqdm import tqdm
+
+    from .engine import validate
+    from .shards import _run_ray
+    from .video import FrameSource, stream_format
+
+    validate(options)
+    if piece < 1:
+        raise OutputError(f"--piece must be >= 1 frame, got {piece}")
+    out = Path(output)
+    out = Path(os.path.realpath(out)) if out.is_symlink() else out
+    source = FrameSource(input)
+    stamps = source.timestamps()
+    total = len(stamps)
+    like = stream_format(input) if source.is_video else None
+    groups = plan_pieces(total, sequencer_of(options), shards=shards, piece=piece)
+    with _work_folder(out) as work:
+        if restart:
+            _sweep(work, keep=set())
+        identity = _job_identity(input_identity(input, total), options, encoding)
+        tag = _digest(identity)
+        jobs: list[ShardJob] = []
+        for s in (s for group in groups for s in group):
+            first = s.lo - 1 if options.scene_reset and s.lo > 0 else s.lo  # the scene flag of lo needs lo - 1
+            jobs.append(ShardJob(input=str(Path(input).resolve()),
+                                 segment=str((work / f"{tag}-{s.start:09d}-{s.stop:09d}{out.suffix}").resolve()),
+                                 shard=s, total=total, lo_pts=stamps[first], options=options, encoding=encoding,
+                                 like=like, first=first, threads=torch.get_num_threads()))
+        done = [j for j in jobs if _is_complete(Path(j.segment), j.shard.stop - j.shard.start)]
+        _sweep(work, keep={"manifest.json"} | {Path(j.segment).name for j in done}
+               | {_record(Path(j.segment)).name for j in done})
+        atomic_write(work / "manifest.json", json.dumps(identity, indent=1, sort_keys=True).encode())
+        reused = sum(j.shard.stop - j.shard.start for j in done)
+        if reused:
+            log.info("resuming: %s of %s frames done (%s)", f"{reused:,}", f"{total:,}", work)
+        todo = [j for j in jobs if j not in done]
+        bar = tqdm(total=total, initial=reused, unit="frame", file=sys.stderr, disable=not progress,
+                   desc="restore" if shards == 1 else f"restore x{len(groups)}")
+        t0 = time.perf_counter()
+        partial = work / f"concat.partial{out.suffix}"
+        try:
+            if ray and todo:
+                todo = [dataclasses.replace(j, shard=dataclasses.replace(j.shard, index=k)) for k, j in enumerate(todo)]
+                _run_ray(todo, address, bar, body=_ray_piece)
+            else:
+                running = [0] * len(jobs)
+
+                def report(i: int, n: int) -> None:
+                    running[i] = n
+                    bar.n = reused + sum(running)
+                    bar.refresh()
+
+                for job in todo:
+                    run_piece(job, report)
+            concat_segments([(j.segment, j.shard.start) for j in jobs], partial, encoding.fps,
+                            audio_from=None if source.is_folder else str(input), keep_timestamps=like is not None)
+            replace_file(partial, out)
+        except BaseException as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OutputError(_disk_full(work, jobs, total)) from None
+            kept = sum(j.shard.stop - j.shard.start for j in jobs if _record(Path(j.segment)).exists())
+            if kept:
+                log.warning("kept %s of %s finished frames in %s: run the same command again to resume "
+                            "(--restart starts over)", f"{kept:,}", f"{total:,}", work)
+            raise
+        finally:
+            bar.close()
+            partial.unlink(missing_ok=True)
+        log.info("wrote %d frames in %d pieces (%d reused) to %s (%.1f s)", total, len(jobs), len(done), out,
+                 time.perf_counter() - t0)
+    shutil.rmtree(work, ignore_errors=True)
+    return total
+
+
+def _disk_full(work: Path, jobs: list[ShardJob], total: int) -> str:
+    """The one line for a full disk: the folder, what is kept, and about how much more space the job needs."""
+    finished = [j for j in jobs if _record(Path(j.segment)).exists()]
+    frames = sum(j.shard.stop - j.shard.start for j in finished)
+    size = sum(Path(j.segment).stat().st_size for j in finished)
+    if frames:
+        need = size / frames * (total - frames) + size / frames * total  # the rest, then the joined copy of it all
+        more = f"about {_bytes(need)} more (the remaining pieces, then the joined output)"
+    else:
+        more = "room for about twice the output"
+    return (f"{work}: the disk is full ({frames:,} of {total:,} frames finished and kept); the job needs {more}: "
+            "free space and run the same command again to resume")
+
+
+def _bytes(n: float) -> str:
+    units = ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1, "bytes"))
+    return next(f"{n / f:.1f} {unit}" for f, unit in units if n >= f or f == 1)
