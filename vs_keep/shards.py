@@ -292,7 +292,7 @@ def _ray_shard(job: ShardJob, board) -> ShardResult:
 
 
 def _run_ray(jobs: list[ShardJob], address: str | None, bar, body: Callable = _ray_shard) -> list[ShardResult]:
-    """Run `body(job, board)` (default: one shard) as a Ray task per job; the bar shows its `initial` + frames done."""
+    """Run `body(job, board)` (default: one shard) as a Ray task per job; the bar shows its starting count + frames done."""
     import ray
 
     started = not ray.is_initialized()
@@ -309,11 +309,11 @@ def _run_ray(jobs: list[ShardJob], address: str | None, bar, body: Callable = _r
         cpus = 1 if gpus else max(1, min(jobs[0].threads or 1, int(node_cpus)))
         task = ray.remote(body).options(num_gpus=1 if gpus else 0, num_cpus=cpus, max_retries=MAX_RETRIES)
         refs = [task.remote(job, board) for job in jobs]
-        pending = list(refs)
+        pending, base = list(refs), bar.n  # frames done before these jobs (a resumed run's reused pieces)
         try:
             while pending:
                 _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
-                done = bar.initial + ray.get(board.total.remote())
+                done = base + ray.get(board.total.remote())
                 if done != bar.n:
                     bar.n = done
                     bar.refresh()
