@@ -91,8 +91,11 @@ def test_scene_flags_props_win() -> None:
     forced = clip.std.SetFrameProps(_SceneChangePrev=0)
     assert all(int(f.props["_SceneChangePrev"]) == 0 for f in scene_flags(forced, "auto").frames(close=True))
     assert scene_flags(clip, "props") is clip
-    with pytest.raises(vs.Error, match="scene_detect"):
-        scene_flags(clip, "on")
+    from vs_keep.errors import InputError
+    from vs_keep.options import check_scene_detect
+
+    with pytest.raises(InputError, match="scene_detect must be one of 'auto', 'props'"):  # keep() checks it once
+        check_scene_detect("on")
 
 
 @pytest.mark.vapoursynth
