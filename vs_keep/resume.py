@@ -288,7 +288,7 @@ def restore_resumable(
         try:
             if ray and todo:
                 todo = [dataclasses.replace(j, shard=dataclasses.replace(j.shard, index=k)) for k, j in enumerate(todo)]
-                _run_ray(todo, address, bar, body=_ray_piece)
+                _run_ray(todo, address, bar, body=_ray_piece, done_before=reused)
             else:
                 running = [0] * len(jobs)
 

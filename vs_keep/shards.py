@@ -283,8 +283,9 @@ def _ray_shard(job: ShardJob, board) -> ShardResult:
     return run_shard(job, report=lambda i, done: board.set.remote(i, done))
 
 
-def _run_ray(jobs: list[ShardJob], address: str | None, bar, body: Callable = _ray_shard) -> list[ShardResult]:
-    """Run `body(job, board)` (default: one shard) as a Ray task per job; the bar shows its `initial` + frames done."""
+def _run_ray(jobs: list[ShardJob], address: str | None, bar, body: Callable = _ray_shard,
+             done_before: int = 0) -> list[ShardResult]:
+    """Run `body(job, board)` (default: one shard) as a Ray task per job; the bar shows done_before + frames done."""
     import ray
 
     started = not ray.is_initialized()
@@ -301,7 +302,7 @@ def _run_ray(jobs: list[ShardJob], address: str | None, bar, body: Callable = _r
         try:
             while pending:
                 _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
-                done = bar.initial + ray.get(board.total.remote())
+                done = done_before + ray.get(board.total.remote())
                 if done != bar.n:
                     bar.n = done
                     bar.refresh()
