@@ -149,7 +149,8 @@ def _restore(media, out: Path, home: Path, *extra: str) -> list[np.ndarray]:
     return _decoded(out)
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.slow
+@pytest.mark.timeout(1500)  # three fresh processes; 855 s at load average ~14 on 2 shared cores
 @pytest.mark.usefixtures("under_load")
 def test_cli_runs_and_ray_shards_are_equal(media, tmp_path: Path, tmp_path_factory) -> None:
     """`vs-keep restore` twice, each with its own fresh cache root (as on two machines of one kind), ffv1: the same
