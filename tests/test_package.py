@@ -187,3 +187,101 @@ def test_every_relative_import_names_a_module() -> None:
 def test_cycle_finder_sees_a_long_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"d"}, "d": {"a"}, "e": {"a"}, "f": set()}
     assert _strongly_connected(graph) == [["a", "b", "c", "d"]]
+
+
+# ---- ARCHITECTURE.md names only what exists (so the page cannot silently rot) ----------------------------------
+
+import re  # noqa: E402
+
+ROOT = PACKAGE.parent
+_SPAN = re.compile(r"`([^`\n]+)`")
+_PATH = re.compile(r"^[\w/-]+(\.py|/)$")
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$")
+
+
+def _module_file(parts: list[str]) -> Path | None:
+    """The source file of dotted module `parts` (`vs_keep.`-prefixed or not; `plugin.x` / `vs_keep.plugin.x` is
+    plugin/x.py), or None when no module has that name."""
+    if parts[:2] == ["vs_keep", "plugin"]:
+        parts = parts[1:]
+    elif parts[:1] == ["vs_keep"]:
+        parts = parts[1:]
+        if not parts:
+            return PACKAGE / "__init__.py"
+    for base in (PACKAGE, ROOT / "plugin", ROOT):
+        for path in (base.joinpath(*parts, "__init__.py"), base.joinpath(*parts[:-1], f"{parts[-1]}.py")) if parts else ():
+            if path.is_file():
+                return path
+    return None
+
+
+def _class_members(tree: ast.Module, name: str) -> set[str] | None:
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return _top_level_names(ast.Module(body=node.body, type_ignores=[]))
+    return None
+
+
+def _defined_anywhere() -> tuple[set[str], dict[str, set[str]]]:
+    """Top-level names of every vs_keep and plugin module, and the members of every class among them."""
+    names: set[str] = set()
+    classes: dict[str, set[str]] = {}
+    for tree in _engine_and_plugin()[0].values():
+        names |= _top_level_names(tree)
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                classes.setdefault(node.name, set()).update(_class_members(tree, node.name) or ())
+    return names, classes
+
+
+def _architecture_errors(text: str) -> list[str]:
+    """Backticked paths (`face/plan.py`, `plugin/filter.py`, `models/dic/`, `tests/...`) that do not exist under
+    vs_keep/ or the repository root; backticked `module.name` / `module.Class.member` whose module exists but does
+    not define the name; `Class.member` of a class defined somewhere without that member; and bare identifiers
+    that look like code (`CamelCase`, `snake_case`) defined nowhere. Options are written `name=` and skipped."""
+    errors = []
+    names, classes = _defined_anywhere()
+    for span in _SPAN.findall(text):
+        span = span.removesuffix("()")
+        if _PATH.match(span):
+            if not any((base / span).exists() for base in (PACKAGE, ROOT)):
+                errors.append(f"`{span}`: no such file or folder under vs_keep/ or the repository root")
+        elif _DOTTED.match(span):
+            parts = span.split(".")
+            for i in range(len(parts) - 1, 0, -1):
+                path = _module_file(parts[:i])
+                if path is None:
+                    continue
+                tree = ast.parse(path.read_text(), str(path))
+                head, rest = parts[i], parts[i + 1:]
+                if head not in _top_level_names(tree):
+                    errors.append(f"`{span}`: {path.relative_to(ROOT)} defines no {head}")
+                elif rest and (members := _class_members(tree, head)) is not None and rest[0] not in members:
+                    errors.append(f"`{span}`: class {head} in {path.relative_to(ROOT)} has no {rest[0]}")
+                break
+            else:
+                if parts[0] in classes and parts[1] not in classes[parts[0]]:
+                    errors.append(f"`{span}`: class {parts[0]} has no {parts[1]}")
+        elif re.fullmatch(r"[A-Z]\w*[a-z]\w*|[A-Z][A-Z0-9_]+|[a-z]\w*_\w*", span) and span not in names and _module_file([span]) is None:
+            if not any(span in members for members in classes.values()):
+                errors.append(f"`{span}`: defined nowhere in vs_keep/ or plugin/")
+    return errors
+
+
+def test_architecture_names_only_what_exists() -> None:
+    errors = _architecture_errors((ROOT / "ARCHITECTURE.md").read_text())
+    assert not errors, "ARCHITECTURE.md is stale:\n" + "\n".join(errors)
+
+
+def test_architecture_check_sees_stale_names() -> None:
+    text = ("`face/plan.py` `face/gone.py` `plugin/filter.py` `models/dic/` `engine.validate` `engine.gone` "
+            "`filter.build_filter` `numerics.numerics_identity()` `runtime.backends.TorchBackend.gone` `Span.start` "
+            "`Sequencer.gone` `Sequencer.run_start` `ClipRun` `GoneClass` `plan_chunk` `gone_function` `overlap=`")
+    assert _architecture_errors(text) == [
+        "`face/gone.py`: no such file or folder under vs_keep/ or the repository root",
+        "`engine.gone`: vs_keep/engine.py defines no gone",
+        "`runtime.backends.TorchBackend.gone`: class TorchBackend in vs_keep/runtime/backends.py has no gone",
+        "`Sequencer.gone`: class Sequencer has no gone",
+        "`GoneClass`: defined nowhere in vs_keep/ or plugin/",
+        "`gone_function`: defined nowhere in vs_keep/ or plugin/",
+    ]
