@@ -248,10 +248,12 @@ def _architecture_errors(text: str) -> list[str]:
                 errors.append(f"`{span}`: no such file or folder under vs_keep/ or the repository root")
         elif _DOTTED.match(span):
             parts = span.split(".")
-            for i in range(len(parts) - 1, 0, -1):
+            for i in range(len(parts), 0, -1):
                 path = _module_file(parts[:i])
                 if path is None:
                     continue
+                if i == len(parts):  # the span names a module
+                    break
                 tree = ast.parse(path.read_text(), str(path))
                 head, rest = parts[i], parts[i + 1:]
                 if head not in _top_level_names(tree):
