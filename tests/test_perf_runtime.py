@@ -13,7 +13,7 @@ from vs_keep.bench.staged import StagedKeep
 from vs_keep.bench.synthetic import build_synthetic_keep
 from vs_keep.models.vqgan import ResBlock
 from vs_keep.runtime.backends import TorchBackend
-from vs_keep.runtime.cpu import CpuOptions, FastConv2d, FastResBlock, is_optimized, optimize_cpu, restore_reference, tune_malloc
+from vs_keep.runtime.cpu import CpuOptions, FastConv2d, FastResBlock, is_optimized, optimize_cpu, restore_reference
 from vs_keep.runtime.precision import apply_precision, autocast_context
 
 
@@ -146,32 +146,41 @@ def test_accuracy_metric() -> None:
     assert acc["output_rel_err"] == [0.5, 0.5]
 
 
-def _faults_of_a_second_allocation(mb: int = 64) -> int:
-    """Minor page faults of allocating and touching `mb` MiB again right after freeing the same amount."""
-    import resource
+#: minor page faults of allocating and touching 64 MiB again right after freeing the same amount, in a fresh process
+#: (argv[1] = "1": with tune_malloc) so no earlier test's heap can serve the block; prints the count, or "skip"
+_SECOND_ALLOCATION = """
+import resource, sys
+import numpy as np
+from vs_keep.runtime.cpu import tune_malloc
+if sys.argv[1] == "1" and not tune_malloc(True):
+    print("skip"); sys.exit(0)
+def touch():
+    block = np.ones(64 << 20, np.uint8)
+    del block
+touch()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+touch()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
 
-    import numpy as np
 
-    def touch() -> None:
-        block = np.ones(mb << 20, np.uint8)
-        del block
+def _faults_of_a_second_allocation(tuned: bool) -> int | None:
+    import subprocess
+    import sys
 
-    touch()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    touch()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    r = subprocess.run([sys.executable, "-c", _SECOND_ALLOCATION, "1" if tuned else "0"], capture_output=True,
+                       text=True, timeout=120, check=True)
+    out = r.stdout.strip()
+    return None if out == "skip" else int(out)
 
 
 def test_tune_malloc_reuses_freed_activation_memory() -> None:
     """What the setting is for: a freed activation's memory is reused by the next one instead of being handed back
-    to the OS and page-faulted in again (glibc only; elsewhere it reports False)."""
-    if not tune_malloc(True):
+    to the OS and page-faulted in again (glibc only; elsewhere it reports False). Each side runs in a fresh process:
+    in a long-lived one (the whole suite) an earlier test's free heap block can serve the allocation either way."""
+    tuned = _faults_of_a_second_allocation(True)
+    if tuned is None:
         pytest.skip("glibc's mallopt is not available here")
-    try:
-        tuned = _faults_of_a_second_allocation()
-        assert tune_malloc(False)
-        plain = _faults_of_a_second_allocation()
-    finally:
-        tune_malloc(False)
+    plain = _faults_of_a_second_allocation(False)
     # measured here: 0 vs 544 faults for 64 MiB (33 where the kernel backs it with 2 MiB huge pages)
     assert plain >= 16 and 4 * tuned <= plain, (tuned, plain)
