@@ -37,6 +37,7 @@ from .atomic import atomic_write, file_lock, replace_file
 from .errors import InputError, OutputError, VsKeepError
 from .shards import (Encoding, Shard, ShardError, ShardJob, ShardResult, concat_segments, plan_shards, run_shard,
                      sequencer_of, shard_of)
+from .weights import sha256_file
 
 if TYPE_CHECKING:  # importing this module stays cheap: `vs-keep restore --help` reads PIECE_FRAMES, loads no torch
     from .engine import EngineOptions
@@ -81,19 +82,15 @@ def plan_pieces(total: int, sequencer: Sequencer, *, shards: int = 1, piece: int
 # ---------------------------------------------------------------------------------------------------- identity
 
 
-def _sha256(path: Path, *, head_tail: bool = False) -> str:
-    """SHA-256 of a file, or (head_tail) of its first and last MiB: enough to notice an input replaced in place."""
+def _ends_sha256(path: Path) -> str:
+    """SHA-256 of a file's first and last MiB: enough to notice an input replaced in place, without reading a film."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        if head_tail:
+        h.update(fh.read(_MIB))
+        size = os.fstat(fh.fileno()).st_size
+        if size > _MIB:
+            fh.seek(max(size - _MIB, _MIB))
             h.update(fh.read(_MIB))
-            size = os.fstat(fh.fileno()).st_size
-            if size > _MIB:
-                fh.seek(max(size - _MIB, _MIB))
-                h.update(fh.read(_MIB))
-        else:
-            for block in iter(lambda: fh.read(_MIB), b""):
-                h.update(block)
     return h.hexdigest()
 
 
@@ -107,7 +104,7 @@ def input_identity(path: str | os.PathLike[str], frames: int) -> dict:
             h.update(f"{child.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return {"path": str(p), "files": h.hexdigest(), "frames": frames}
     st = p.stat()
-    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ends_sha256": _sha256(p, head_tail=True),
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ends_sha256": _ends_sha256(p),
             "frames": frames}
 
 
@@ -116,7 +113,7 @@ def _weights_identity(weights) -> str:
     if weights is None:
         return "official"
     path = Path(weights).expanduser()
-    return _sha256(path) if path.is_file() else f"official:{weights}"
+    return sha256_file(path) if path.is_file() else f"official:{weights}"
 
 
 def _job_identity(input_id: dict, options: EngineOptions, encoding: Encoding) -> dict:
@@ -152,7 +149,7 @@ def run_piece(job: ShardJob, report: Callable[[int, int], None] | None = None) -
     """Restore one piece (`run_shard`: temporary name, fsync, rename) and write its record (size and SHA-256)."""
     result = run_shard(job, report)
     piece = Path(job.segment)
-    atomic_write(_record(piece), json.dumps({"bytes": piece.stat().st_size, "sha256": _sha256(piece),
+    atomic_write(_record(piece), json.dumps({"bytes": piece.stat().st_size, "sha256": sha256_file(piece),
                                              "frames": job.shard.stop - job.shard.start}).encode())
     return result
 
@@ -167,7 +164,7 @@ def _is_complete(piece: Path, frames: int) -> bool:
     try:
         rec = json.loads(_record(piece).read_text())
         return (rec["frames"] == frames and piece.stat().st_size == rec["bytes"]
-                and _sha256(piece) == rec["sha256"])
+                and sha256_file(piece) == rec["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
