@@ -186,8 +186,8 @@ def _sweep(work: Path, keep: set[str]) -> None:
 class _Board:
     """Frames done per piece (a retried piece starts again from 0), read by the driver for its one progress bar."""
 
-    def __init__(self, shards: int) -> None:
-        self.done = [0] * shards
+    def __init__(self, pieces: int) -> None:
+        self.done = [0] * pieces
 
     def set(self, index: int, done: int) -> None:
         self.done[index] = done
