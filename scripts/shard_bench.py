@@ -89,7 +89,8 @@ def main() -> None:
     from vs_keep.engine import EngineOptions, build_engine
     from vs_keep.face import detect_faces
     from vs_keep.models.synthetic import write_synthetic_checkpoint
-    from vs_keep.shards import Encoding, restore_sharded
+    from vs_keep.resume import restore_resumable
+    from vs_keep.shards import Encoding
 
     work = Path(tempfile.mkdtemp(prefix="shard-bench-"))
     weights = args.weights or str(write_synthetic_checkpoint(work / "keep_small.pth", "keep", "small"))
@@ -118,7 +119,8 @@ def main() -> None:
         ray.init(num_cpus=2, include_dashboard=False)
         report[f"ray_init_s_{shards}"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
-        results = restore_sharded(src, work / f"ray{shards}.mkv", options, shards=shards, encoding=enc, ray=True, progress=False)
+        results = restore_resumable(src, work / f"ray{shards}.mkv", options, shards=shards, encoding=enc, ray=True,
+                                    progress=False)
         report[f"ray_{shards}_shards_s"] = round(time.perf_counter() - t, 2)
         report[f"ray_{shards}_shards"] = [
             {"frames": r.frames, "seconds": round(r.seconds, 2), "model_load_s": round(r.load_seconds, 2),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -98,6 +99,20 @@ def test_parameters_in_level_ranges(level: str) -> None:
     assert len(seen_crf) > 3  # really drawn, not a constant
 
 
+def read_x264_settings(stream: bytes) -> dict[str, str]:
+    """Parse the settings x264 embeds in its SEI (e.g. crf, threads) from an H.264 stream: a measurement, not a
+    record, of what the encoder really used."""
+    match = re.search(rb"x264 - core [^\x00]*? options: ([^\x00\x80]*)", stream)
+    if not match:
+        return {}
+    out = {}
+    for token in match.group(1).decode("ascii", "replace").split():
+        if "=" in token:
+            key, value = token.split("=", 1)
+            out[key] = value
+    return out
+
+
 def test_measured_blur_noise_crf(source, tmp_path: Path) -> None:
     """Measure what the pipeline did: kernel spread on an impulse, the noise field's std, the CRF in the stream."""
     src, _ = source
@@ -118,7 +133,7 @@ def test_measured_blur_noise_crf(source, tmp_path: Path) -> None:
         assert record["noise_std_measured"] == pytest.approx(record["delta"], rel=0.05, abs=0.05)
         assert ranges["noise"][0] <= record["noise_std_measured"] <= ranges["noise"][1] * 1.05
         # CRF and single-threaded encoding as x264 itself recorded them in the bitstream.
-        settings = degrade.read_x264_settings(lr.read_bytes())
+        settings = read_x264_settings(lr.read_bytes())
         assert float(settings["crf"]) == record["crf"]
         assert ranges["crf"][0] <= float(settings["crf"]) <= ranges["crf"][1]
         assert settings["threads"] == "1"

@@ -128,7 +128,7 @@ def test_tensorrt_asked_for_but_missing_is_an_error_naming_the_package(caplog: p
     from vs_keep.runtime.backends import TensorRTBackend
 
     with pytest.raises(InputError, match=r"decoder='tensorrt' cannot run: TensorRT is not installed \(pip install tensorrt\)"):
-        TensorRTBackend(required=True).decoder(torch.nn.Linear(1, 1))
+        TensorRTBackend().decoder(torch.nn.Linear(1, 1))
     assert not any("runs in PyTorch" in r.getMessage() for r in caplog.records)  # no silent fallback
 
 

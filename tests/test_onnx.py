@@ -1,16 +1,15 @@
-"""ONNX export of the codebook decoder (and GMFlow) checked with onnxruntime; TensorRT cache identity and fallback."""
+"""ONNX export of the codebook decoder (and GMFlow) checked with onnxruntime; TensorRT cache identity (a missing
+TensorRT is an error: tests/test_gpu_path.py)."""
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import time
 
 import numpy as np
 import pytest
 import torch
 
-from vs_keep.runtime import backends
 from vs_keep.runtime.backends import TensorRTBackend
 from vs_keep.runtime.decoder import CodebookDecoder, decoder_spec, torch_decoder
 from vs_keep.bench.synthetic import build_synthetic_keep
@@ -86,7 +85,7 @@ def test_decoder_onnx_full_matches_torch(tmp_path) -> None:
     assert time.perf_counter() - start < 300  # ~35 s on 2 quiet cores; far more means something is wrong
 
 
-# ---- TensorRT: identity and fallback (no TensorRT needed) ---------------------------------------------------------
+# ---- TensorRT: identity (no TensorRT needed) -----------------------------------------------------------------------
 
 
 def test_engine_identity_and_cache_dir(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,24 +106,6 @@ def test_model_hash_tracks_weights(small: torch.nn.Module) -> None:
     with torch.no_grad():
         other.quantize.embedding.weight[0, 0] += 1
     assert model_hash(other) != h
-
-
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed: the fallback is not taken")
-def test_tensorrt_missing_falls_back_to_torch_once(small: torch.nn.Module, caplog: pytest.LogCaptureFixture) -> None:
-    backends._NOTICES.clear()
-    with caplog.at_level(logging.WARNING, logger="vs_keep.runtime.backends"):
-        first = TensorRTBackend().decoder(small)
-        second = TensorRTBackend(precision="fp32").decoder(small)
-    lines = [r.getMessage() for r in caplog.records if r.name == "vs_keep.runtime.backends"]
-    assert len(lines) == 1 and "TensorRT is not installed" in lines[0] and "PyTorch" in lines[0]
-    spec = decoder_spec(small)
-    args = spec.example_inputs(n_codes=256)
-    feats = {r: a for (r, _), a in zip(spec.feats, args[1:])}
-    with torch.inference_mode():
-        for dec in (first, second):
-            out, _ = dec(args[0], feats, None)
-            want, _ = torch_decoder(small)(args[0], feats, None)
-            assert torch.equal(out, want)
 
 
 @pytest.mark.cuda

@@ -19,6 +19,17 @@ def test_cli_lists_commands() -> None:
     assert "restore" in out.stdout and "download" in out.stdout
 
 
+def test_restore_help_loads_no_torch() -> None:
+    """`vs-keep restore --help` answers at once: its options (the piece length of `vs_keep.resume` included) are
+    read without importing torch."""
+    code = ("import sys; from vs_keep.cli import main\n"
+            "try:\n    main(['restore', '--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "--piece" in out.stdout
+
+
 # ---- module hygiene (read from the source with `ast`: nothing is imported, so this runs in a second) -----------
 
 import ast  # noqa: E402

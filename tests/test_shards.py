@@ -24,7 +24,8 @@ from media import write_video
 from vs_keep.cli import main
 from vs_keep.models.synthetic import write_synthetic_checkpoint
 from vs_keep.sequencer import Sequencer
-from vs_keep.shards import Encoding, plan_shards, restore_sharded
+from vs_keep.resume import restore_resumable
+from vs_keep.shards import Encoding, plan_shards
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N, CHUNK, GAP = 64, 8, 2
@@ -125,8 +126,10 @@ def test_bad_shard_arguments(media, tmp_path: Path, capsys) -> None:
     assert main([*args, str(tmp_path / "o.mkv"), "--shards", "0"]) == 1
     assert main([*args, str(tmp_path / "folder"), "--shards", "2"]) == 1
     assert main([*args, str(tmp_path / "o.mkv"), "--ray"]) == 1
+    assert main([*args, str(tmp_path / "o.mkv"), "--piece", "0"]) == 1
     err = capsys.readouterr().err
     assert "--shards must be >= 1" in err and "one video file" in err and "add --shards N" in err
+    assert "--piece must be >= 1 frame" in err
     assert "Traceback" not in err and not list(tmp_path.iterdir())
 
 
@@ -140,7 +143,7 @@ def local_ray():
 
 
 def shard_workers() -> list[int]:
-    """Pids of this process's Ray workers that are running a shard (Ray titles them after the task)."""
+    """Pids of this process's Ray workers that are running a piece (Ray titles them after the task body)."""
     def descends_from_us(pid: int) -> bool:
         while pid > 1:
             if pid == os.getpid():
@@ -154,7 +157,7 @@ def shard_workers() -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            running = entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::_ray_shard")
+            running = entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::_ray_piece")
         except OSError:
             continue
         if running and descends_from_us(int(entry.name)):
@@ -163,9 +166,9 @@ def shard_workers() -> list[int]:
 
 
 def kill_a_worker_mid_shard(work: Path, stop: threading.Event, killed: list[int]) -> None:
-    """Once a shard has opened its segment (under `work`), SIGKILL the worker running it, once."""
+    """Once a shard has opened its segment (in the work folder under `work`), SIGKILL the worker running it, once."""
     while not stop.wait(0.05):
-        if not list(work.glob(".*.shards-*/*.partial.*")):
+        if not list(work.glob(".*.resume/*.partial.*")):
             continue
         for pid in shard_workers():
             os.kill(pid, signal.SIGKILL)
@@ -178,8 +181,8 @@ def sharded_on_ray(media, out: Path) -> None:
 
     options = EngineOptions(weights=str(media["weights"]), device="cpu", chunk=CHUNK, max_gap=GAP, faces="largest",
                             scene_reset=False)
-    restore_sharded(media["video"], out, options, shards=2, encoding=Encoding(fps=Fraction(30000, 1001), codec="ffv1"),
-                    ray=True, progress=False)
+    restore_resumable(media["video"], out, options, shards=2, encoding=Encoding(fps=Fraction(30000, 1001), codec="ffv1"),
+                      ray=True, progress=False)
 
 
 @pytest.mark.timeout(600)

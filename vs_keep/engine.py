@@ -240,7 +240,7 @@ def _install_decoder(net: nn.Module, decoder: str, device: str, precision: str) 
     if not device.startswith("cuda"):
         raise InputError("decoder='tensorrt' needs CUDA; use device='cuda', or decoder='auto' on CPU")
     device_id = torch.device(device).index or 0
-    trt = TensorRTBackend(device_id=device_id, precision="fp16" if precision == "fp16" else "fp32", required=True)
+    trt = TensorRTBackend(device_id=device_id, precision="fp16" if precision == "fp16" else "fp32")
     net.set_decoder(trt.decoder(net))
 
 

@@ -38,7 +38,7 @@ from .face.plan import check_restore_layout, check_tiny_min, resolve_smoothing_e
 from .face.restorers import ClipRun
 from .face.smooth import SIGMA
 from .face.stabilize import StabilizedRun
-from .face.tiny import TinyFace, TinyFaceRestorer, box_side
+from .face.tiny import TinyFace, TinyFaceRestorer
 from .face.track import LinkParams
 from .face.types import Detection, Detector
 from .sequencer import Sequencer, Span
@@ -219,7 +219,7 @@ class RandomAccessRestorer:
         lo, hi = seq.detection_window(span, run, num_frames)
         a, b = seq.scene_limits(span, lo, hi, flag)
         every = {m: (detect(m) if a <= m < b else []) for m in range(lo, hi)}
-        dets = {m: [d for d in v if box_side(d) >= self.min_face_size] for m, v in every.items()}
+        dets = {m: [d for d in v if d.size >= self.min_face_size] for m, v in every.items()}
         segments = plan_chunk(dets, run, span.stop, length=num_frames, link=self.link, sigma=seq.sigma, ends=self.ends)
         faces: dict[int, list[FacePlan]] = {m: [] for m in range(run, span.stop)}
         for track, (seg, prime) in enumerate(primed_segments(segments, span.start)):
@@ -232,7 +232,7 @@ class RandomAccessRestorer:
                 )
         small = {}
         if self.tiny is not None:
-            small = {m: tuple(d for d in every[m] if box_side(d) < self.min_face_size) for m in range(span.start, span.stop)}
+            small = {m: tuple(d for d in every[m] if d.size < self.min_face_size) for m in range(span.start, span.stop)}
         self.stats.add("chunks_planned")
         return ChunkPlan(span=span, faces={m: tuple(v) for m, v in faces.items()}, small=small)
 

@@ -31,22 +31,24 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .atomic import atomic_write, file_lock, replace_file
-from .engine import EngineOptions
-from .errors import OutputError
-from .numerics import numerics_identity
-from .sequencer import Sequencer
-from .shards import (Encoding, Shard, ShardJob, ShardResult, concat_segments, plan_shards, run_shard, sequencer_of,
-                     shard_of)
+from .errors import InputError, OutputError, VsKeepError
+from .shards import (Encoding, Shard, ShardError, ShardJob, ShardResult, concat_segments, plan_shards, run_shard,
+                     sequencer_of, shard_of)
+from .weights import sha256_file
+
+if TYPE_CHECKING:  # importing this module stays cheap: `vs-keep restore --help` reads PIECE_FRAMES, loads no torch
+    from .engine import EngineOptions
+    from .sequencer import Sequencer
 
 __all__ = ["PIECE_FRAMES", "input_identity", "plan_pieces", "restore_resumable", "run_piece",
            "work_folder"]
 
 log = logging.getLogger(__name__)
 
+MAX_RETRIES = 3  # times Ray reruns a piece whose worker was lost
 #: default piece length in frames (rounded down to whole chunks): what a killed run redoes at most per worker
 PIECE_FRAMES = 500
 _MIB = 1 << 20
@@ -80,19 +82,15 @@ def plan_pieces(total: int, sequencer: Sequencer, *, shards: int = 1, piece: int
 # ---------------------------------------------------------------------------------------------------- identity
 
 
-def _sha256(path: Path, *, head_tail: bool = False) -> str:
-    """SHA-256 of a file, or (head_tail) of its first and last MiB: enough to notice an input replaced in place."""
+def _ends_sha256(path: Path) -> str:
+    """SHA-256 of a file's first and last MiB: enough to notice an input replaced in place, without reading a film."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        if head_tail:
+        h.update(fh.read(_MIB))
+        size = os.fstat(fh.fileno()).st_size
+        if size > _MIB:
+            fh.seek(max(size - _MIB, _MIB))
             h.update(fh.read(_MIB))
-            size = os.fstat(fh.fileno()).st_size
-            if size > _MIB:
-                fh.seek(max(size - _MIB, _MIB))
-                h.update(fh.read(_MIB))
-        else:
-            for block in iter(lambda: fh.read(_MIB), b""):
-                h.update(block)
     return h.hexdigest()
 
 
@@ -106,7 +104,7 @@ def input_identity(path: str | os.PathLike[str], frames: int) -> dict:
             h.update(f"{child.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return {"path": str(p), "files": h.hexdigest(), "frames": frames}
     st = p.stat()
-    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ends_sha256": _sha256(p, head_tail=True),
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ends_sha256": _ends_sha256(p),
             "frames": frames}
 
 
@@ -115,7 +113,7 @@ def _weights_identity(weights) -> str:
     if weights is None:
         return "official"
     path = Path(weights).expanduser()
-    return _sha256(path) if path.is_file() else f"official:{weights}"
+    return sha256_file(path) if path.is_file() else f"official:{weights}"
 
 
 def _job_identity(input_id: dict, options: EngineOptions, encoding: Encoding) -> dict:
@@ -128,6 +126,7 @@ def _job_identity(input_id: dict, options: EngineOptions, encoding: Encoding) ->
     enc = {k: str(v) for k, v in dataclasses.asdict(encoding).items()}
     enc.update(pyav=av.__version__, libavcodec=str(av.library_versions.get("libavcodec")))
     from .engine import pick_device
+    from .numerics import numerics_identity
 
     # Ray workers compute with this run's torch threads (ShardJob.threads), so a Ray run has the same numerics
     numerics = numerics_identity(pick_device(options.device), "fp16" if options.fp16 else options.cpu_precision,
@@ -150,7 +149,7 @@ def run_piece(job: ShardJob, report: Callable[[int, int], None] | None = None) -
     """Restore one piece (`run_shard`: temporary name, fsync, rename) and write its record (size and SHA-256)."""
     result = run_shard(job, report)
     piece = Path(job.segment)
-    atomic_write(_record(piece), json.dumps({"bytes": piece.stat().st_size, "sha256": _sha256(piece),
+    atomic_write(_record(piece), json.dumps({"bytes": piece.stat().st_size, "sha256": sha256_file(piece),
                                              "frames": job.shard.stop - job.shard.start}).encode())
     return result
 
@@ -165,7 +164,7 @@ def _is_complete(piece: Path, frames: int) -> bool:
     try:
         rec = json.loads(_record(piece).read_text())
         return (rec["frames"] == frames and piece.stat().st_size == rec["bytes"]
-                and _sha256(piece) == rec["sha256"])
+                and sha256_file(piece) == rec["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -179,6 +178,72 @@ def _sweep(work: Path, keep: set[str]) -> None:
             shutil.rmtree(child, ignore_errors=True)
         else:
             child.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------------- Ray
+
+
+class _Board:
+    """Frames done per piece (a retried piece starts again from 0), read by the driver for its one progress bar."""
+
+    def __init__(self, pieces: int) -> None:
+        self.done = [0] * pieces
+
+    def set(self, index: int, done: int) -> None:
+        self.done[index] = done
+
+    def total(self) -> int:
+        return sum(self.done)
+
+
+def _run_ray(jobs: list[ShardJob], address: str | None, bar) -> list[ShardResult]:
+    """Run each piece as a Ray task (`_ray_piece`); the bar shows its starting count + frames done. A worker lost
+    mid-piece is replaced and the piece rerun from its start (`MAX_RETRIES`), under a new temporary name."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address or None, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        gpus = _use_gpus(jobs[0].options, ray.cluster_resources())
+        device = "cuda" if gpus else "cpu"  # Ray hands each GPU task its own device as cuda:0
+        jobs = [dataclasses.replace(j, options=dataclasses.replace(j.options, device=device)) for j in jobs]
+        board = ray.remote(num_cpus=0)(_Board).remote(len(jobs))
+        # a CPU task computes with the planning run's torch threads (ShardJob.threads), so it asks for that many
+        # CPUs (at most a node's): Ray's OMP_NUM_THREADS=num_cpus then matches what the worker pins
+        node_cpus = max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1)
+        cpus = 1 if gpus else max(1, min(jobs[0].threads or 1, int(node_cpus)))
+        task = ray.remote(_ray_piece).options(num_gpus=1 if gpus else 0, num_cpus=cpus, max_retries=MAX_RETRIES)
+        refs = [task.remote(job, board) for job in jobs]
+        pending, base = list(refs), bar.n  # frames done before these jobs (a resumed run's reused pieces)
+        try:
+            while pending:
+                _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+                done = base + ray.get(board.total.remote())
+                if done != bar.n:
+                    bar.n = done
+                    bar.refresh()
+            return ray.get(refs)
+        except ray.exceptions.RayTaskError as exc:  # our own error inside a piece: one line, not a remote traceback
+            if isinstance(exc.cause, VsKeepError):
+                raise exc.cause from None
+            raise
+        except ray.exceptions.RayError as exc:  # e.g. a worker lost more than MAX_RETRIES times
+            raise ShardError(f"a piece failed on Ray after {MAX_RETRIES} retries: {exc}") from None
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _use_gpus(options: EngineOptions, resources: dict) -> bool:
+    device = options.device or "auto"
+    if device == "auto":
+        return resources.get("GPU", 0) > 0
+    if device.startswith("cuda"):
+        if resources.get("GPU", 0) <= 0:
+            raise InputError(f"--device {device} but the Ray cluster has no GPUs; use --device cpu")
+        return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------------- driver
@@ -231,17 +296,19 @@ def restore_resumable(
     address: str | None = None,
     progress: bool = True,
     restart: bool = False,
-) -> int:
+) -> list[ShardResult]:
     """Restore `input` into the video file `output` piece by piece, reusing the finished pieces of an earlier run
-    of the same job (see the module docstring); returns the number of frames written.
+    of the same job (see the module docstring); returns the results of the pieces restored by this run.
 
-    shards / ray / address: as `shards.restore_sharded` (shards run one after another in this process, or as Ray
-    tasks, one task per piece). restart: discard the work folder first. Nothing appears at `output` until it is
-    complete; the input is only read."""
+    shards: cut the clip into this many near-even ranges first (`plan_shards`), each cut into pieces. ray: run the
+    pieces as Ray tasks (one task per piece) on the running Ray instance, the cluster at `address`, or a new local
+    one; else one after another in this process. On a cluster the work folder beside `output` must be on storage
+    every worker shares, like `input`. restart: discard the work folder first. Nothing appears at `output` until it
+    is complete; the input is only read."""
+    import torch
     from tqdm import tqdm
 
     from .engine import validate
-    from .shards import _run_ray
     from .video import FrameSource, stream_format
 
     validate(options)
@@ -281,7 +348,7 @@ def restore_resumable(
         try:
             if ray and todo:
                 todo = [dataclasses.replace(j, shard=dataclasses.replace(j.shard, index=k)) for k, j in enumerate(todo)]
-                _run_ray(todo, address, bar, body=_ray_piece)
+                results = _run_ray(todo, address, bar)
             else:
                 running = [0] * len(jobs)
 
@@ -290,8 +357,7 @@ def restore_resumable(
                     bar.n = reused + sum(running)
                     bar.refresh()
 
-                for job in todo:
-                    run_piece(job, report)
+                results = [run_piece(job, report) for job in todo]
             concat_segments([(j.segment, j.shard.start) for j in jobs], partial, encoding.fps,
                             audio_from=None if source.is_folder else str(input), keep_timestamps=like is not None)
             replace_file(partial, out)
@@ -309,7 +375,7 @@ def restore_resumable(
         log.info("wrote %d frames in %d pieces (%d reused) to %s (%.1f s)", total, len(jobs), len(done), out,
                  time.perf_counter() - t0)
     shutil.rmtree(work, ignore_errors=True)
-    return total
+    return results
 
 
 def _disk_full(work: Path, jobs: list[ShardJob], total: int) -> str:

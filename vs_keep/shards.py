@@ -1,51 +1,45 @@
-"""Restore one video in shards (frame ranges), one after another or as Ray tasks, with the frames of one process.
+"""One shard of a video: output frames [start, stop) of whole chunks restored from their input window alone and
+encoded as one segment (`run_shard`), and the segments joined by stream copy (`concat_segments`). The driver that
+plans the pieces and runs them in this process or on Ray is `vs_keep.resume.restore_resumable`.
 
 Output frame n depends only on a bounded window of input frames (`vs_keep.sequencer`). So a video cut at multiples
 of `chunk` can be restored in pieces: shard [a, b) decodes frames [lo, hi) = `Sequencer.input_window(a, b)`
 (frame-accurate seek to lo; the window includes the priming runs of `overlap=`/`stabilize=`), renders frames
 a..b-1 with the linear pass `vs_keep.stream.restore_stream` over that window (from empty caches), merges the
-faces into the decoded frames in their own pixel format (`vs_keep.pixels.compose`, as `vs-keep restore` does; source timestamps, colour
-tags and pixel format kept) and encodes them as one segment. Scene cuts come from `vs_keep.scene.is_cut` on
-consecutive frames, as in the single run (a shard decodes one frame before its window for the flag of its first
-frame). The driver then concatenates the segments by stream copy and muxes the input's audio and subtitles. With a lossless codec the
-decoded output equals the single-process output bit for bit; with a lossy codec each segment is encoded on its
-own (an extra keyframe and a fresh rate control at each seam, see the README).
+faces into the decoded frames in their own pixel format (`vs_keep.pixels.compose`, as `vs-keep restore` does;
+source timestamps, colour tags and pixel format kept) and encodes them as one segment. Scene cuts come from
+`vs_keep.scene.is_cut` on consecutive frames, as in the single run (a shard decodes one frame before its window
+for the flag of its first frame). With a lossless codec the joined segments decode to the single-process output
+bit for bit; with a lossy codec each segment is encoded on its own (an extra keyframe and a fresh rate control at
+each seam, see the README).
 
-Each worker process loads the weights once (`_engine_for` keeps the last engine); a Ray worker that dies mid-shard
-is replaced and the shard rerun from its start (`max_retries`), writing its segment under a new temporary name.
+Each worker process loads the weights once (`_engine_for` keeps the last engine).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import math
 import os
-import shutil
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from .atomic import replace_file
-from .engine import EngineOptions
 from .errors import InputError, VsKeepError
-from .sequencer import Sequencer
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # importing this module stays cheap (`vs-keep restore --help` loads no torch)
+    import numpy as np
 
-MAX_RETRIES = 3
-
+    from .engine import EngineOptions
+    from .sequencer import Sequencer
 
 __all__ = ["Encoding", "Shard", "ShardError", "ShardJob", "ShardResult", "concat_segments", "plan_shards",
-           "restore_sharded", "run_shard", "sequencer_of", "shard_of"]
+           "run_shard", "sequencer_of", "shard_of"]
+
 
 class ShardError(VsKeepError, RuntimeError):
     """A shard could not be completed (its worker kept failing)."""
@@ -88,6 +82,8 @@ def shard_of(index: int, start: int, stop: int, total: int, sequencer: Sequencer
 
 def sequencer_of(options: EngineOptions) -> Sequencer:
     """The frame windows of the engine `build_engine(options)` makes (`run_shard` checks that they agree)."""
+    from .sequencer import Sequencer
+
     return Sequencer.of(chunk=options.chunk, overlap=options.overlap, stabilize=options.stabilize,
                         scene_reset=options.scene_reset, max_gap=options.max_gap)
 
@@ -138,6 +134,8 @@ def _engine_for(options: EngineOptions, source: str):
     """The engine for these options, built once per process. Its caches are keyed by frame number, so a new input
     file (or a changed one) gets a new engine."""
     global _ENGINE
+    import torch
+
     from .engine import build_engine
 
     st = os.stat(source)
@@ -155,6 +153,8 @@ def _engine_for(options: EngineOptions, source: str):
 
 def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
     """Restore and encode one shard into `job.segment` (written under a temporary name, renamed when complete)."""
+    import torch
+
     from .pixels import compose, to_rgb
     from .scene import is_cut
     from .stream import restore_stream
@@ -221,9 +221,6 @@ def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
     )
 
 
-# ---------------------------------------------------------------------------------------------------- driver
-
-
 def concat_segments(segments: list[tuple[str, int]], output: str | os.PathLike[str], fps: Fraction,
                     audio_from: str | None = None, *, keep_timestamps: bool = False) -> int:
     """Stream-copy video segments (path, index of its first frame) into `output`, audio and subtitles copied from
@@ -271,136 +268,3 @@ def concat_segments(segments: list[tuple[str, int]], output: str | os.PathLike[s
                     dst.mux(packet)
                     count += 1
     return count
-
-
-class _Board:
-    """Frames done per shard (a retried shard starts again from 0), read by the driver for its one progress bar."""
-
-    def __init__(self, shards: int) -> None:
-        self.done = [0] * shards
-
-    def set(self, index: int, done: int) -> None:
-        self.done[index] = done
-
-    def total(self) -> int:
-        return sum(self.done)
-
-
-def _ray_shard(job: ShardJob, board) -> ShardResult:
-    """Ray task body: one shard, progress posted to the board actor (fire and forget)."""
-    return run_shard(job, report=lambda i, done: board.set.remote(i, done))
-
-
-def _run_ray(jobs: list[ShardJob], address: str | None, bar, body: Callable = _ray_shard) -> list[ShardResult]:
-    """Run `body(job, board)` (default: one shard) as a Ray task per job; the bar shows its starting count + frames done."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address or None, include_dashboard=False, logging_level=logging.WARNING)
-    try:
-        gpus = _use_gpus(jobs[0].options, ray.cluster_resources())
-        device = "cuda" if gpus else "cpu"  # Ray hands each GPU task its own device as cuda:0
-        jobs = [dataclasses.replace(j, options=dataclasses.replace(j.options, device=device)) for j in jobs]
-        board = ray.remote(num_cpus=0)(_Board).remote(len(jobs))
-        # a CPU task computes with the planning run's torch threads (ShardJob.threads), so it asks for that many
-        # CPUs (at most a node's): Ray's OMP_NUM_THREADS=num_cpus then matches what the worker pins
-        node_cpus = max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1)
-        cpus = 1 if gpus else max(1, min(jobs[0].threads or 1, int(node_cpus)))
-        task = ray.remote(body).options(num_gpus=1 if gpus else 0, num_cpus=cpus, max_retries=MAX_RETRIES)
-        refs = [task.remote(job, board) for job in jobs]
-        pending, base = list(refs), bar.n  # frames done before these jobs (a resumed run's reused pieces)
-        try:
-            while pending:
-                _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
-                done = base + ray.get(board.total.remote())
-                if done != bar.n:
-                    bar.n = done
-                    bar.refresh()
-            return ray.get(refs)
-        except ray.exceptions.RayTaskError as exc:  # our own error inside a shard: one line, not a remote traceback
-            if isinstance(exc.cause, VsKeepError):
-                raise exc.cause from None
-            raise
-        except ray.exceptions.RayError as exc:  # e.g. a worker lost more than MAX_RETRIES times
-            raise ShardError(f"a shard failed on Ray after {MAX_RETRIES} retries: {exc}") from None
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _use_gpus(options: EngineOptions, resources: dict) -> bool:
-    device = options.device or "auto"
-    if device == "auto":
-        return resources.get("GPU", 0) > 0
-    if device.startswith("cuda"):
-        if resources.get("GPU", 0) <= 0:
-            raise InputError(f"--device {device} but the Ray cluster has no GPUs; use --device cpu")
-        return True
-    return False
-
-
-def restore_sharded(
-    input: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    options: EngineOptions,
-    *,
-    shards: int,
-    encoding: Encoding | None = None,
-    ray: bool = False,
-    address: str | None = None,
-    progress: bool = True,
-) -> list[ShardResult]:
-    """Restore `input` into the video file `output` in `shards` pieces (see the module docstring).
-
-    ray: run the pieces as Ray tasks on the running Ray instance, the cluster at `address`, or a new local one;
-    else one after another in this process. Segments go to a temporary folder beside `output` (on a cluster it
-    must be on storage every worker shares, like `input`); `output` appears only when complete."""
-    from tqdm import tqdm
-
-    from .engine import validate
-    from .video import FrameSource, stream_format
-
-    validate(options)
-    out = Path(output)
-    if out.suffix == "" or out.is_dir():
-        raise InputError(f"{out}: --shards writes one video file; give OUT a suffix such as .mkv or .mp4")
-    source = FrameSource(input)
-    stamps = source.timestamps()
-    like = stream_format(input) if source.is_video else None
-    encoding = encoding or Encoding(fps=source.info.fps)
-    plan = plan_shards(len(stamps), shards, sequencer_of(options))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.shards-", dir=out.parent))
-    partial = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.partial{out.suffix}")
-    first = [s.lo - 1 if options.scene_reset and s.lo > 0 else s.lo for s in plan]  # the flag of lo needs lo - 1
-    jobs = [
-        ShardJob(input=str(Path(input).resolve()), segment=str((work / f"{s.index:05d}{out.suffix}").resolve()),
-                 shard=s, total=len(stamps), lo_pts=stamps[f], options=options, encoding=encoding, like=like, first=f,
-                 threads=torch.get_num_threads())
-        for s, f in zip(plan, first)
-    ]
-    bar = tqdm(total=len(stamps), unit="frame", file=sys.stderr, disable=not progress, desc=f"restore x{len(plan)}")
-    t0 = time.perf_counter()
-    try:
-        if ray:
-            results = _run_ray(jobs, address, bar)
-        else:
-            done = [0] * len(jobs)
-
-            def report(i: int, n: int) -> None:
-                done[i] = n
-                bar.n = sum(done)
-                bar.refresh()
-
-            results = [run_shard(job, report) for job in jobs]
-        audio = None if source.is_folder else str(input)
-        concat_segments([(j.segment, j.shard.start) for j in jobs], partial, encoding.fps, audio_from=audio,
-                        keep_timestamps=like is not None)
-        os.replace(partial, out)
-    finally:
-        bar.close()
-        partial.unlink(missing_ok=True)
-        shutil.rmtree(work, ignore_errors=True)
-    log.info("wrote %d frames in %d shards to %s (%.1f s)", len(stamps), len(plan), out, time.perf_counter() - t0)
-    return results

@@ -61,8 +61,8 @@ def cuda_section(args: argparse.Namespace | None, model_size: str, repeats: int,
             name = f"{precision}+cupy+trt-decoder"
             progress(f"cuda: {name} (builds the engine on first use)")
             dec = safe(f"tensorrt {precision} decoder", lambda p=precision: TensorRTBackend(precision=p).decoder(model))
-            if isinstance(dec, dict) or type(dec).__name__ != "TrtDecoder":
-                runs.append({"setting": name, "device": device, **(dec if isinstance(dec, dict) else {"error": "TensorRT unavailable"})})
+            if isinstance(dec, dict):  # TensorRT missing or failed: its error is the record
+                runs.append({"setting": name, "device": device, **dec})
                 continue
             res = run("cupy" if cupy_available() else "torch", precision, dec)
             runs.append(record(name, device, precision, res, ref, gold, size, {"decoder": "TrtDecoder", "tf32": False}))

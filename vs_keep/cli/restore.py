@@ -207,19 +207,15 @@ def _run_resumable(args: argparse.Namespace, options, source) -> int:
         raise InputError("--shards does not apply to --aligned crops; drop --shards")
     if args.shards is not None and is_folder_output(args.output):
         raise InputError(f"{args.output}: --shards writes one video file; give OUT a suffix such as .mkv or .mp4")
-    if args.shards is not None and args.shards < 1:
-        raise InputError(f"--shards must be >= 1, got {args.shards}")
-    if args.piece < 1:
-        raise InputError(f"--piece must be >= 1 frame, got {args.piece}")
     if args.ray is not None:
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
             raise InputError("--ray needs Ray: pip install 'vs-keep[ray]'")
     encoding = Encoding(fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
-    restore_resumable(args.input, args.output, options, encoding=encoding, shards=args.shards or 1, piece=args.piece,
-                      ray=args.ray is not None, address=args.ray or None, progress=not args.no_progress,
-                      restart=args.restart)
+    restore_resumable(args.input, args.output, options, encoding=encoding,
+                      shards=1 if args.shards is None else args.shards, piece=args.piece, ray=args.ray is not None,
+                      address=args.ray or None, progress=not args.no_progress, restart=args.restart)
     return 0
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -32,7 +31,7 @@ from ..errors import InputError
 
 __all__ = [
     "DOWNSAMPLE_MODES", "DegradeParams", "LEVELS", "SCALE", "blur", "degrade_file", "degrade_frames", "degrade_lr",
-    "gaussian_kernel", "params_json_path", "read_x264_settings", "sample_params",
+    "gaussian_kernel", "params_json_path", "sample_params",
 ]
 
 log = logging.getLogger(__name__)
@@ -243,17 +242,3 @@ def params_json_path(dst: str | Path) -> Path:
     """Where the parameters of a degraded output live: `OUT.json` beside a file, `OUT/../OUT.json` for a folder."""
     dst = Path(dst)
     return dst.with_name(dst.name + ".json")
-
-
-def read_x264_settings(stream: bytes) -> dict[str, str]:
-    """Parse the settings x264 embeds in its SEI (e.g. crf, threads) from an H.264 stream: a measurement, not a
-    record, of what the encoder really used."""
-    match = re.search(rb"x264 - core [^\x00]*? options: ([^\x00\x80]*)", stream)
-    if not match:
-        return {}
-    out = {}
-    for token in match.group(1).decode("ascii", "replace").split():
-        if "=" in token:
-            key, value = token.split("=", 1)
-            out[key] = value
-    return out

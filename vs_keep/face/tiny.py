@@ -19,7 +19,7 @@ from ..errors import InputError
 from .paste import FacePaste
 from .types import Detection
 
-__all__ = ["TinyFace", "TinyFaceRestorer", "box_side", "square_box"]
+__all__ = ["TinyFace", "TinyFaceRestorer"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,17 +32,12 @@ class TinyFace:
     landmarks68: np.ndarray  # (68, 2) float32
 
 
-def square_box(det: Detection, scale: float = 1.0) -> np.ndarray:
+def _square_around(det: Detection, scale: float = 1.0) -> np.ndarray:
     """Square (x0, y0, x1, y1) centred on the detection box, side = scale x its longer side."""
     x0, y0, x1, y1 = (float(v) for v in det.box)
     side = max(x1 - x0, y1 - y0) * scale
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float64)
-
-
-def box_side(det: Detection) -> float:
-    """The face size that min_face / tiny_min compare with (the detection's shorter box side, as everywhere)."""
-    return float(det.size)
 
 
 class TinyFaceRestorer:
@@ -83,7 +78,7 @@ class TinyFaceRestorer:
             return []
         from ..models.dic import heatmaps_to_landmarks
 
-        boxes = [square_box(d, self.box_scale) for d in detections]
+        boxes = [_square_around(d, self.box_scale) for d in detections]
         x = torch.stack([self._crop(frame, b) for b in boxes]).to(self.device, self.dtype)
         with torch.inference_mode():
             sr_list, heat_list = self.module(x)

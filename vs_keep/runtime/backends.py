@@ -152,8 +152,6 @@ class TensorRTBackend:
     opt_level: int = 3
     cache_dir: str | None = field(default=None, repr=False)
     force_rebuild: bool = field(default=False, repr=False)
-    #: the user asked for TensorRT (decoder="tensorrt"): its absence is an error naming the package, not a fallback
-    required: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -205,17 +203,15 @@ class TensorRTBackend:
                             opt_level=self.opt_level, force=self.force_rebuild, fp32_layers=self.fp32_layers())
 
     def decoder(self, model: nn.Module) -> DecoderFn:
-        """The TensorRT decoder, or the torch decoder (one log line per reason) when TensorRT cannot run."""
+        """The TensorRT decoder. The user asked for it by name (decoder="tensorrt"), so its absence is an error
+        naming the package, never a silent fallback to torch."""
         from .trt import TensorRTUnavailable, TrtDecoder
 
         try:
             path = self.engine_path(model)
-            return TrtDecoder(path, decoder_spec(model), self.device_id)
         except TensorRTUnavailable as exc:
-            if self.required:
-                raise InputError(f"decoder='tensorrt' cannot run: {exc}; install it or use decoder='auto'") from None
-            torch_fallback_notice(str(exc))
-            return torch_decoder(model)
+            raise InputError(f"decoder='tensorrt' cannot run: {exc}; install it or use decoder='auto'") from None
+        return TrtDecoder(path, decoder_spec(model), self.device_id)
 
 
 def _cpu_copy_if_needed(model: nn.Module) -> nn.Module:
