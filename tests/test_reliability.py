@@ -212,10 +212,15 @@ def _wait_for(pred, proc: subprocess.Popen, timeout: float) -> None:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")])
 def test_interrupt_leaves_nothing(media, tmp_path: Path, sig: int, code: int, word: str) -> None:
-    """SIGINT once frames are being written (mid-run); SIGTERM while the model loads."""
+    """SIGINT once frames are being written (mid-run); SIGTERM while the model loads. The clip is long (96 frames)
+    so that on a fast, quiet machine the run cannot finish between the first frame on disk and the signal (with the
+    8-frame clip it once did: exit 0, 'wrote 8 frames')."""
+    from data.face_scenes import two_face_scene
+
+    clip = write_video(tmp_path / "long.mkv", two_face_scene(n=8, size=(120, 160)).frames * 12, fps=25, audio=False)
     out = tmp_path / "frames"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vs_keep", "restore", "--aligned", str(media["video"]), str(out), "--weights",
+        [sys.executable, "-m", "vs_keep", "restore", "--aligned", str(clip), str(out), "--weights",
          str(media["weights"]), "--chunk", "2", "--no-progress"],
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
