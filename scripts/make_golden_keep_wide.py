@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import time
 import types
-import zlib
 from pathlib import Path
 
 import torch
@@ -61,18 +59,10 @@ def official_keep_class(folder: Path) -> type:
 
 
 def synthetic(key: str, shape: tuple[int, ...], salt: int = 0) -> torch.Tensor:
-    """shared/fixtures/README.md recipe (the same as vs_keep.models.synthetic.synthetic_tensor)."""
-    g = torch.Generator().manual_seed(zlib.crc32(key.encode()) ^ salt)
-    r = torch.randn(shape, generator=g, dtype=torch.float32)
-    if key.endswith("bias"):
-        return 0.01 * r
-    if len(shape) == 1:
-        return 1.0 + 0.1 * r
-    if key == "quantize.embedding.weight":
-        return r
-    if key == "position_emb":
-        return 0.02 * r
-    return r / math.sqrt(math.prod(shape[1:]))
+    """shared/fixtures/README.md recipe (vs_keep.models.synthetic.synthetic_tensor)."""
+    from vs_keep.models.synthetic import synthetic_tensor
+
+    return synthetic_tensor(key, shape, salt)
 
 
 def golden_input() -> torch.Tensor:

@@ -59,3 +59,27 @@ def probe(path: str | Path) -> dict:
         info["audio_streams"] = len(c.streams.audio)
         info["audio_packets"] = sum(1 for p in c.demux(*c.streams.audio) if p.size) if c.streams.audio else 0
     return info
+
+
+def decoded_rgb(path: str | Path) -> list[np.ndarray]:
+    """Every video frame of `path` as RGB uint8."""
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def assert_same_video(got: Path, want: Path, frames: int) -> None:
+    """`got` decodes to `want`'s frames bit for bit, with its frame rate, video and audio timestamps."""
+    import av
+
+    a, b = decoded_rgb(got), decoded_rgb(want)
+    assert len(a) == len(b) == frames
+    for n, (x, y) in enumerate(zip(a, b)):
+        assert np.array_equal(x, y), f"frame {n} differs"
+    with av.open(str(got)) as g, av.open(str(want)) as w:
+        assert g.streams.video[0].average_rate == w.streams.video[0].average_rate
+        assert len(g.streams.audio) == len(w.streams.audio) == 1
+        pts = lambda c, s: [p.pts for p in c.demux(s) if p.pts is not None]  # noqa: E731
+        assert pts(g, g.streams.video[0]) == pts(w, w.streams.video[0])
+        assert pts(g, g.streams.audio[0]) == pts(w, w.streams.audio[0])

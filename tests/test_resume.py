@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 
 from data.face_scenes import two_face_scene
+from media import assert_same_video as check_same_video
+from media import decoded_rgb as decoded
 from media import write_video
 from vs_keep.cli import main
 from vs_keep.models.synthetic import write_synthetic_checkpoint
@@ -85,25 +87,8 @@ def kill9(proc: subprocess.Popen) -> None:
     proc.communicate(timeout=60)
 
 
-def decoded(path: Path) -> list[np.ndarray]:
-    import av
-
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-
-
 def assert_same_video(got: Path, want: Path) -> None:
-    import av
-
-    a, b = decoded(got), decoded(want)
-    assert len(a) == len(b) == N
-    for n, (x, y) in enumerate(zip(a, b)):
-        assert np.array_equal(x, y), f"frame {n} differs"
-    with av.open(str(got)) as g, av.open(str(want)) as w:
-        assert len(g.streams.audio) == len(w.streams.audio) == 1
-        pts = lambda c, s: [p.pts for p in c.demux(s) if p.pts is not None]  # noqa: E731
-        assert pts(g, g.streams.video[0]) == pts(w, w.streams.video[0])
-        assert pts(g, g.streams.audio[0]) == pts(w, w.streams.audio[0])
+    check_same_video(got, want, N)
 
 
 def assert_resumed(r: subprocess.CompletedProcess, out: Path, media, frames_done: int | None) -> None:

@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 
 from data.face_scenes import two_face_scene
+from media import assert_same_video as check_same_video
+from media import decoded_rgb as decoded
 from media import write_video
 from vs_keep.cli import main
 from vs_keep.models.synthetic import write_synthetic_checkpoint
@@ -49,25 +51,8 @@ def media(tmp_path_factory: pytest.TempPathFactory, one_thread) -> dict[str, Pat
     return {"weights": weights, "video": src, "one": one, "dir": d}
 
 
-def decoded(path: Path) -> list[np.ndarray]:
-    import av
-
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-
-
 def assert_same_video(got: Path, want: Path) -> None:
-    import av
-
-    a, b = decoded(got), decoded(want)
-    assert len(a) == len(b) == N
-    for n, (x, y) in enumerate(zip(a, b)):
-        assert np.array_equal(x, y), f"frame {n} differs"
-    with av.open(str(got)) as g, av.open(str(want)) as w:
-        assert g.streams.video[0].average_rate == w.streams.video[0].average_rate
-        assert len(g.streams.audio) == len(w.streams.audio) == 1
-        pts = lambda c: [p.pts for p in c.demux(c.streams.video[0]) if p.pts is not None]  # noqa: E731
-        assert pts(g) == pts(w)
+    check_same_video(got, want, N)
 
 
 def test_iter_frames_seeks_frame_accurately(tmp_path: Path) -> None:
