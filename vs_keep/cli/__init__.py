@@ -22,7 +22,9 @@ import importlib
 import logging
 import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -99,6 +101,21 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (then they are delivered), so they cannot land between two steps
+    that must both happen. Only in the main thread, where Python runs signal handlers."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _run(command: str, module, args: argparse.Namespace) -> int:
     from ..atomic import atomic_output
     from .safety import failure_line, refuse_overwriting_input
@@ -116,7 +133,8 @@ def _run(command: str, module, args: argparse.Namespace) -> int:
                 inputs = [getattr(args, name) for name in getattr(module, "INPUTS", ()) if getattr(args, name, None)]
                 refuse_overwriting_input(inputs, final)
                 if not getattr(module, "writes_own_output", lambda _: False)(args):  # e.g. resumable restores
-                    tmp = stack.enter_context(atomic_output(final))
+                    with _signals_held():  # a Ctrl-C between creating the temporary and registering its removal
+                        tmp = stack.enter_context(atomic_output(final))
                     setattr(args, output_arg, str(tmp))
             code = int(module.run(args) or 0)
             if code != 0:
