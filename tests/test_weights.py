@@ -147,7 +147,7 @@ def test_registry_entries_are_consistent() -> None:
     assert [s.name for s in weights.WEIGHTS][:5] == [
         "keep", "codeformer", "retinaface_resnet50", "retinaface_mobilenet0.25", "parsenet"]
     keep = weights.get("keep")
-    assert keep.filename == "KEEP-a1a14d46.pth" and keep.sha256_prefix == "a1a14d46" and keep.license == "S-Lab-1.0"
+    assert keep.filename == "KEEP-a1a14d46.pth" and keep.sha256 == "a1a14d46" and keep.license == "S-Lab-1.0"
     assert weights.get("KEEP-a1a14d46.pth") is keep
     assert weights.get("parsenet").license == "CC-BY-NC-SA-4.0"
     assert len(weights.get("retinaface_resnet50").urls) == 2
@@ -156,9 +156,11 @@ def test_registry_entries_are_consistent() -> None:
         # the publisher's hash prefix in the file name is the one we check
         m = re.search(r"-([0-9a-f]{8})\.pth$", spec.filename)
         if m:
-            assert spec.sha256_prefix == m.group(1), spec.name
+            assert spec.sha256 == m.group(1), spec.name
         assert (ROOT / "vs_keep" / "licenses" / f"{spec.license}.txt").is_file(), spec.license
         assert spec.filename in weights.license_notice(spec)
+    keys = [key for spec in weights.WEIGHTS for key in (spec.name, spec.filename)]
+    assert len(set(keys)) == len(keys)  # `get` finds an entry by either
     manual = [s for s in weights.WEIGHTS if s.manual_download]
     assert manual and all(not s.urls and "drive.google.com" in s.manual_download for s in manual)
     with pytest.raises(InputError, match="known names: keep, codeformer"):
@@ -293,7 +295,7 @@ def test_license_notice_on_first_download_only(serve, home: Path, capsys: pytest
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     srv = serve({"KEEP-a1a14d46.pth": DATA, "test.bin": DATA})
     monkeypatch.setenv("VS_KEEP_WEIGHTS_MIRROR", srv.base)
-    keep = dataclasses.replace(weights.get("keep"), sha256_prefix=DATA_SHA[:8])  # the real entry, our file's hash
+    keep = dataclasses.replace(weights.get("keep"), sha256=DATA_SHA[:8])  # the real entry, our file's hash
     capsys.readouterr()
     path = weights.resolve(keep, progress=False)
     assert path == home / "KEEP-a1a14d46.pth"
@@ -385,9 +387,9 @@ def test_keep_v1_entries() -> None:
                                    ("keep-asian", "KEEP_Asian-4765ebe0.pth", "4765ebe0")):
         spec = weights.get(name)
         assert weights.get(filename) is spec
-        assert spec.urls == (base + filename,) and spec.sha256_prefix == prefix and spec.sha256 is None
+        assert spec.urls == (base + filename,) and spec.sha256 == prefix
         assert (spec.license, spec.source, spec.license_url) == (keep.license, keep.source, keep.license_url)
-        assert spec.non_commercial and weights.RESTORERS[name] == "keep"
+        assert weights.RESTORERS[name] == "keep"
         assert spec.hash_matches(prefix + "0" * 56) and not spec.hash_matches("0" * 64)
 
 
@@ -413,7 +415,7 @@ def test_keep_v1_names_offline(home: Path, tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(CheckpointError, match="b76feb75"):  # our bytes are not the release's
         load_model(EngineOptions(model="keep-v1", download=False, device="cpu"))
     digest = weights.sha256_file(cached)
-    patched = tuple(dataclasses.replace(s, sha256_prefix=digest[:8]) if s.name == "keep-v1" else s for s in weights.WEIGHTS)
+    patched = tuple(dataclasses.replace(s, sha256=digest[:8]) if s.name == "keep-v1" else s for s in weights.WEIGHTS)
     monkeypatch.setattr(weights, "WEIGHTS", patched)
     model, _ = load_model(EngineOptions(model="keep-v1", download=False, device="cpu"))
     assert isinstance(model, KEEP) and model.connect_list == (16, 32, 64)

@@ -46,95 +46,103 @@ _CHUNK = 1 << 20
 _ATTEMPTS_PER_URL = 3  # a connection that dropped after making progress is resumed this many times
 _USER_AGENT = "vs-keep-weights/1"
 
-_LICENSE_URLS = {
-    "CC-BY-NC-SA-4.0": "https://creativecommons.org/licenses/by-nc-sa/4.0/",
-    "MIT": "https://opensource.org/license/mit",
-    "Apache-2.0": "https://www.apache.org/licenses/LICENSE-2.0",
-}
-
-
 @dataclass(frozen=True, kw_only=True)
 class WeightSpec:
     """One weight file: where it comes from, how to check it and under which terms it may be used.
 
-    `sha256` is the full hex digest when it is known; otherwise `sha256_prefix` holds the leading hex digits that
-    the publisher put in the file name (OpenMMLab / BasicSR convention). `manual_download` is set for files that
-    have no direct URL (e.g. Google Drive folders) and says how to get them.
+    `sha256` is the full hex digest when it is known, else the leading hex digits that the publisher put in the
+    file name (OpenMMLab / BasicSR convention), else None. `manual_download` is set for files that have no direct
+    URL (e.g. Google Drive folders) and says how to get them. `license` names a notice in `vs_keep/licenses/`;
+    `license_url` is only needed where that notice has no fixed URL (S-Lab: each project's own LICENSE file).
     """
 
     name: str
     filename: str
+    license: str
+    source: str  # copyright holder / project, shown in the license notice
     urls: tuple[str, ...] = ()
     sha256: str | None = None
-    sha256_prefix: str | None = None
     size: int | None = None
-    license: str = "unknown"
     description: str = ""
     manual_download: str | None = None
-    source: str = ""  # copyright holder / project, shown in the license notice
     license_url: str = ""
 
     def __post_init__(self) -> None:
-        for field, value in (("sha256", self.sha256), ("sha256_prefix", self.sha256_prefix)):
-            if value is not None and not re.fullmatch(r"[0-9a-f]+", value):
-                raise InputError(f"WeightSpec {self.name!r}: {field} must be lowercase hex, got {value!r}")
-        if self.sha256 is not None and len(self.sha256) != 64:
-            raise InputError(f"WeightSpec {self.name!r}: sha256 must have 64 hex digits")
-        if self.sha256 and self.sha256_prefix and not self.sha256.startswith(self.sha256_prefix):
-            raise InputError(f"WeightSpec {self.name!r}: sha256_prefix does not match sha256")
-        if not isinstance(self.urls, tuple):
-            raise InputError(f"WeightSpec {self.name!r}: urls must be a tuple")
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{1,64}", self.sha256):
+            raise InputError(f"WeightSpec {self.name!r}: sha256 must be lowercase hex, got {self.sha256!r}")
         if not self.urls and not self.manual_download:
             raise InputError(f"WeightSpec {self.name!r}: needs urls or a manual_download note")
 
-    @property
-    def non_commercial(self) -> bool:
-        return self.license in ("S-Lab-1.0", "CC-BY-NC-SA-4.0")
-
     def hash_matches(self, digest: str) -> bool:
-        """True when `digest` (full sha256 hex) agrees with everything known about this file's hash."""
-        if self.sha256 is not None:
-            return digest == self.sha256
-        if self.sha256_prefix is not None:
-            return digest.startswith(self.sha256_prefix)
-        return True
+        """True when `digest` (full sha256 hex) agrees with what is known of this file's hash (all or a prefix)."""
+        return self.sha256 is None or digest.startswith(self.sha256)
 
     @property
     def expected_hash(self) -> str:
-        return self.sha256 or (f"{self.sha256_prefix}..." if self.sha256_prefix else "(not known)")
+        if self.sha256 is None:
+            return "(not known)"
+        return self.sha256 if len(self.sha256) == 64 else f"{self.sha256}..."
 
 
 _KEEP_REL = "https://github.com/jnjaby/KEEP/releases/download/v0.1.0/"
 _KEEP_V1 = "https://github.com/jnjaby/KEEP/releases/download/v1.0.0/"
-_KEEP_SOURCE = "Copyright 2024 S-Lab, KEEP (github.com/jnjaby/KEEP)"
-_KEEP_LICENSE = "https://github.com/jnjaby/KEEP/blob/main/LICENSE"
 _CF_REL = "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/"
 _FACEXLIB = "https://github.com/xinntao/facexlib/releases/download/"
 _MMAGIC_DIC = "https://download.openmmlab.com/mmediting/restorers/dic/"
 _DIC_DRIVE = "https://drive.google.com/open?id=1Q1T1smMDRMO1NcjkxbZvotOX93YIVp5e"
 
 
-def _dic_manual(model: str, dataset: str) -> str:
-    return (
-        f"official {model} ({dataset}, x8) checkpoint from the authors' Google Drive 'models' folder "
-        f"({_DIC_DRIVE}; Baidu mirror, code 6qhx, linked from github.com/Maclory/Deep-Iterative-Collaboration). "
-        "Google Drive needs a browser: download it by hand"
+def _hash_in_name(filename: str) -> str:
+    """The sha256 prefix a publisher put in a file name (`KEEP-a1a14d46.pth` -> `a1a14d46`)."""
+    return filename.rsplit("-", 1)[1].removesuffix(".pth")
+
+
+def _keep(name: str, filename: str, release: str, description: str) -> WeightSpec:
+    """A KEEP release file: S-Lab terms, hash prefix in the file name."""
+    return WeightSpec(
+        name=name, filename=filename, urls=(release + filename,), sha256=_hash_in_name(filename), license="S-Lab-1.0",
+        source="Copyright 2024 S-Lab, KEEP (github.com/jnjaby/KEEP)",
+        license_url="https://github.com/jnjaby/KEEP/blob/main/LICENSE", description=description,
+    )
+
+
+def _retinaface(name: str, filename: str, sha256: str, size: int, description: str) -> WeightSpec:
+    """A facexlib RetinaFace detector, from KEEP's release first, then facexlib's."""
+    return WeightSpec(
+        name=name, filename=filename, urls=(_KEEP_REL + filename, _FACEXLIB + "v0.1.0/" + filename), sha256=sha256,
+        size=size, license="MIT", source="RetinaFace (github.com/biubug6/Pytorch_Retinaface, via facexlib)",
+        description=description,
+    )
+
+
+def _mmagic_dic(model: str, filename: str) -> WeightSpec:
+    """An OpenMMLab port of DIC / DICGAN (x8, CelebA-HQ)."""
+    return WeightSpec(
+        name=f"{model.lower()}_celeba_x8", filename=filename, urls=(_MMAGIC_DIC + filename,),
+        sha256=_hash_in_name(filename), license="Apache-2.0", source="OpenMMLab mmagic (github.com/open-mmlab/mmagic)",
+        description=f"{model} x8 tiny-face SR, CelebA-HQ (mmagic port, keys under 'generator.')",
+    )
+
+
+def _dic_official(model: str, dataset: str) -> WeightSpec:
+    """An original DIC / DICGAN x8 release: only on Google Drive (or Baidu), so a manual download."""
+    return WeightSpec(
+        name=f"{model.lower()}_{dataset.lower()}_x8_official", filename=f"{model}_{dataset}.pth", license="MIT",
+        source="Ma et al., DIC (github.com/Maclory/Deep-Iterative-Collaboration)",
+        description=f"{model} x8, {dataset} (original release, manual download)",
+        manual_download=(
+            f"official {model} ({dataset}, x8) checkpoint from the authors' Google Drive 'models' folder "
+            f"({_DIC_DRIVE}; Baidu mirror, code 6qhx, linked from github.com/Maclory/Deep-Iterative-Collaboration). "
+            "Google Drive needs a browser: download it by hand"
+        ),
     )
 
 
 # One explicit, ordered list. Hashes and sizes: KEEP-REFERENCE.md §5 (third-party records, checked on download);
 # prefixes come from the publishers' file names (first hex digits of the sha256).
 WEIGHTS: tuple[WeightSpec, ...] = (
-    WeightSpec(
-        name="keep",
-        filename="KEEP-a1a14d46.pth",
-        urls=(_KEEP_REL + "KEEP-a1a14d46.pth",),
-        sha256_prefix="a1a14d46",
-        license="S-Lab-1.0",
-        source=_KEEP_SOURCE,
-        license_url=_KEEP_LICENSE,
-        description="KEEP video face restoration, release v0.1.0 (includes its GMFlow weights)",
-    ),
+    _keep("keep", "KEEP-a1a14d46.pth", _KEEP_REL,
+          "KEEP video face restoration, release v0.1.0 (includes its GMFlow weights)"),
     WeightSpec(
         name="codeformer",
         filename="codeformer.pth",
@@ -146,26 +154,12 @@ WEIGHTS: tuple[WeightSpec, ...] = (
         license_url="https://github.com/sczhou/CodeFormer/blob/master/LICENSE",
         description="CodeFormer single-image face restoration",
     ),
-    WeightSpec(
-        name="retinaface_resnet50",
-        filename="detection_Resnet50_Final.pth",
-        urls=(_KEEP_REL + "detection_Resnet50_Final.pth", _FACEXLIB + "v0.1.0/detection_Resnet50_Final.pth"),
-        sha256="6d1de9c2944f2ccddca5f5e010ea5ae64a39845a86311af6fdf30841b0a5a16d",
-        size=109_497_761,
-        license="MIT",
-        source="RetinaFace (github.com/biubug6/Pytorch_Retinaface, via facexlib)",
-        description="RetinaFace ResNet-50 face detector (default)",
-    ),
-    WeightSpec(
-        name="retinaface_mobilenet0.25",
-        filename="detection_mobilenet0.25_Final.pth",
-        urls=(_KEEP_REL + "detection_mobilenet0.25_Final.pth", _FACEXLIB + "v0.1.0/detection_mobilenet0.25_Final.pth"),
-        sha256="2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220",
-        size=1_789_735,
-        license="MIT",
-        source="RetinaFace (github.com/biubug6/Pytorch_Retinaface, via facexlib)",
-        description="RetinaFace MobileNet-0.25 face detector (fast)",
-    ),
+    _retinaface("retinaface_resnet50", "detection_Resnet50_Final.pth",
+                "6d1de9c2944f2ccddca5f5e010ea5ae64a39845a86311af6fdf30841b0a5a16d", 109_497_761,
+                "RetinaFace ResNet-50 face detector (default)"),
+    _retinaface("retinaface_mobilenet0.25", "detection_mobilenet0.25_Final.pth",
+                "2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220", 1_789_735,
+                "RetinaFace MobileNet-0.25 face detector (fast)"),
     WeightSpec(
         name="parsenet",
         filename="parsing_parsenet.pth",
@@ -176,95 +170,21 @@ WEIGHTS: tuple[WeightSpec, ...] = (
         source="PSFRGAN authors (github.com/chaofengc/PSFRGAN)",
         description="ParseNet face parsing (paste-back mask)",
     ),
-    WeightSpec(
-        name="dic_celeba_x8",
-        filename="dic_x8c48b6_g4_150k_CelebAHQ_20210611-5d3439ca.pth",
-        urls=(_MMAGIC_DIC + "dic_x8c48b6_g4_150k_CelebAHQ_20210611-5d3439ca.pth",),
-        sha256_prefix="5d3439ca",
-        license="Apache-2.0",
-        source="OpenMMLab mmagic (github.com/open-mmlab/mmagic)",
-        description="DIC x8 tiny-face SR, CelebA-HQ (mmagic port, keys under 'generator.')",
-    ),
-    WeightSpec(
-        name="dicgan_celeba_x8",
-        filename="dic_gan_x8c48b6_g4_500k_CelebAHQ_20210625-3b89a358.pth",
-        urls=(_MMAGIC_DIC + "dic_gan_x8c48b6_g4_500k_CelebAHQ_20210625-3b89a358.pth",),
-        sha256_prefix="3b89a358",
-        license="Apache-2.0",
-        source="OpenMMLab mmagic (github.com/open-mmlab/mmagic)",
-        description="DICGAN x8 tiny-face SR, CelebA-HQ (mmagic port, keys under 'generator.')",
-    ),
-    WeightSpec(
-        name="dic_celeba_x8_official",
-        filename="DIC_CelebA.pth",
-        license="MIT",
-        source="Ma et al., DIC (github.com/Maclory/Deep-Iterative-Collaboration)",
-        description="DIC x8, CelebA (original release, manual download)",
-        manual_download=_dic_manual("DIC", "CelebA"),
-    ),
-    WeightSpec(
-        name="dicgan_celeba_x8_official",
-        filename="DICGAN_CelebA.pth",
-        license="MIT",
-        source="Ma et al., DIC (github.com/Maclory/Deep-Iterative-Collaboration)",
-        description="DICGAN x8, CelebA (original release, manual download)",
-        manual_download=_dic_manual("DICGAN", "CelebA"),
-    ),
-    WeightSpec(
-        name="dic_helen_x8_official",
-        filename="DIC_Helen.pth",
-        license="MIT",
-        source="Ma et al., DIC (github.com/Maclory/Deep-Iterative-Collaboration)",
-        description="DIC x8, Helen (original release, manual download)",
-        manual_download=_dic_manual("DIC", "Helen"),
-    ),
-    WeightSpec(
-        name="dicgan_helen_x8_official",
-        filename="DICGAN_Helen.pth",
-        license="MIT",
-        source="Ma et al., DIC (github.com/Maclory/Deep-Iterative-Collaboration)",
-        description="DICGAN x8, Helen (original release, manual download)",
-        manual_download=_dic_manual("DICGAN", "Helen"),
-    ),
+    _mmagic_dic("DIC", "dic_x8c48b6_g4_150k_CelebAHQ_20210611-5d3439ca.pth"),
+    _mmagic_dic("DICGAN", "dic_gan_x8c48b6_g4_500k_CelebAHQ_20210625-3b89a358.pth"),
+    _dic_official("DIC", "CelebA"),
+    _dic_official("DICGAN", "CelebA"),
+    _dic_official("DIC", "Helen"),
+    _dic_official("DICGAN", "Helen"),
     # KEEP v1.0.0 (listed after the older entries): the layout is read from the tensors at load; no real v1.0.0
     # file has been loaded by this project yet (README)
-    WeightSpec(
-        name="keep-v1",
-        filename="KEEP-b76feb75.pth",
-        urls=(_KEEP_V1 + "KEEP-b76feb75.pth",),
-        sha256_prefix="b76feb75",
-        license="S-Lab-1.0",
-        source=_KEEP_SOURCE,
-        license_url=_KEEP_LICENSE,
-        description="KEEP video face restoration, release v1.0.0 (trained on VFHQ)",
-    ),
-    WeightSpec(
-        name="keep-asian",
-        filename="KEEP_Asian-4765ebe0.pth",
-        urls=(_KEEP_V1 + "KEEP_Asian-4765ebe0.pth",),
-        sha256_prefix="4765ebe0",
-        license="S-Lab-1.0",
-        source=_KEEP_SOURCE,
-        license_url=_KEEP_LICENSE,
-        description="KEEP release v1.0.0 fine-tuned on VFHQ plus Asian faces",
-    ),
+    _keep("keep-v1", "KEEP-b76feb75.pth", _KEEP_V1, "KEEP video face restoration, release v1.0.0 (trained on VFHQ)"),
+    _keep("keep-asian", "KEEP_Asian-4765ebe0.pth", _KEEP_V1, "KEEP release v1.0.0 fine-tuned on VFHQ plus Asian faces"),
 )
 
 
 #: names `model=` / `--model` accept -> the network family their weights hold (each is also a WEIGHTS entry)
 RESTORERS = {"keep": "keep", "keep-v1": "keep", "keep-asian": "keep", "codeformer": "codeformer"}
-
-
-def _check_unique(specs: tuple[WeightSpec, ...]) -> None:
-    seen: set[str] = set()
-    for spec in specs:
-        for key in (spec.name, spec.filename):
-            if key in seen:
-                raise InputError(f"duplicate weights registry entry {key!r}")
-            seen.add(key)
-
-
-_check_unique(WEIGHTS)
 
 
 def names() -> list[str]:
@@ -309,11 +229,8 @@ def candidate_urls(spec: WeightSpec) -> list[str]:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _sidecar(path: Path) -> Path:
@@ -344,7 +261,7 @@ def verify(spec: WeightSpec, path: Path) -> None:
 
     Raises CheckpointError on mismatch; never deletes the file (it may be the user's own copy).
     """
-    if spec.sha256 is None and spec.sha256_prefix is None:
+    if spec.sha256 is None:
         return
     if spec.size is not None and path.stat().st_size != spec.size:
         raise CheckpointError(
@@ -371,13 +288,8 @@ def verify(spec: WeightSpec, path: Path) -> None:
 
 def license_notice(spec: WeightSpec) -> str:
     """The short notice (our own summary, with the license URL) shown before a first download."""
-    try:
-        template = resources.files("vs_keep").joinpath("licenses", f"{spec.license}.txt").read_text("utf-8")
-    except (FileNotFoundError, OSError):
-        template = "License notice: {filename} is distributed under {license} ({copyright}); see {url}.\n"
-    url = spec.license_url or _LICENSE_URLS.get(spec.license, "") or "the publisher's page"
-    return template.format(filename=spec.filename, copyright=spec.source or "its authors", url=url,
-                           license=spec.license)
+    template = resources.files("vs_keep").joinpath("licenses", f"{spec.license}.txt").read_text("utf-8")
+    return template.format(filename=spec.filename, copyright=spec.source, url=spec.license_url)
 
 
 def _show_license_once(spec: WeightSpec) -> None:
@@ -407,17 +319,10 @@ class _Incomplete(OSError):
 _NETWORK_ERRORS = (urllib.error.URLError, OSError, http.client.HTTPException, ValueError)
 
 
-def _total_from_content_range(value: str | None) -> tuple[int, int | None] | None:
-    m = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", value or "")
-    if not m:
-        return None
-    return int(m.group(1)), (None if m.group(3) == "*" else int(m.group(3)))
-
-
-def _fetch(url: str, part: Path, *, expected_size: int | None, timeout: float, progress: bool, desc: str) -> str:
+def _fetch(url: str, part: Path, spec: WeightSpec, *, timeout: float, progress: bool) -> str:
     """Fetch `url` into `part`, resuming from its current length; returns the sha256 of the whole file."""
     offset = part.stat().st_size if part.exists() else 0
-    if expected_size is not None and offset > expected_size:
+    if spec.size is not None and offset > spec.size:
         part.unlink()
         offset = 0
     headers = {"User-Agent": _USER_AGENT}
@@ -431,32 +336,29 @@ def _fetch(url: str, part: Path, *, expected_size: int | None, timeout: float, p
             return sha256_file(part)
         raise
     with resp:
-        status = getattr(resp, "status", None) or 200
         length_header = resp.headers.get("Content-Length")
         length = int(length_header) if length_header and length_header.isdigit() else None
-        hasher = hashlib.sha256()
-        if offset and status == 206:
-            rng = _total_from_content_range(resp.headers.get("Content-Range"))
-            if rng is None or rng[0] != offset:
-                raise _Incomplete(f"server answered Range bytes={offset}- with Content-Range "
-                                  f"{resp.headers.get('Content-Range')!r}")
-            total = rng[1] if rng[1] is not None else (offset + length if length is not None else None)
+        if offset and resp.status == 206:
+            content_range = resp.headers.get("Content-Range")
+            m = re.fullmatch(r"\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*", content_range or "")
+            if m is None or int(m.group(1)) != offset:
+                raise _Incomplete(f"server answered Range bytes={offset}- with Content-Range {content_range!r}")
             with open(part, "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    hasher.update(chunk)
+                hasher = hashlib.file_digest(f, "sha256")  # continued with the bytes that follow
             mode = "ab"
-            log.info("resuming %s at byte %d", desc, offset)
+            log.info("resuming %s at byte %d", spec.filename, offset)
         else:
             if offset:
-                log.info("%s ignored the Range request; downloading %s from the start", url, desc)
-            offset, mode, total = 0, "wb", length
+                log.info("%s ignored the Range request; downloading %s from the start", url, spec.filename)
+            offset, mode, hasher = 0, "wb", hashlib.sha256()
         from tqdm import tqdm
 
         # read1 returns whatever has arrived, so bytes received before a stall are kept for the resume.
         read = getattr(resp, "read1", resp.read)
         received = 0
         with open(part, mode) as f, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+            total=None if length is None else offset + length, initial=offset, unit="B", unit_scale=True,
+            unit_divisor=1024, desc=spec.filename,
             file=sys.stderr, disable=not progress, leave=True, dynamic_ncols=True,
         ) as bar:
             while chunk := read(_CHUNK):
@@ -477,7 +379,7 @@ def _manual_message(spec: WeightSpec, dest: Path, failures: list[str]) -> str:
     lines += [f"  {f}" for f in failures]
     if spec.manual_download:
         lines.append(f"It is a manual download: {spec.manual_download}.")
-    elif spec.urls:
+    else:
         lines.append(f"Download it on a machine with network access from {spec.urls[0]}")
     lines.append(f"Put the file here: {dest}")
     lines.append(
@@ -494,8 +396,7 @@ def _fetch_with_retries(url: str, part: Path, spec: WeightSpec, timeout: float, 
         before = part.stat().st_size if part.exists() else 0
         log.info("downloading %s from %s", spec.filename, url)
         try:
-            return _fetch(url, part, expected_size=spec.size, timeout=timeout, progress=progress,
-                          desc=spec.filename)
+            return _fetch(url, part, spec, timeout=timeout, progress=progress)
         except urllib.error.HTTPError as exc:
             failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
             return None
@@ -544,7 +445,7 @@ def download(spec: WeightSpec, dest_dir: Path | str | None = None, progress: boo
                 size = part.stat().st_size
                 if (spec.size is None or size == spec.size) and spec.hash_matches(digest):
                     replace_file(part, target)
-                    if spec.sha256 is not None or spec.sha256_prefix is not None:
+                    if spec.sha256 is not None:
                         _write_sidecar(target, digest)
                     log.info("saved %s (sha256 %s)", target, digest)
                     return target
