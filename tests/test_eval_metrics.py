@@ -1,4 +1,6 @@
-"""PSNR/SSIM agree with scikit-image on real photos; LPIPS loads its weight layouts; ArcFace ONNX path works."""
+"""PSNR/SSIM agree with scikit-image on real photos; LPIPS loads its weight layouts; ArcFace ONNX path works.
+
+The ArcFace crop's similarity fit is `face.align.estimate_similarity`, tested in test_face_align.py."""
 
 from __future__ import annotations
 
@@ -144,16 +146,6 @@ def _tiny_arcface_onnx(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
-
-
-def test_similarity_transform_recovers_known_transform() -> None:
-    from vs_keep.evaluation.identity import ARCFACE_TEMPLATE_112, similarity_transform
-
-    angle, scale, shift = 0.3, 2.5, np.array([40.0, -7.0])
-    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    src = (ARCFACE_TEMPLATE_112 - shift) @ np.linalg.inv(rot).T  # points that map exactly onto the template
-    m = similarity_transform(src, ARCFACE_TEMPLATE_112)
-    assert np.allclose(src @ m[:, :2].T + m[:, 2], ARCFACE_TEMPLATE_112, atol=1e-9)
 
 
 def test_arcface_onnx_identity(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ bytes with the tree, the same without it, on every clip tried).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Iterable, Iterator
@@ -31,7 +32,7 @@ from ..errors import InputError
 
 __all__ = [
     "DOWNSAMPLE_MODES", "DegradeParams", "LEVELS", "SCALE", "blur", "degrade_file", "degrade_frames", "degrade_lr",
-    "gaussian_kernel", "params_json_path", "sample_params",
+    "params_json_path", "sample_params",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,16 +84,10 @@ def sample_params(level: str, seed: int, *, downsample: str = "random", preset: 
     )
 
 
-def gaussian_kernel(sigma: float, radius: int) -> np.ndarray:
-    """Normalised 1-D Gaussian taps; the 2-D isotropic kernel is its outer product (applied separably)."""
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (x / sigma) ** 2)
-    return (k / k.sum()).astype(np.float32)
-
-
 def blur(frame: np.ndarray, sigma: float, radius: int) -> np.ndarray:
-    """Isotropic Gaussian blur of an HxWxC float32 image (reflect-101 borders, as cv2.filter2D in BasicSR)."""
-    k = gaussian_kernel(sigma, radius)
+    """Isotropic Gaussian blur of an HxWxC float32 image, taps to +-radius (the 2-D kernel is the outer product of
+    normalised 1-D taps, applied separably), reflect-101 borders as cv2.filter2D in BasicSR."""
+    k = cv2.getGaussianKernel(2 * radius + 1, sigma, ktype=cv2.CV_32F)
     return cv2.sepFilter2D(frame, cv2.CV_32F, k, k, borderType=cv2.BORDER_REFLECT_101)
 
 
@@ -101,11 +96,8 @@ def degrade_lr(frame: np.ndarray, params: DegradeParams, noise_rng: np.random.Ge
     h, w = frame.shape[:2]
     blurred = blur(frame.astype(np.float32), params.sigma, params.kernel_radius)
     lr = cv2.resize(blurred, (w // params.scale, h // params.scale), interpolation=DOWNSAMPLE_MODES[params.downsample])
-    noise = noise_rng.normal(0.0, params.delta, size=lr.shape).astype(np.float32) if params.delta > 0 else None
-    if noise is not None:
-        lr = lr + noise
-    out = np.clip(np.rint(lr), 0, 255).astype(np.uint8)
-    return out, float(noise.std()) if noise is not None else 0.0
+    noise = noise_rng.normal(0.0, params.delta, size=lr.shape).astype(np.float32)
+    return np.clip(np.rint(lr + noise), 0, 255).astype(np.uint8), float(noise.std())
 
 
 class _CodecLoop:
@@ -137,7 +129,7 @@ class _CodecLoop:
         import av
 
         if lr is None:
-            packets = self.enc.encode(None)
+            packets = [*self.enc.encode(None), None]  # the trailing None flushes the decoder
         else:
             if lr.shape[:2] != (self.height, self.width):
                 raise InputError(f"frame {self.index} is {lr.shape[1]}x{lr.shape[0]}, earlier frames were not: "
@@ -149,12 +141,9 @@ class _CodecLoop:
             self.index += 1
             packets = self.enc.encode(vf)
         for packet in packets:
-            if self.lr_sink is not None:
+            if packet is not None and self.lr_sink is not None:
                 self.lr_sink.write(bytes(packet))
             for frame in self.dec.decode(packet):
-                yield frame.to_ndarray(format="rgb24")[: self.height, : self.width]
-        if lr is None:
-            for frame in self.dec.decode(None):
                 yield frame.to_ndarray(format="rgb24")[: self.height, : self.width]
 
 
@@ -169,9 +158,7 @@ def degrade_frames(
     noise_stds: list[float] = []
 
     def finish(lr_out: np.ndarray) -> np.ndarray:
-        if not upscale:
-            return lr_out
-        return cv2.resize(lr_out, size, interpolation=cv2.INTER_CUBIC)
+        return cv2.resize(lr_out, size, interpolation=cv2.INTER_CUBIC) if upscale else lr_out
 
     for frame in frames:
         if size is None:
@@ -215,17 +202,11 @@ def degrade_file(
     stats: dict = {}
     total = min(info.frames, max_frames) if (info.frames and max_frames) else (info.frames or max_frames)
     frames = iter_frames(src, max_frames=max_frames)
-    lr_file = open(save_lr, "wb") if save_lr else None
-    try:
-        with FrameSink(dst, fps=info.fps, lossless=True) as writer:
-            bar = tqdm(total=total, desc=f"degrade {level}", unit="f", disable=not progress, leave=False)
-            for out in degrade_frames(frames, params, fps=info.fps, upscale=upscale, lr_sink=lr_file, stats=stats):
-                writer.write(out)
-                bar.update(1)
-            bar.close()
-    finally:
-        if lr_file is not None:
-            lr_file.close()
+    with (open(save_lr, "wb") if save_lr else contextlib.nullcontext()) as lr_file, \
+            FrameSink(dst, fps=info.fps, lossless=True) as writer:
+        stream = degrade_frames(frames, params, fps=info.fps, upscale=upscale, lr_sink=lr_file, stats=stats)
+        for out in tqdm(stream, total=total, desc=f"degrade {level}", unit="f", disable=not progress, leave=False):
+            writer.write(out)
     record = {
         **asdict(params), **stats, "fps": str(info.fps), "upscaled": upscale, "source": str(src),
         "output": str(dst), "lr_stream": str(save_lr) if save_lr else None,

@@ -10,13 +10,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 __all__ = [
-    "DlibModels", "FaceFinder", "FaceRef", "create_detector_or_none", "dlib_model_dir", "five_from_68", "iou",
-    "largest", "load_dlib",
+    "DlibModels", "FaceFinder", "FaceRef", "create_detector_or_none", "dlib_model_dir", "five_from_68", "load_dlib",
 ]
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class FaceRef:
     source: str = "detector"  # "detector" (our 5 points) or "dlib" (5 points derived from its 68)
 
 
-def create_detector_or_none(name: str = "mtcnn", device: str = "cpu", **opts: object) -> tuple[object | None, str]:
+def create_detector_or_none(name: str, device: str, **opts: object) -> tuple[object | None, str]:
     """Our face detector, or None and why not (missing module, missing weights)."""
     try:
         from ..face import create_detector
@@ -44,22 +44,6 @@ def create_detector_or_none(name: str = "mtcnn", device: str = "cpu", **opts: ob
         return create_detector(name=name, device=device, **opts), ""
     except Exception as exc:  # any construction failure only disables the landmark/identity metrics
         return None, f"face detector {name!r} could not be created ({exc})"
-
-
-def largest(detections: list) -> object | None:
-    """The detection with the largest box area (KEEP keeps only the largest face)."""
-    if not detections:
-        return None
-    return max(detections, key=lambda d: float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two x1,y1,x2,y2 boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def dlib_model_dir() -> Path | None:
@@ -72,35 +56,33 @@ def dlib_model_dir() -> Path | None:
 
 
 class DlibModels:
-    """dlib's HOG detector, 5/68-point shape predictors and 128-d ResNet descriptor, loaded lazily."""
+    """dlib's HOG detector, 5/68-point shape predictors and 128-d ResNet descriptor, each loaded on first use."""
 
     def __init__(self, folder: Path) -> None:
         import dlib
 
         self._dlib = dlib
         self._folder = folder
-        self._cache: dict[str, object] = {}
 
-    def _get(self, key: str):
-        if key not in self._cache:
-            dlib = self._dlib
-            files = {
-                "hog": None,
-                "sp5": "shape_predictor_5_face_landmarks.dat",
-                "sp68": "shape_predictor_68_face_landmarks.dat",
-                "rec": "dlib_face_recognition_resnet_model_v1.dat",
-            }
-            if key == "hog":
-                self._cache[key] = dlib.get_frontal_face_detector()
-            elif key == "rec":
-                self._cache[key] = dlib.face_recognition_model_v1(str(self._folder / files[key]))
-            else:
-                self._cache[key] = dlib.shape_predictor(str(self._folder / files[key]))
-        return self._cache[key]
+    @cached_property
+    def _hog(self):
+        return self._dlib.get_frontal_face_detector()
 
-    def detect(self, rgb: np.ndarray, upsample: int = 0) -> list[np.ndarray]:
+    @cached_property
+    def _sp5(self):
+        return self._dlib.shape_predictor(str(self._folder / "shape_predictor_5_face_landmarks.dat"))
+
+    @cached_property
+    def _sp68(self):
+        return self._dlib.shape_predictor(str(self._folder / "shape_predictor_68_face_landmarks.dat"))
+
+    @cached_property
+    def _rec(self):
+        return self._dlib.face_recognition_model_v1(str(self._folder / "dlib_face_recognition_resnet_model_v1.dat"))
+
+    def detect(self, rgb: np.ndarray, upsample: int) -> list[np.ndarray]:
         """HOG face boxes (x1,y1,x2,y2 float32), largest first."""
-        rects = self._get("hog")(np.ascontiguousarray(rgb), upsample)
+        rects = self._hog(np.ascontiguousarray(rgb), upsample)
         boxes = [np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32) for r in rects]
         return sorted(boxes, key=lambda b: -float((b[2] - b[0]) * (b[3] - b[1])))
 
@@ -108,23 +90,16 @@ class DlibModels:
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         return self._dlib.rectangle(x1, y1, x2, y2)
 
-    def shape(self, rgb: np.ndarray, box: np.ndarray, points: int = 68):
-        """dlib full_object_detection of `points` (5 or 68) landmarks inside `box`."""
-        return self._get("sp68" if points == 68 else "sp5")(np.ascontiguousarray(rgb), self._rect(box))
-
-    @staticmethod
-    def to_array(shape) -> np.ndarray:
+    def landmarks(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """(68, 2) float32 landmarks inside `box`."""
+        shape = self._sp68(np.ascontiguousarray(rgb), self._rect(box))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
-
-    def landmarks(self, rgb: np.ndarray, box: np.ndarray, points: int = 68) -> np.ndarray:
-        """(points, 2) float32 landmarks inside `box`."""
-        return self.to_array(self.shape(rgb, box, points))
 
     def descriptor(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
         """128-d identity descriptor of the face in `box` (dlib aligns the chip from its own 5 points)."""
         img = np.ascontiguousarray(rgb)
-        shape = self.shape(img, box, 5)
-        return np.asarray(self._get("rec").compute_face_descriptor(img, shape), dtype=np.float64)
+        shape = self._sp5(img, self._rect(box))
+        return np.asarray(self._rec.compute_face_descriptor(img, shape), dtype=np.float64)
 
 
 def load_dlib() -> tuple[DlibModels | None, str]:
@@ -167,7 +142,7 @@ class FaceFinder:
 
     def find(self, rgb: np.ndarray) -> FaceRef | None:
         if self.detector is not None:
-            det = largest(self.detector.detect(rgb))
+            det = max(self.detector.detect(rgb), key=lambda d: d.area, default=None)  # KEEP keeps the largest
             if det is not None:
                 box = np.asarray(det.box, np.float32)
                 if self._retune is not None:
@@ -179,6 +154,5 @@ class FaceFinder:
         if self.dlib is not None:
             boxes = self.dlib.detect(rgb, 0) or self.dlib.detect(rgb, 1)
             if boxes:
-                lm68 = self.dlib.landmarks(rgb, boxes[0], 68)
-                return FaceRef(box=boxes[0], landmarks=five_from_68(lm68), source="dlib")
+                return FaceRef(box=boxes[0], landmarks=five_from_68(self.dlib.landmarks(rgb, boxes[0])), source="dlib")
         return None

@@ -21,9 +21,10 @@ import cv2
 import numpy as np
 
 from ..errors import InputError, WeightsNotFoundError
+from ..face.align import estimate_similarity
 from .faces import DlibModels, FaceRef
 
-__all__ = ["ARCFACE_TEMPLATE_112", "ArcFaceOnnx", "IdentityMetric", "align_112", "cosine", "similarity_transform"]
+__all__ = ["ARCFACE_TEMPLATE_112", "ArcFaceOnnx", "IdentityMetric", "align_112", "cosine"]
 
 log = logging.getLogger(__name__)
 
@@ -34,35 +35,16 @@ ARCFACE_TEMPLATE_112 = np.array(
 )
 
 
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2x3 least-squares similarity (rotation, uniform scale, shift) mapping src points onto dst (Umeyama)."""
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
-    cov = d.T @ s / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    sign = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[1, 1] = -1
-    rot = u @ sign @ vt
-    scale = float(np.trace(np.diag(sig) @ sign) / s.var(0).sum())
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = mu_d - scale * rot @ mu_s
-    return m
-
-
 def align_112(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """ArcFace-style 112x112 aligned RGB crop from 5 landmarks."""
-    m = similarity_transform(landmarks, ARCFACE_TEMPLATE_112)
+    m = estimate_similarity(landmarks, ARCFACE_TEMPLATE_112)  # least-squares rotation, scale and shift
     return cv2.warpAffine(rgb, m, (112, 112), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
 
 
 class ArcFaceOnnx:
     """An ArcFace-type ONNX embedding network on CPU (onnxruntime)."""
 
-    def __init__(self, path: str | Path, *, bgr: bool = False, threads: int = 2) -> None:
+    def __init__(self, path: str | Path, *, bgr: bool = False) -> None:
         path = Path(path)
         if not path.is_file():
             raise WeightsNotFoundError(f"--arcface {path}: file not found (supply an ArcFace ONNX model)")
@@ -71,7 +53,7 @@ class ArcFaceOnnx:
         except ImportError as exc:
             raise InputError("--arcface needs onnxruntime: pip install onnxruntime") from exc
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = 2
         opts.inter_op_num_threads = 1
         try:
             self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
-from .faces import DlibModels, FaceFinder, FaceRef, iou
+from ..face.boxes import iou_matrix
+from .faces import DlibModels, FaceFinder, FaceRef
 
 __all__ = ["AkdMetric"]
 
 
 class AkdMetric:
-    """Per-frame AKD with one landmark set."""
+    """Per-frame AKD with one landmark set: 5 points needs `finder` with a detector, 68 needs `dlib_models`."""
 
     def __init__(self, *, points: int, finder: FaceFinder | None = None, dlib_models: DlibModels | None = None) -> None:
-        if points == 5 and (finder is None or finder.detector is None):
-            raise InputError("AkdMetric: points=5 needs the face detector (finder with a detector)")
-        if points == 68 and dlib_models is None:
-            raise InputError("AkdMetric: points=68 needs dlib (dlib_models)")
         self.points = points
         self.finder = finder  # shares the finder's (possibly retuned) detector
         self.dlib = dlib_models
@@ -34,19 +30,16 @@ class AkdMetric:
     def label(self) -> str:
         return "detector-5pt" if self.points == 5 else "dlib-68pt"
 
-    def _five(self, rgb: np.ndarray, near: np.ndarray | None) -> np.ndarray | None:
+    def _five(self, rgb: np.ndarray, near: np.ndarray) -> np.ndarray | None:
+        """The 5 points of the detection overlapping the box `near` most; None when no detection overlaps it."""
         dets = self.finder.detector.detect(rgb)
         if not dets:
             return None
-        if near is None:
-            best = max(dets, key=lambda d: float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
-        else:
-            best = max(dets, key=lambda d: iou(np.asarray(d.box), near))
-            if iou(np.asarray(best.box), near) <= 0.0:
-                return None
-        return np.asarray(best.landmarks, np.float32)
+        overlap = iou_matrix(np.stack([d.box for d in dets]), near)[:, 0]
+        best = int(np.argmax(overlap))
+        return dets[best].landmarks if overlap[best] > 0.0 else None
 
-    def update(self, ref: np.ndarray, out: np.ndarray, face: FaceRef | None) -> float:
+    def update(self, ref: np.ndarray, out: np.ndarray, face: FaceRef | None) -> None:
         value = float("nan")
         if face is not None:
             if self.points == 5:
@@ -54,9 +47,8 @@ class AkdMetric:
                 lm_ref = face.landmarks if face.source == "detector" else self._five(ref, face.box)
                 lm_out = self._five(out, face.box)
             else:
-                lm_ref = self.dlib.landmarks(ref, face.box, 68)
-                lm_out = self.dlib.landmarks(out, face.box, 68)
+                lm_ref = self.dlib.landmarks(ref, face.box)
+                lm_out = self.dlib.landmarks(out, face.box)
             if lm_ref is not None and lm_out is not None:
                 value = float(np.mean(np.linalg.norm(lm_ref - lm_out, axis=1)))
         self.values.append(value)
-        return value

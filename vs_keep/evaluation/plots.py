@@ -30,20 +30,17 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def flicker_image(columns: list[np.ndarray], rows: tuple[int, int], min_width: int = 3) -> np.ndarray:
-    """Stack one pixel column per frame side by side (time runs left to right); each frame at least `min_width` px."""
-    strip = np.stack([c[rows[0]:rows[1]] for c in columns], axis=1)
-    repeat = max(1, min_width)
-    return np.repeat(strip, repeat, axis=1)
+def flicker_image(columns: list[np.ndarray], rows: tuple[int, int]) -> np.ndarray:
+    """Stack one pixel column per frame side by side (time runs left to right), each frame 3 px wide."""
+    return np.repeat(np.stack([c[rows[0]:rows[1]] for c in columns], axis=1), 3, axis=1)
 
 
 def plot_flicker(result: EvalResult, path: Path) -> Path:
     """Reference frame 0 with the sampled column in red, then the column over time for each clip."""
     order = [name for name in ("reference", "input", "restored") if result.columns.get(name)]
     fig = _figure(3.0 + 2.6 * len(order), 4.2)
-    axes = fig.subplots(1, len(order) + 1, gridspec_kw={"width_ratios": [1.0] + [1.0] * len(order)})
-    thumb = result.thumbnail
-    axes[0].imshow(thumb)
+    axes = fig.subplots(1, len(order) + 1)
+    axes[0].imshow(result.thumbnail)
     y1, y2 = result.column_rows
     axes[0].plot([result.column_x, result.column_x], [y1, y2 - 1], color="red", linewidth=1.5)
     axes[0].set_title("reference, frame 0")
@@ -70,34 +67,34 @@ def _series(ax, values: list[float], label: str, start: int = 0) -> None:
     ax.plot(x, arr, marker="." if len(arr) < 60 else None, linewidth=1.2, label=f"{label} (mean {mean:.4g})")
 
 
+def _label(ax, ylabel: str, title: str | None = None) -> None:
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
 def plot_identity(result: EvalResult, path: Path) -> Path | None:
     """Identity similarity over time (and landmark distance when measured)."""
     ids_keys = [k for k in ("ids_arcface", "ids_dlib") if k in result.per_frame]
     has_akd = "akd" in result.per_frame
     if not ids_keys and not has_akd:
         return None
-    panels = (1 if ids_keys else 0) + (1 if has_akd else 0)
+    panels = bool(ids_keys) + has_akd
     fig = _figure(8, 2.8 * panels)
-    axes = np.atleast_1d(fig.subplots(panels, 1, sharex=True))
-    i = 0
+    axes = iter(np.atleast_1d(fig.subplots(panels, 1, sharex=True)))
     if ids_keys:
-        ax = axes[i]
+        ax = next(axes)
         for key in ids_keys:
             label = key.replace("ids_", "IDS ") + (" (not ArcFace)" if key == "ids_dlib" else "")
             _series(ax, result.per_frame[key], label)
-        ax.set_ylabel("cosine similarity")
-        ax.set_title("Identity similarity to the reference over time")
-        ax.legend(loc="best", fontsize=8)
-        ax.grid(alpha=0.3)
-        i += 1
+        _label(ax, "cosine similarity", "Identity similarity to the reference over time")
     if has_akd:
-        ax = axes[i]
+        ax = next(axes)
         _series(ax, result.per_frame["akd"], f"AKD {result.info.get('akd_landmarks')}")
-        ax.set_ylabel("landmark distance (px)")
-        ax.set_title("Landmark distance to the reference over time")
-        ax.legend(loc="best", fontsize=8)
-        ax.grid(alpha=0.3)
-    axes[-1].set_xlabel("frame")
+        _label(ax, "landmark distance (px)", "Landmark distance to the reference over time")
+    ax.set_xlabel("frame")
     return _save(fig, path)
 
 
@@ -109,9 +106,7 @@ def plot_fidelity(result: EvalResult, path: Path) -> Path:
     axes = np.atleast_1d(fig.subplots(len(keys), 1, sharex=True))
     for ax, key in zip(axes, keys):
         _series(ax, result.per_frame[key], key.upper())
-        ax.set_ylabel(units[key])
-        ax.legend(loc="best", fontsize=8)
-        ax.grid(alpha=0.3)
+        _label(ax, units[key])
     axes[0].set_title("Fidelity to the reference per frame")
     axes[-1].set_xlabel("frame")
     return _save(fig, path)
@@ -128,10 +123,7 @@ def plot_temporal(result: EvalResult, path: Path) -> Path | None:
     for key in keys:
         _series(ax, result.per_frame[key], labels[key], start=1)
     ax.set_xlabel("frame t (warped from t-1)")
-    ax.set_ylabel("warping error (x1e-3)")
-    ax.set_title("Temporal stability: masked warping error between consecutive frames")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    _label(ax, "warping error (x1e-3)", "Temporal stability: masked warping error between consecutive frames")
     return _save(fig, path)
 
 

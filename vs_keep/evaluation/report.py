@@ -29,6 +29,9 @@ __all__ = ["EvalOptions", "EvalResult", "evaluate", "write_json"]
 
 log = logging.getLogger(__name__)
 
+#: per-frame key of each clip's warping error
+_EWARP_KEYS = {"restored": "ewarp", "reference": "ewarp_reference", "input": "ewarp_input"}
+
 
 @dataclass
 class EvalOptions:
@@ -64,11 +67,9 @@ class EvalResult:
 
     def mean(self) -> dict[str, float | None]:
         """Means (NaN frames ignored) and the temporal standard deviations sigma_ids / sigma_akd."""
-        out: dict[str, float | None] = {}
-        for key, values in self.per_frame.items():
-            out[key] = _nanmean(values)
+        out = {key: _finite_stat(values, np.mean) for key, values in self.per_frame.items()}
         for src, dst in (("ids", "sigma_ids"), ("akd", "sigma_akd")):
-            out[dst] = _nanstd(self.per_frame[src]) if src in self.per_frame else None
+            out[dst] = _finite_stat(self.per_frame[src], np.std) if src in self.per_frame else None
         for key in ("psnr", "ssim", "lpips", "ids", "sigma_ids", "akd", "sigma_akd", "ewarp", "ewarp_reference"):
             out.setdefault(key, None)
         return out
@@ -86,16 +87,11 @@ def _json_float(v: float) -> float | None:
     return None if v is None or not math.isfinite(v) else round(float(v), 6)
 
 
-def _nanmean(values: list[float]) -> float | None:
+def _finite_stat(values: list[float], reduce) -> float | None:
+    """`reduce` (np.mean, np.std) over the finite values: NaN marks a frame where a face metric found no face."""
     arr = np.asarray(values, np.float64)
     arr = arr[np.isfinite(arr)]
-    return _json_float(float(arr.mean())) if arr.size else None
-
-
-def _nanstd(values: list[float]) -> float | None:
-    arr = np.asarray(values, np.float64)
-    arr = arr[np.isfinite(arr)]
-    return _json_float(float(arr.std())) if arr.size else None
+    return _json_float(float(reduce(arr))) if arr.size else None
 
 
 def _column(frame: np.ndarray, x: int) -> np.ndarray:
@@ -148,9 +144,6 @@ class _Pipeline:
             self.skipped["akd"] = "AKD disabled (--landmarks none)"
         if not opts.identity:
             self.skipped["ids"] = "identity disabled (--no-identity)"
-        self.warp_out = WarpingError() if opts.temporal else None
-        self.warp_ref = WarpingError() if opts.temporal else None
-        self.warp_in = WarpingError() if opts.temporal else None
         if not opts.temporal:
             self.skipped["ewarp"] = "warping error disabled (--no-temporal)"
         for reason in self.skipped.values():
@@ -178,9 +171,7 @@ def evaluate(reference: str | Path, restored: str | Path, *, degraded_input: str
                          f"--frames N to compare the first N only")
     pipe = _Pipeline(opts)
     result = EvalResult()
-    names = ["psnr", "ssim"] + (["lpips"] if pipe.lpips else [])
-    for n in names:
-        result.per_frame[n] = []
+    result.per_frame = {name: [] for name in ["psnr", "ssim"] + (["lpips"] if pipe.lpips else [])}
     ref_iter = iter_frames(reference, max_frames=opts.max_frames)
     out_iter = iter_frames(restored, max_frames=opts.max_frames)
     in_iter = iter_frames(degraded_input, max_frames=opts.max_frames) if degraded_input else None
@@ -189,9 +180,9 @@ def evaluate(reference: str | Path, restored: str | Path, *, degraded_input: str
     bar = tqdm(total=total, desc="eval", unit="f", disable=not opts.progress, leave=False)
     first_face: FaceRef | None = None
     face_frames = 0
-    result.columns = {"reference": [], "restored": []}
-    if in_iter is not None:
-        result.columns["input"] = []
+    clips = ["restored", "reference"] + (["input"] if in_iter is not None else [])
+    result.columns = {name: [] for name in clips}
+    warp = {name: WarpingError() for name in clips} if opts.temporal else {}
     for index, (ref, out) in enumerate(zip_longest(ref_iter, out_iter)):
         if ref is None or out is None:
             which = "--reference" if ref is None else "--restored"
@@ -219,15 +210,11 @@ def evaluate(reference: str | Path, restored: str | Path, *, degraded_input: str
             pipe.identity.update(ref, out, face)
         if pipe.akd is not None:
             pipe.akd.update(ref, out, face)
-        if pipe.warp_out is not None:
-            pipe.warp_out.update(out)
-            pipe.warp_ref.update(ref)
-            if lq is not None:
-                pipe.warp_in.update(lq)
-        result.columns["reference"].append(_column(ref, result.column_x))
-        result.columns["restored"].append(_column(out, result.column_x))
-        if lq is not None:
-            result.columns["input"].append(_column(lq, result.column_x))
+        for name, frame in zip(clips, (out, ref, lq)):
+            if frame is not None:  # the input clip may end first
+                result.columns[name].append(_column(frame, result.column_x))
+                if warp:
+                    warp[name].update(frame)
         result.frames = index + 1
         bar.update(1)
     bar.close()
@@ -238,11 +225,9 @@ def evaluate(reference: str | Path, restored: str | Path, *, degraded_input: str
         result.per_frame["ids"] = list(pipe.identity.ids)
     if pipe.akd is not None:
         result.per_frame["akd"] = pipe.akd.values
-    if pipe.warp_out is not None:
-        result.per_frame["ewarp"] = pipe.warp_out.values
-        result.per_frame["ewarp_reference"] = pipe.warp_ref.values
-        if pipe.warp_in.values:
-            result.per_frame["ewarp_input"] = pipe.warp_in.values
+    for name, metric in warp.items():
+        if metric.values or name != "input":
+            result.per_frame[_EWARP_KEYS[name]] = metric.values
     result.info = {
         "reference": str(reference),
         "restored": str(restored),

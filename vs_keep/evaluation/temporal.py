@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["DisFlow", "EWARP_SCALE", "WarpingError", "occlusion_mask", "pair_error", "warp"]
+__all__ = ["DisFlow", "EWARP_SCALE", "WarpingError", "occlusion_mask", "warp"]
 
 EWARP_SCALE = 1000.0
 
@@ -19,8 +19,8 @@ EWARP_SCALE = 1000.0
 class DisFlow:
     """Dense optical flow (DIS, 'medium' preset) on grayscale frames; one instance reused to avoid realloc."""
 
-    def __init__(self, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) -> None:
-        self._dis = cv2.DISOpticalFlow_create(preset)
+    def __init__(self) -> None:
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
     def __call__(self, a_gray: np.ndarray, b_gray: np.ndarray) -> np.ndarray:
         """Flow field (H,W,2) float32 such that a(x) ~ b(x + flow(x))."""
@@ -54,38 +54,29 @@ def occlusion_mask(fw: np.ndarray, bw: np.ndarray) -> np.ndarray:
     return (lhs <= rhs) & inside
 
 
-def _gray(rgb: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-
-
 class WarpingError:
     """Streaming warping error of one video: feed frames in order, read one value per consecutive pair."""
 
     def __init__(self) -> None:
         self._flow = DisFlow()
-        self._prev: np.ndarray | None = None
-        self._prev_gray: np.ndarray | None = None
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None  # the previous frame and its grey image
         self.values: list[float] = []
 
-    def update(self, frame: np.ndarray) -> float | None:
-        """Add the next RGB uint8 frame; returns the error against the previous frame (None for the first)."""
-        gray = _gray(frame)
-        value = None
+    def update(self, frame: np.ndarray) -> None:
+        """Add the next RGB uint8 frame; from the second on, appends its error against the previous frame."""
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         if self._prev is not None:
-            value = pair_error(self._prev, frame, self._prev_gray, gray, self._flow)
-            self.values.append(value)
-        self._prev, self._prev_gray = frame, gray
-        return value
+            self.values.append(self._pair_error(*self._prev, frame, gray))
+        self._prev = frame, gray
 
-
-def pair_error(a: np.ndarray, b: np.ndarray, a_gray: np.ndarray, b_gray: np.ndarray, flow: DisFlow) -> float:
-    """Warping error of frame b warped onto frame a (RGB uint8), x1000 on a [0, 1] scale."""
-    fw = flow(a_gray, b_gray)
-    bw = flow(b_gray, a_gray)
-    mask = occlusion_mask(fw, bw)
-    if not mask.any():
-        return float("nan")
-    b_warped = warp(b.astype(np.float32) / 255.0, fw)
-    err = np.sum((a.astype(np.float32) / 255.0 - b_warped) ** 2, axis=-1)
-    # Sum over channels, mean over valid pixels, matching the usual per-pixel L2 definition.
-    return float(err[mask].mean() * EWARP_SCALE)
+    def _pair_error(self, a: np.ndarray, a_gray: np.ndarray, b: np.ndarray, b_gray: np.ndarray) -> float:
+        """Warping error of frame b warped onto frame a (RGB uint8), x1000 on a [0, 1] scale."""
+        fw = self._flow(a_gray, b_gray)
+        bw = self._flow(b_gray, a_gray)
+        mask = occlusion_mask(fw, bw)
+        if not mask.any():
+            return float("nan")
+        b_warped = warp(b.astype(np.float32) / 255.0, fw)
+        err = np.sum((a.astype(np.float32) / 255.0 - b_warped) ** 2, axis=-1)
+        # Sum over channels, mean over valid pixels, matching the usual per-pixel L2 definition.
+        return float(err[mask].mean() * EWARP_SCALE)
