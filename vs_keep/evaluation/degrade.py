@@ -130,10 +130,7 @@ class _CodecLoop:
 
         if lr is None:
             packets = [*self.enc.encode(None), None]  # the trailing None flushes the decoder
-        else:
-            if lr.shape[:2] != (self.height, self.width):
-                raise InputError(f"frame {self.index} is {lr.shape[1]}x{lr.shape[0]}, earlier frames were not: "
-                                 "all frames of a clip must share one size")
+        else:  # one size per clip: `degrade_frames` checks each frame
             if (self.pad_w, self.pad_h) != (self.width, self.height):
                 lr = np.pad(lr, ((0, self.pad_h - self.height), (0, self.pad_w - self.width), (0, 0)), mode="edge")
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(lr), format="rgb24").reformat(format="yuv420p")

@@ -35,11 +35,9 @@ class FaceRef:
 
 
 def create_detector_or_none(name: str, device: str, **opts: object) -> tuple[object | None, str]:
-    """Our face detector, or None and why not (missing module, missing weights)."""
-    try:
-        from ..face import create_detector
-    except ImportError as exc:
-        return None, f"face detector unavailable (vs_keep.face: {exc})"
+    """Our face detector, or None and why not (e.g. RetinaFace without its weights or facexlib)."""
+    from ..face import create_detector
+
     try:
         return create_detector(name=name, device=device, **opts), ""
     except Exception as exc:  # any construction failure only disables the landmark/identity metrics

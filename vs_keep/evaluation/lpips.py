@@ -88,12 +88,9 @@ def _default_lin_file() -> Path | None:
 
 
 def _default_vgg_file() -> Path | None:
-    try:
-        import torch
+    import torch
 
-        path = Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_VGG16_FILE
-    except Exception:
-        return None
+    path = Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_VGG16_FILE
     return path if path.is_file() else None
 
 
@@ -105,16 +102,10 @@ class Lpips:
 
         states = [_read_state(Path(f)) for f in files]
         conv, lin = _collect(states)
-        if discover and not all(i in conv for i in _CONV_INDICES):
-            extra = _default_vgg_file()
-            if extra is not None:
-                conv2, _ = _collect([_read_state(extra)])
-                conv = {**conv2, **conv}
-        if discover and len(lin) < 5:
-            extra = _default_lin_file()
-            if extra is not None:
-                _, lin2 = _collect([_read_state(extra)])
-                lin = {**lin2, **lin}
+        if discover:  # what the given files lack, from torchvision's cache and the lpips package (given files win)
+            found = [_default_vgg_file() if not all(i in conv for i in _CONV_INDICES) else None,
+                     _default_lin_file() if len(lin) < 5 else None]
+            conv, lin = _collect([_read_state(f) for f in found if f is not None] + states)
         missing = [i for i in _CONV_INDICES if i not in conv or set(conv[i]) != {"weight", "bias"}]
         if missing:
             raise CheckpointError(f"--lpips-weights: VGG-16 convolution weights missing (features {missing}); "

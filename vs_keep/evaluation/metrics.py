@@ -49,12 +49,8 @@ def psnr(ref: np.ndarray, out: np.ndarray) -> float:
     return min(PSNR_CAP_DB, 10.0 * math.log10(255.0**2 / mse))
 
 
-def _gaussian_window() -> np.ndarray:
-    k = cv2.getGaussianKernel(_WINDOW, _SIGMA)
-    return k @ k.T
-
-
-_WIN = _gaussian_window()
+_TAPS = cv2.getGaussianKernel(_WINDOW, _SIGMA)
+_WIN = _TAPS @ _TAPS.T
 
 
 def _ssim_plane(a: np.ndarray, b: np.ndarray) -> float:
