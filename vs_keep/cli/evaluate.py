@@ -45,7 +45,7 @@ def _fmt(value) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..evaluation.report import EvalOptions, evaluate, write_json
+    from ..evaluation.report import SUMMARY_KEYS, EvalOptions, evaluate, write_json
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
     options = EvalOptions(
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     mean = report["mean"]
     print(f"vs-keep eval: {result.frames} frames", file=sys.stderr)
-    for key in ("psnr", "ssim", "lpips", "ids", "sigma_ids", "akd", "sigma_akd", "ewarp", "ewarp_reference"):
+    for key in SUMMARY_KEYS:
         print(f"  {key:<16}{_fmt(mean.get(key))}", file=sys.stderr)
     for reason in report["info"]["skipped"].values():
         print(f"  skipped: {reason}", file=sys.stderr)

@@ -25,10 +25,12 @@ from .landmarks import AkdMetric
 from .lpips import load_lpips
 from .temporal import WarpingError
 
-__all__ = ["EvalOptions", "EvalResult", "evaluate", "write_json"]
+__all__ = ["EvalOptions", "EvalResult", "SUMMARY_KEYS", "evaluate", "write_json"]
 
 log = logging.getLogger(__name__)
 
+#: the means every report has (None when not measured), in the order the CLI prints them
+SUMMARY_KEYS = ("psnr", "ssim", "lpips", "ids", "sigma_ids", "akd", "sigma_akd", "ewarp", "ewarp_reference")
 #: per-frame key of each clip's warping error
 _EWARP_KEYS = {"restored": "ewarp", "reference": "ewarp_reference", "input": "ewarp_input"}
 
@@ -70,7 +72,7 @@ class EvalResult:
         out = {key: _finite_stat(values, np.mean) for key, values in self.per_frame.items()}
         for src, dst in (("ids", "sigma_ids"), ("akd", "sigma_akd")):
             out[dst] = _finite_stat(self.per_frame[src], np.std) if src in self.per_frame else None
-        for key in ("psnr", "ssim", "lpips", "ids", "sigma_ids", "akd", "sigma_akd", "ewarp", "ewarp_reference"):
+        for key in SUMMARY_KEYS:
             out.setdefault(key, None)
         return out
 
