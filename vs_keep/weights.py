@@ -268,16 +268,16 @@ def verify(spec: WeightSpec, path: Path) -> None:
             f"{path} has {path.stat().st_size} bytes but {spec.name} ({spec.filename}) has {spec.size}: the file is "
             f"incomplete or a different file; delete it to download again, or pass it as an explicit path"
         )
-    digest = _sidecar_digest(path)
-    if digest is None:
+    recorded = _sidecar_digest(path)
+    if recorded is None:
         log.info("checking sha256 of %s", path)
-        digest = sha256_file(path)
+    digest = recorded or sha256_file(path)
     if not spec.hash_matches(digest):
         raise CheckpointError(
             f"{path} has sha256 {digest}, expected {spec.expected_hash} for {spec.name}: the file is corrupt or a "
             f"different file; delete it to download again, or pass it as an explicit path to use it unchecked"
         )
-    if _sidecar_digest(path) != digest:
+    if recorded is None:
         _write_sidecar(path, digest)
 
 
