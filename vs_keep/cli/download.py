@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("name the weights to download (e.g. `vs-keep download keep`), or use --all / --list")
     failed = 0
     for spec in specs:
-        if args.all and not spec.urls and not (folder / spec.filename).is_file():
+        if args.all and _state(spec, folder) == "manual":
             print(f"skip {spec.name}: manual download ({spec.filename} -> {folder})", file=sys.stderr)
             continue
         try:
