@@ -27,9 +27,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: codebook decoder runtimes for KEEP ("auto": the measured default, eager torch; TensorRT and onnxruntime are
-#: opt-in: never measured on a GPU here, and TensorRT fp16 engines of StyleGAN-like decoders can give solid colour)
-DECODERS = ("auto", "torch", "onnxruntime", "tensorrt")
+#: codebook decoder runtimes for KEEP ("auto": the measured default, eager torch; TensorRT is opt-in: never measured
+#: on a GPU here, and TensorRT fp16 engines of StyleGAN-like decoders can give solid colour)
+DECODERS = ("auto", "torch", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def validate(o: EngineOptions) -> None:
     check_gray(o.gray)
     if o.decoder not in DECODERS:
         raise InputError(f"decoder must be one of {', '.join(DECODERS)}, got {o.decoder!r}")
-    if o.decoder in ("onnxruntime", "tensorrt") and RESTORERS[o.model] != "keep":
+    if o.decoder == "tensorrt" and RESTORERS[o.model] != "keep":
         raise InputError(f"decoder={o.decoder!r} runs KEEP's codebook decoder; use decoder='auto' with model={o.model!r}")
     if o.cpu_precision not in ("fp32", "bf16"):
         raise InputError(f"cpu_precision must be 'fp32' or 'bf16', got {o.cpu_precision!r}")
@@ -227,15 +227,10 @@ def _without_tf32(inner: AutocastFactory) -> AutocastFactory:
 
 
 def _install_decoder(net: nn.Module, decoder: str, device: str, precision: str) -> None:
-    """Hand KEEP's codebook decoder to onnxruntime / TensorRT when asked by name (`auto` keeps eager torch)."""
-    from .runtime.backends import OrtBackend, TensorRTBackend
+    """Hand KEEP's codebook decoder to TensorRT when asked by name (`auto` keeps eager torch)."""
+    from .runtime.backends import TensorRTBackend
 
     if decoder in ("auto", "torch"):
-        return
-    if decoder == "onnxruntime":
-        if device.startswith("cuda"):
-            raise InputError("decoder='onnxruntime' runs on CPU; use device='cpu', or decoder='tensorrt' on CUDA")
-        net.set_decoder(OrtBackend().decoder(net))
         return
     if not device.startswith("cuda"):
         raise InputError("decoder='tensorrt' needs CUDA; use device='cuda', or decoder='auto' on CPU")

@@ -1,7 +1,7 @@
 """CPU settings section of `vs-keep bench`: every CPU setting on the same chunk, with speed and accuracy.
 
-The reference (fp32 eager, default code path, default allocator), then each faster fp32 setting, the onnxruntime
-options, and the 16-bit policies (timed where the CPU has native 16-bit GEMMs, accuracy by emulation elsewhere);
+The reference (fp32 eager, default code path, default allocator), then each faster fp32 setting and the 16-bit
+policies (timed where the CPU has native 16-bit GEMMs, accuracy by emulation elsewhere);
 `pick_shipped` names the fastest setting that keeps accuracy. `cpu_options` times single stages (encoder,
 decoder) under each CPU option.
 """
@@ -24,7 +24,7 @@ __all__ = [
 
 
 def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisions: list[str], quick: bool,
-              workdir: Path, threads: int, sweep: bool = True, onnx: bool = True) -> tuple[list[dict], list[dict], dict[str, Any]]:
+              workdir: Path, threads: int, sweep: bool = True) -> tuple[list[dict], list[dict], dict[str, Any]]:
     from ..runtime.cpu import CpuOptions, optimize_cpu, restore_reference, tune_malloc
     from ..runtime.precision import (
         FP32_STAGES, STAGE_MODULES, apply_precision, autocast_context, native_lowp_supported,
@@ -64,13 +64,6 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
     progress("cpu: timing every kernel per convolution shape (for the kernel rule report)")
     shapes = time_conv_shapes(model, frames)
     runs[-1]["kernel_rule"] = kernel_rule_report(shapes, runs)
-    dec_fn = safe("ort-decoder export", lambda: _ort_decoder(model, workdir, threads)) if onnx else {"skipped": "--no-onnx"}
-    name = "fp32-fast+ort-decoder"
-    if isinstance(dec_fn, dict):
-        runs.append({"setting": name, "device": "cpu", "precision": "fp32", **dec_fn})
-    else:
-        progress(f"cpu: {name}")
-        add(name, timed(StagedKeep(model, decoder=dec_fn), frames, repeats), "codebook decoder through onnxruntime")
 
     # 16-bit: real timings with native kernels, else accuracy by emulation (oneDNN's reference kernels are ~100x slower)
     for precision in [p for p in precisions if p != "fp32"]:
@@ -112,7 +105,6 @@ def cpu_bf16_runs(model: Any, frames: Any, golden: dict | None, ref: dict[str, A
     the same stages: OpenVINO fp32 (the plumbing)."""
     from ..errors import InputError
     from ..runtime.cpu import optimize_cpu
-    from ..runtime.decoder import decoder_spec
     from ..runtime.onnx_export import export_decoder_onnx
     from ..runtime.openvino import BF16_STAGES, OpenVinoDecoder, check_bf16_cpu
     from .staged import StagedKeep
@@ -123,10 +115,7 @@ def cpu_bf16_runs(model: Any, frames: Any, golden: dict | None, ref: dict[str, A
     except InputError as exc:
         return [{"setting": "bf16-openvino-decoder", "device": "cpu", "precision": "bf16", "skipped": str(exc)}]
     optimize_cpu(model)
-    path = workdir / "decoder.onnx"
-    if not path.exists():
-        export_decoder_onnx(model, path)
-    spec = decoder_spec(model)
+    path, spec = export_decoder_onnx(model, workdir / "decoder.onnx")
     rows = []
     for precision, name in (("fp32", "fp32-fast+openvino-decoder"), ("bf16", "bf16-openvino-decoder")):
         progress(f"cpu: {name}")
@@ -177,7 +166,7 @@ def default_vs_exact(runs: list[dict]) -> dict[str, Any]:
 
 def pick_shipped(runs: list[dict], have_fixture: bool) -> dict[str, Any]:
     """Fastest CPU setting a user can select (`vs_keep.engine.EngineOptions`) whose accuracy holds: index agreement
-    >= 99 % on the fixture (or vs the reference). The onnxruntime flow is a measurement only (not an engine option)."""
+    >= 99 % on the fixture (or vs the reference)."""
     ok = []
     for r in runs:
         if "fps" not in r or r["setting"] == "reference":
@@ -206,14 +195,7 @@ def pick_shipped(runs: list[dict], have_fixture: bool) -> dict[str, Any]:
     }
 
 
-def _ort_decoder(model: Any, workdir: Path, threads: int) -> Any:
-    from ..runtime.onnx_export import OrtDecoder, export_decoder_onnx
-
-    path, spec = export_decoder_onnx(model, workdir / "decoder.onnx")
-    return OrtDecoder(path, spec, threads=threads)
-
-
-def cpu_options(model: Any, repeats: int, threads: int, compile_: bool, workdir: Path) -> dict[str, Any]:
+def cpu_options(model: Any, repeats: int, threads: int, compile_: bool) -> dict[str, Any]:
     """Single-stage measurements of the CPU options (encoder on one face; decoder on one frame)."""
     import torch
 
@@ -247,18 +229,6 @@ def cpu_options(model: Any, repeats: int, threads: int, compile_: bool, workdir:
         out["decoder_s"]["eager"] = round_sig(bench_fn(lambda: dec(*args), repeats))
         optimize_cpu(model)
         out["decoder_s"]["fast"] = round_sig(bench_fn(lambda: dec(*args), repeats))
-
-    def ort_time() -> float | None:
-        path = workdir / "decoder.onnx"
-        if not path.exists():
-            return None
-        from ..runtime.onnx_export import OrtDecoder
-
-        d = OrtDecoder(path, spec, threads=threads)
-        feeds = {n: a.numpy() for n, a in zip(spec.input_names, args)}
-        return round_sig(bench_fn(lambda: d.session.run(None, feeds), repeats))
-
-    out["decoder_s"]["onnxruntime"] = safe("ort decoder timing", ort_time)
     if compile_:
         def compiled() -> dict[str, Any]:
             restore_reference(model)

@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from .common import chunk_frames, progress, round_sig, safe, timed
-from .kernels import kernels_cuda
+from .kernels import kernels_section
 from .parity import record
 
 __all__ = ["cuda_section"]
@@ -25,9 +25,10 @@ def cuda_section(args: argparse.Namespace | None, model_size: str, repeats: int,
 
     from ..kernels.select import cupy_available
     from ..runtime.backends import TensorRTBackend
-    from .synthetic import build_synthetic_keep
     from ..runtime.precision import apply_precision, autocast_context
+    from .face import face_stage_timings
     from .staged import StagedKeep
+    from .synthetic import build_synthetic_keep
 
     model = build_synthetic_keep(model_size).to(device)
     frames = chunk_frames(model, golden, chunk).to(device)
@@ -79,8 +80,9 @@ def cuda_section(args: argparse.Namespace | None, model_size: str, repeats: int,
     one_face = None
     if best is not None:
         progress("cuda: 1080p with one face (MTCNN on the GPU, crop, restore, paste)")
-        k = safe("cuda kernels 1080p", lambda: kernels_cuda(repeats, device))
-        det = safe("cuda face stages 1080p", lambda: _cuda_face_stages(size, max(repeats, 3), device))
+        k = safe("cuda kernels 1080p", lambda: kernels_section(repeats, device))
+        det = safe("cuda face stages 1080p", lambda: face_stage_timings(1080, 1920, repeats=max(repeats, 3), face_size=size,
+                                                                          device=device))
         if "error" not in k:
             detect_ms = float(det.get("detect_ms_min_face_20", 0.0)) + float(det.get("track_smooth_ms", 0.0)) if "error" not in det else 0.0
             total = best["per_frame_s"] + (k["crop_512_from_1080p_ms"] + k["paste_512_into_1080p_ms"] + detect_ms) / 1000
@@ -91,11 +93,5 @@ def cuda_section(args: argparse.Namespace | None, model_size: str, repeats: int,
         "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device, "runs": runs, "1080p": one_face,
         "tf32_convolutions_reference": tf32_default, "tf32_convolutions_shipped": False,
     }
-
-
-def _cuda_face_stages(face_size: int, repeats: int, device: str = "cuda") -> dict[str, Any]:
-    from .face import face_stage_timings
-
-    return face_stage_timings(1080, 1920, repeats=repeats, face_size=face_size, device=device)
 
 

@@ -23,10 +23,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .common import SCHEMA, chunk_frames, cpu_name, load_avg, progress, safe
+from .common import SCHEMA, chunk_frames, load_avg, progress, safe
 from .cpu import cpu_options, cpu_runs
 from .cuda import cuda_section
-from .kernels import kernels_cpu
+from .kernels import kernels_section
 from .memory import memory_section
 
 __all__ = ["add_arguments", "main", "run"]
@@ -47,7 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the RSS comparison")
     parser.add_argument("--no-options", action="store_true", help="skip the CPU option measurements")
     parser.add_argument("--no-sweep", action="store_true", help="skip the all-but-flow and one-stage-at-a-time 16-bit accuracy runs")
-    parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime rows (GMFlow and decoder)")
     parser.add_argument("--compile", action="store_true", help="also try torch.compile on the encoder (minutes of compiling)")
     parser.add_argument("--out", help="also write the JSON to this file")
 
@@ -63,7 +62,7 @@ def environment(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu": cpu_name(),
+        "cpu": cpu_kind()["model"],
         "cpu_kind": cpu_kind(),
         "cpu_count": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -77,20 +76,12 @@ def environment(args: argparse.Namespace, threads: int) -> dict[str, Any]:
         "quick": bool(args.quick),
         "note": "wall-clock times, fastest of the repeats; other processes on a shared machine inflate them (see load_avg)",
     }
-    for mod in ("onnxruntime", "onnxscript", "tensorrt", "cupy"):
+    for mod in ("tensorrt", "cupy"):
         try:
             env[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - optional packages
             env[mod] = None
     return env
-
-
-def _faces(per_face_s: float | None, face_size: int, repeats: int) -> dict[str, Any]:
-    try:
-        from .face import faces_section
-    except ImportError as exc:  # OpenCV / scikit-image missing
-        return {"skipped": f"face stage benchmark unavailable ({exc})"}
-    return faces_section(per_face_s, face_size, repeats)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,14 +121,13 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="vs-keep-bench-") as tmp:
         workdir = Path(tmp)
         if "cpu" in devices:
-            runs, lowp, shipped = cpu_runs(model, frames, golden, repeats, precisions, quick, workdir, threads, not args.no_sweep,
-                                           not args.no_onnx)
+            runs, lowp, shipped = cpu_runs(model, frames, golden, repeats, precisions, quick, workdir, threads, not args.no_sweep)
             report["runs"] = runs
             report["precision_accuracy"] = lowp
             report["shipped_cpu"] = shipped
             report["cpu_options"] = {"skipped": "--no-options"} if args.no_options else safe(
-                "cpu options", lambda: cpu_options(model, repeats, threads, args.compile, workdir))
-            report["kernels_cpu"] = safe("kernels", lambda: kernels_cpu(repeats))
+                "cpu options", lambda: cpu_options(model, repeats, threads, args.compile))
+            report["kernels_cpu"] = safe("kernels", lambda: kernels_section(repeats))
             best = next((r for r in runs if r["setting"] == shipped.get("setting")), None)
             per_face = best["per_frame_s"] if best else None
         else:
@@ -145,8 +135,10 @@ def run(args: argparse.Namespace) -> int:
         if args.no_faces or quick:
             report["faces"] = {"skipped": "--quick" if quick else "--no-faces"}
         else:
+            from .face import faces_section
+
             progress("faces: 720p / 1080p stage timings")
-            report["faces"] = safe("faces", lambda: _faces(per_face, int(model.face_size), max(repeats, 3)))
+            report["faces"] = safe("faces", lambda: faces_section(per_face, int(model.face_size), max(repeats, 3)))
         report["cuda"] = safe("cuda", lambda: cuda_section(args, size, repeats, precisions, golden, chunk)) if "cuda" in devices else {
             "available": False, "reason": "no CUDA device here" if not torch.cuda.is_available() else "not requested"}
     report["memory"] = {"skipped": "--no-memory"} if args.no_memory else safe("memory", lambda: memory_section(mem_lengths, 1))

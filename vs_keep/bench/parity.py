@@ -50,14 +50,11 @@ def accuracy(idx: Tensor, out: Tensor, ref_idx: Tensor, ref_out: Tensor) -> Accu
     return Accuracy(tuple(float(a) for a in agree), tuple(err))
 
 
-
 def fixture_metrics(res: dict[str, Any], golden: dict) -> dict[str, Any]:
     """Accuracy against the official outputs, and the engine's parity rule (tests/test_keep.py, end to end):
     z_obs < 1e-4, gains < 1e-5, flow max < 0.1 px and mean < 5e-3 px, logits < 2e-2, frame 0 output <= 1e-3;
     codes may flip only where the official top-1/top-2 margin is < 1e-4, agreement >= 99.8 %, and frames before
     the first flip within 2e-2 (a flip legitimately changes everything after it through the recurrence)."""
-
-
     t = res["out"].shape[0]
     out = res["out"].float()
     acc = accuracy(res["idx"], out, golden["top_idx"][:t, :, 0], golden["output"][0][:t]).as_dict()
@@ -92,12 +89,10 @@ def fixture_metrics(res: dict[str, Any], golden: dict) -> dict[str, Any]:
     return metrics
 
 
-
-
 def record(name: str, device: str, precision: str, res: dict[str, Any], ref: dict[str, Any] | None, golden: dict | None,
             face_size: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-
-
+    """One bench row: speed of `res` (a `common.timed` result), its speed-up and accuracy against `ref`, and the
+    fixture's parity metrics when there is a fixture."""
     entry: dict[str, Any] = {
         "setting": name,
         "device": device,

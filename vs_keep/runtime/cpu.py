@@ -30,13 +30,11 @@ from torch import Tensor, nn
 
 from ..models.vqgan import ResBlock
 from .cpu_choice import KernelRule, active_rule, conv_kernel
-from .reference import reference_only, reference_ops
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CpuOptions", "FastConv2d", "FastResBlock", "nnpack_available", "optimize_cpu", "reference_ops",
-    "restore_reference", "tune_malloc",
+    "CpuOptions", "FastConv2d", "FastResBlock", "nnpack_available", "optimize_cpu", "restore_reference", "tune_malloc",
 ]
 
 _NNPACK_STATE: dict[str, bool] = {}
@@ -57,7 +55,6 @@ def _plain_fp32_cpu(x: Tensor, weight: Tensor) -> bool:
     """Eager fp32 CPU inference: the only case the rewrites handle (not tracing/exporting, autocast or autograd)."""
     return (
         x.device.type == "cpu"
-        and not reference_only()
         and not torch.jit.is_tracing()
         and not torch.compiler.is_compiling()
         and x.dtype == torch.float32
