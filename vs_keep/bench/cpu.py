@@ -26,9 +26,7 @@ __all__ = [
 def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisions: list[str], quick: bool,
               workdir: Path, threads: int, sweep: bool = True) -> tuple[list[dict], list[dict], dict[str, Any]]:
     from ..runtime.cpu import CpuOptions, optimize_cpu, restore_reference, tune_malloc
-    from ..runtime.precision import (
-        FP32_STAGES, STAGE_MODULES, apply_precision, autocast_context, native_lowp_supported,
-    )
+    from ..runtime.precision import FP32_STAGES, STAGE_MODULES, apply_precision, autocast_context, native_fp16_cpu
     from .emulation import EmulatedLowPrecision
     from .staged import StagedKeep
 
@@ -40,10 +38,8 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
     ref = timed(StagedKeep(model), frames, repeats)
     runs.append(record("reference", "cpu", "fp32", ref, None, golden, size, {"note": "fp32 eager, default code path"}))
     malloc = tune_malloc(True)
-    results = {"reference": ref}
 
     def add(name: str, res: dict[str, Any], note: str) -> None:
-        results[name] = res
         runs.append(record(name, "cpu", "fp32", res, ref, golden, size, {"note": note, "malloc_tuned": malloc}))
 
     progress("cpu: reference + allocator tuning")
@@ -65,31 +61,29 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
     shapes = time_conv_shapes(model, frames)
     runs[-1]["kernel_rule"] = kernel_rule_report(shapes, runs)
 
-    # 16-bit: real timings with native kernels, else accuracy by emulation (oneDNN's reference kernels are ~100x slower)
-    for precision in [p for p in precisions if p != "fp32"]:
-        native = native_lowp_supported("cpu", precision)
-        configs = {"shipped": FP32_STAGES[precision]}
-        if not quick and sweep:  # the guard's evidence: everything but the flow in 16 bits, then one stage at a time
-            configs["all-but-flow"] = ("flow",)
-            configs.update({f"only-{st}": tuple(x for x in STAGE_MODULES if x != st) for st in STAGE_MODULES if st != "flow"})
-        for label, stages in configs.items():
-            progress(f"cpu: {precision} ({label}: fp32 stages {', '.join(stages) or 'none'}; {'native' if native else 'emulated'})")
-            restore_reference(model)
-            apply_precision(model, precision, stages)
-            runner = StagedKeep(model, autocast=lambda p=precision: autocast_context("cpu", p))
-            ctx = contextlib.nullcontext() if native else EmulatedLowPrecision()
-            with ctx:
-                res = timed(runner, frames, repeats if native and label == "shipped" else 1)
-            entry = record(f"{precision}-{label}", "cpu", precision, res, ref, golden, size,
-                            {"fp32_stages": list(stages), "native": native})
-            if not native:
-                for key in ("per_frame_s", "fps", "speedup_vs_reference", "stages_s_per_frame"):
-                    entry.pop(key, None)
-                entry["note"] = "accuracy only: emulated (no native 16-bit GEMMs on this CPU, timings would be meaningless)"
-                lowp.append(entry)
-            else:
-                runs.append(entry)
-        apply_precision(model, "fp32")
+    # fp16 (the CUDA policy's guard): real timings with native kernels, else accuracy by emulation (oneDNN's
+    # reference kernels are ~100x slower)
+    native = native_fp16_cpu()
+    configs = {"shipped": FP32_STAGES["fp16"]} if "fp16" in precisions else {}
+    if configs and not quick and sweep:  # the guard's evidence: all but the flow in fp16, then one stage at a time
+        configs["all-but-flow"] = ("flow",)
+        configs.update({f"only-{st}": tuple(x for x in STAGE_MODULES if x != st) for st in STAGE_MODULES if st != "flow"})
+    for label, stages in configs.items():
+        progress(f"cpu: fp16 ({label}: fp32 stages {', '.join(stages) or 'none'}; {'native' if native else 'emulated'})")
+        restore_reference(model)
+        apply_precision(model, "fp16", stages)
+        runner = StagedKeep(model, autocast=lambda: autocast_context("cpu", "fp16"))
+        with contextlib.nullcontext() if native else EmulatedLowPrecision():
+            res = timed(runner, frames, repeats if native and label == "shipped" else 1)
+        entry = record(f"fp16-{label}", "cpu", "fp16", res, ref, golden, size, {"fp32_stages": list(stages), "native": native})
+        if not native:
+            for key in ("per_frame_s", "fps", "speedup_vs_reference", "stages_s_per_frame"):
+                entry.pop(key, None)
+            entry["note"] = "accuracy only: emulated (no native fp16 GEMMs on this CPU, timings would be meaningless)"
+            lowp.append(entry)
+        else:
+            runs.append(entry)
+    apply_precision(model, "fp32")
     optimize_cpu(model)
     if "bf16" in precisions:
         runs.extend(cpu_bf16_runs(model, frames, golden, ref, repeats, workdir, threads))

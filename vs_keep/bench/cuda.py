@@ -49,7 +49,7 @@ def cuda_section(args: argparse.Namespace | None, model_size: str, repeats: int,
         progress("cuda: reference (fp32, torch kernels, TF32 convolutions at torch's default)")
         ref = run("torch", "fp32", tf32=tf32_default)
         runs.append(record("reference", device, "fp32", ref, None, gold, size, {"kernels": "torch", "tf32": tf32_default}))
-        for precision in precisions:
+        for precision in [p for p in ("fp32", "fp16") if p in precisions]:  # bf16 is CPU-only (OpenVINO)
             for kernels in ("torch", "cupy"):
                 name = f"{precision}+{'cupy' if kernels == 'cupy' else 'torch-kernels'}"
                 progress(f"cuda: {name}")

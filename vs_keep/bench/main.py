@@ -3,8 +3,8 @@
 In one run: the reference path (fp32 eager, the default code path = official op order) and every faster setting,
 each with its speed-up over the reference and its accuracy (codebook-index agreement and output error against
 the golden fixture, when the full model is benchmarked and the fixture is found, and against the reference run);
-bf16/fp16 accuracy (emulated where the CPU has no native 16-bit GEMMs); the CPU options tried; face-stage timings
-at 720p/1080p with 1 and 3 faces; peak RSS for a short and a long stream (fresh processes). Progress goes to
+fp16 accuracy (emulated where the CPU has no native fp16 GEMMs); the opt-in OpenVINO bf16 decoder; the CPU options
+tried; face-stage timings at 720p/1080p with 1 and 3 faces; peak RSS for a short and a long stream (fresh processes). Progress goes to
 stderr. Timings on a shared machine are noisy: the load average is recorded next to them.
 
 One module per section: `cpu` (CPU settings), `parity` (accuracy against the fixture), `face` (face stages),
@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny model, one repeat, short memory runs, no faces")
     parser.add_argument("--model", choices=("full", "small", "tiny"), help="synthetic KEEP size (default: full; --quick: tiny)")
     parser.add_argument("--devices", default="auto", help="comma list of cpu,cuda (default: cpu, plus cuda when available)")
-    parser.add_argument("--precisions", default="fp32,bf16,fp16", help="comma list of fp32,bf16,fp16")
+    parser.add_argument("--precisions", default="fp32,bf16,fp16",
+                        help="comma list of fp32,bf16,fp16 (bf16: the OpenVINO decoder of cpu_precision='bf16'; fp16: the "
+                             "torch policy of fp16=True, accuracy emulated on CPUs without fp16 GEMMs)")
     parser.add_argument("--repeats", type=int, help="timed runs per setting, the fastest is kept (default 2; --quick 1)")
     parser.add_argument("--chunk", type=int, help="frames per timed chunk (default: the fixture's 3 for full, 4 otherwise)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default 2; --quick 1)")
@@ -57,7 +59,7 @@ def environment(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     from ..numerics import numerics_identity
     from ..runtime.cpu import nnpack_available
     from ..runtime.cpu_choice import cpu_kind
-    from ..runtime.precision import native_lowp_supported
+    from ..runtime.precision import native_fp16_cpu
 
     env: dict[str, Any] = {
         "python": platform.python_version(),
@@ -66,8 +68,7 @@ def environment(args: argparse.Namespace, threads: int) -> dict[str, Any]:
         "cpu_kind": cpu_kind(),
         "cpu_count": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "native_bf16_cpu": native_lowp_supported("cpu", "bf16"),
-        "native_fp16_cpu": native_lowp_supported("cpu", "fp16"),
+        "native_fp16_cpu": native_fp16_cpu(),
         "nnpack": nnpack_available(),
         "threads": threads,
         "numerics": numerics_identity("cpu", "fp32", threads),  # what decides the shipped CPU path's fp32 bits

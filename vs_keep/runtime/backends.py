@@ -1,7 +1,7 @@
 """Execution backends as small frozen dataclasses: what runs KEEP and its codebook decoder, and how.
 
 - `TorchBackend`: eager PyTorch on CPU or CUDA, fp32 (reference numerics; `cpu_fast` adds the fp32 CPU rewrites
-  of `runtime.cpu`) or bf16/fp16 autocast with the fp32 islands of `runtime.precision`.
+  of `runtime.cpu`) or fp16 autocast with the fp32 islands of `runtime.precision`.
 - `OpenVinoBackend`: the decoder through OpenVINO, bf16 on CPUs with AVX512-BF16/AMX (`cpu_precision="bf16"`).
 - `TensorRTBackend`: the decoder as a TensorRT engine; without TensorRT or CUDA an InputError names the option
   and the package (an opt-in backend never falls back to torch).
@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import InputError
 from ..models.keep import DecoderFn
 from .decoder import decoder_spec
-from .precision import PRECISIONS, apply_precision, autocast_context
+from .precision import apply_precision, autocast_context, check_precision
 
 __all__ = ["OpenVinoBackend", "TensorRTBackend", "TorchBackend"]
 
@@ -32,14 +32,13 @@ class TorchBackend:
 
     #: "cpu", "cuda", "cuda:1", ...
     device: str = "cpu"
-    #: "fp32" (reference numerics), "bf16" or "fp16" (autocast; see runtime.precision.FP32_STAGES)
+    #: "fp32" (reference numerics) or "fp16" (autocast; see runtime.precision.FP32_STAGES)
     precision: str = "fp32"
     #: fp32 CPU rewrites (Winograd/GEMM convolutions, fused SiLU); no effect on CUDA or under autocast
     cpu_fast: bool = True
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         torch.device(self.device)  # raises on a malformed device string
 
     def prepare(self, model: nn.Module) -> nn.Module:
@@ -84,8 +83,8 @@ class TensorRTBackend:
     """TensorRT engine for the decoder (built once per identity, cached); torch elsewhere."""
 
     device_id: int = 0
-    #: engine precision: "fp16" (default: the generator in fp16, SFT/CFA pinned to fp32 by the accuracy guard),
-    #: "bf16" (fails the guard: every layer pinned to fp32) or "fp32"
+    #: engine precision: "fp16" (default: the generator in fp16, SFT/CFA pinned to fp32 by the accuracy guard) or
+    #: "fp32"
     precision: str = "fp16"
     workspace_gib: float = 4.0
     #: TensorRT builder optimisation level (0-5)
@@ -94,17 +93,16 @@ class TensorRTBackend:
     force_rebuild: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise InputError(f"TensorRT precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         if not 0 <= self.opt_level <= 5:
             raise InputError(f"TensorRT opt_level must be 0..5, got {self.opt_level}")
 
     def fp32_layers(self) -> tuple[str, ...]:
-        """ONNX scope fragments of decoder layers kept fp32 in a 16-bit engine (runtime.precision.FP32_STAGES)."""
+        """ONNX scope fragments of decoder layers kept fp32 in an fp16 engine: the SFT/CFA fusion
+        (runtime.precision.FP32_STAGES; the generator runs in fp16)."""
         from .precision import FP32_STAGES
 
-        keep = FP32_STAGES[self.precision]
-        return (("fuse_convs_dict", "cross_fuse") if "fusion" in keep else ()) + (("generator",) if "generator" in keep else ())
+        return ("fuse_convs_dict", "cross_fuse") if "fusion" in FP32_STAGES[self.precision] else ()
 
     def identity(self, model: nn.Module) -> tuple[dict[str, Any], str]:
         """Everything the engine depends on, and the model hash; raises TensorRTUnavailable without TRT/CUDA."""

@@ -119,8 +119,6 @@ def build_trt_engine(onnx_path: Path, paths: dict[str, Path], identity: dict[str
         config.builder_optimization_level = int(opt_level)
         if precision == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)
-        elif precision == "bf16":
-            config.set_flag(trt.BuilderFlag.BF16)
         else:  # TensorRT allows TF32 (10-bit mantissa) by default: too coarse for the codebook argmax
             config.clear_flag(trt.BuilderFlag.TF32)
         if precision != "fp32" and fp32_layers:
