@@ -25,7 +25,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from vs_keep.bench.common import chunk_frames, cpu_name, load_avg
+    from vs_keep.bench.common import chunk_frames, load_avg
     from vs_keep.bench.synthetic import build_synthetic_keep
     from vs_keep.numerics import numerics_identity
     from vs_keep.runtime import cpu_choice
@@ -53,7 +53,7 @@ def main() -> int:
     plain = best["plain-eager"]
     ref = outs["plain-eager"]
     report = {
-        "cpu": cpu_name(), "cpu_kind": cpu_choice.cpu_kind(), "numerics": numerics_identity("cpu", "fp32", args.threads),
+        "cpu": cpu_choice.cpu_kind()["model"], "cpu_kind": cpu_choice.cpu_kind(), "numerics": numerics_identity("cpu", "fp32", args.threads),
         "model": args.model, "chunk": int(frames.shape[0]), "rounds": args.rounds, "load_avg_per_round": load,
         "per_frame_s": {k: round(v, 3) for k, v in best.items()},
         "speedup_vs_plain_eager": {k: round(plain / v, 3) for k, v in best.items()},

@@ -87,10 +87,7 @@ def test_precision_and_shipped(report: dict) -> None:
     assert _number(cmp["shipped_speedup_vs_best_exact"]) and isinstance(cmp["shipped_not_slower"], bool)
 
 
-def test_options_kernels_and_memory(report: dict) -> None:
-    opts = report["cpu_options"]
-    assert {"eager_nchw", "eager_channels_last", "fast"} <= set(opts["encoder_s"])
-    assert {"eager", "fast"} <= set(opts["decoder_s"])
+def test_kernels_and_memory(report: dict) -> None:
     assert _number(report["kernels_cpu"]["crop_512_from_1080p_ms"])
     mem = report["memory"]
     assert mem["frames_20"]["frames"] == 20 and mem["frames_60"]["frames"] == 60

@@ -2,24 +2,21 @@
 
 The reference (fp32 eager, default code path, default allocator), then each faster fp32 setting and the 16-bit
 policies (timed where the CPU has native 16-bit GEMMs, accuracy by emulation elsewhere);
-`pick_shipped` names the fastest setting that keeps accuracy. `cpu_options` times single stages (encoder,
-decoder) under each CPU option.
+`pick_shipped` names the fastest setting that keeps accuracy.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from typing import Any
 
-from .common import bench_fn, load_avg, progress, round_sig, safe, timed
+from .common import progress, round_sig, timed
 from .kernel_rule import kernel_rule_report, time_conv_shapes
 from .parity import record
 
 __all__ = [
-    "EXACT_FP32", "bf16_summary", "cpu_bf16_runs", "cpu_options", "cpu_runs", "default_vs_exact",
-    "pick_shipped",
+    "EXACT_FP32", "bf16_summary", "cpu_bf16_runs", "cpu_runs", "default_vs_exact", "pick_shipped",
 ]
 
 
@@ -187,57 +184,4 @@ def pick_shipped(runs: list[dict], have_fixture: bool) -> dict[str, Any]:
         "target_2x_met": bool((best.get("speedup_vs_reference") or 0) >= 2.0),
         "fp32_default_vs_best_exact": default_vs_exact(runs),
     }
-
-
-def cpu_options(model: Any, repeats: int, threads: int, compile_: bool) -> dict[str, Any]:
-    """Single-stage measurements of the CPU options (encoder on one face; decoder on one frame)."""
-    import torch
-
-    from ..runtime.cpu import optimize_cpu, restore_reference
-    from ..runtime.decoder import CodebookDecoder, decoder_spec
-
-    s = int(model.face_size)
-    x = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    out: dict[str, Any] = {"encoder_s": {}, "decoder_s": {}, "load_avg": load_avg()}
-    enc = model.encoder
-    with torch.inference_mode():
-        restore_reference(model)
-        ref, _ = enc(x)
-        out["encoder_s"]["eager_nchw"] = round_sig(bench_fn(lambda: enc(x), repeats))
-        enc.to(memory_format=torch.channels_last)
-        xcl = x.contiguous(memory_format=torch.channels_last)
-        out["encoder_s"]["eager_channels_last"] = round_sig(bench_fn(lambda: enc(xcl), repeats))
-        enc.to(memory_format=torch.contiguous_format)
-        optimize_cpu(model)
-        fast, _ = enc(x)
-        out["encoder_s"]["fast"] = round_sig(bench_fn(lambda: enc(x), repeats))
-        out["encoder_fast_rel_err"] = round_sig(float((fast - ref).norm() / ref.norm()))
-        for n in sorted({1, threads}):
-            torch.set_num_threads(n)
-            out["encoder_s"][f"fast_threads_{n}"] = round_sig(bench_fn(lambda: enc(x), repeats))
-        torch.set_num_threads(threads)
-        spec = decoder_spec(model)
-        args = spec.example_inputs(n_codes=int(model.quantize.embedding.weight.shape[0]))
-        dec = CodebookDecoder(model)
-        restore_reference(model)
-        out["decoder_s"]["eager"] = round_sig(bench_fn(lambda: dec(*args), repeats))
-        optimize_cpu(model)
-        out["decoder_s"]["fast"] = round_sig(bench_fn(lambda: dec(*args), repeats))
-    if compile_:
-        def compiled() -> dict[str, Any]:
-            restore_reference(model)
-            start = time.perf_counter()
-            c = torch.compile(enc)
-            with torch.inference_mode():
-                c(x)
-                first = time.perf_counter() - start
-                t = bench_fn(lambda: c(x), repeats)
-            optimize_cpu(model)
-            return {"compile_s": round_sig(first), "run_s": round_sig(t)}
-
-        out["encoder_s"]["torch_compile"] = safe("torch.compile", compiled)
-    else:
-        out["encoder_s"]["torch_compile"] = {"skipped": "pass --compile (inductor needs minutes to compile here)"}
-    return out
-
 

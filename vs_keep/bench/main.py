@@ -3,8 +3,8 @@
 In one run: the reference path (fp32 eager, the default code path = official op order) and every faster setting,
 each with its speed-up over the reference and its accuracy (codebook-index agreement and output error against
 the golden fixture, when the full model is benchmarked and the fixture is found, and against the reference run);
-fp16 accuracy (emulated where the CPU has no native fp16 GEMMs); the opt-in OpenVINO bf16 decoder; the CPU options
-tried; face-stage timings at 720p/1080p with 1 and 3 faces; peak RSS for a short and a long stream (fresh processes). Progress goes to
+fp16 accuracy (emulated where the CPU has no native fp16 GEMMs); the opt-in OpenVINO bf16 decoder; face-stage
+timings at 720p/1080p with 1 and 3 faces; peak RSS for a short and a long stream (fresh processes). Progress goes to
 stderr. Timings on a shared machine are noisy: the load average is recorded next to them.
 
 One module per section: `cpu` (CPU settings), `parity` (accuracy against the fixture), `face` (face stages),
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import SCHEMA, chunk_frames, load_avg, progress, safe
-from .cpu import cpu_options, cpu_runs
+from .cpu import cpu_runs
 from .cuda import cuda_section
 from .kernels import kernels_section
 from .memory import memory_section
@@ -47,9 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-frames", default=None, help="short,long stream lengths for the RSS comparison (default 100,2000)")
     parser.add_argument("--no-faces", action="store_true", help="skip the 720p/1080p face-stage timings")
     parser.add_argument("--no-memory", action="store_true", help="skip the RSS comparison")
-    parser.add_argument("--no-options", action="store_true", help="skip the CPU option measurements")
     parser.add_argument("--no-sweep", action="store_true", help="skip the all-but-flow and one-stage-at-a-time 16-bit accuracy runs")
-    parser.add_argument("--compile", action="store_true", help="also try torch.compile on the encoder (minutes of compiling)")
     parser.add_argument("--out", help="also write the JSON to this file")
 
 
@@ -126,8 +124,6 @@ def run(args: argparse.Namespace) -> int:
             report["runs"] = runs
             report["precision_accuracy"] = lowp
             report["shipped_cpu"] = shipped
-            report["cpu_options"] = {"skipped": "--no-options"} if args.no_options else safe(
-                "cpu options", lambda: cpu_options(model, repeats, threads, args.compile))
             report["kernels_cpu"] = safe("kernels", lambda: kernels_section(repeats))
             best = next((r for r in runs if r["setting"] == shipped.get("setting")), None)
             per_face = best["per_frame_s"] if best else None

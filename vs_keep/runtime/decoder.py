@@ -53,6 +53,16 @@ class DecoderSpec:
         shapes.update({f"new_mem_{r}": (self.batch, c, r, r) for r, c in self.memory})
         return shapes
 
+    def feeds(self, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> dict[str, Tensor]:
+        """A `DecoderFn` call's arguments as the graph's inputs by name, on `idx`'s device: zero memories and
+        has_memory = 0 without CFA memory (a chunk's first frame)."""
+        dev = idx.device
+        out = {"idx": idx, **{f"enc_{r}": feats[r] for r, _ in self.feats}}
+        for r, c in self.memory:
+            out[f"mem_{r}"] = memory[r] if memory else torch.zeros((self.batch, c, r, r), device=dev)
+        out["has_memory"] = torch.tensor([1.0 if memory else 0.0], device=dev)
+        return out
+
     def example_inputs(self, device: torch.device | str = "cpu", seed: int = 0, n_codes: int | None = None) -> tuple[Tensor, ...]:
         """Deterministic inputs in the graph's order (random codes, features ~N(0,1), has_memory = 1)."""
         g = torch.Generator().manual_seed(seed)

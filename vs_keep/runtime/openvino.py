@@ -86,17 +86,6 @@ def check_bf16_cpu(kind: dict[str, Any] | None = None) -> None:
         raise InputError("cpu_precision='bf16': OpenVINO reports no bf16 support on this CPU; use cpu_precision='fp32'")
 
 
-def _feeds(spec: DecoderSpec, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> dict[str, np.ndarray]:
-    """The exported decoder's inputs by name as CPU numpy arrays (zeros and has_memory = 0 without memory)."""
-    out: dict[str, Any] = {"idx": idx.detach().to("cpu", torch.int64).numpy()}
-    for r, _ in spec.feats:
-        out[f"enc_{r}"] = feats[r].detach().float().cpu().numpy()
-    for r, c in spec.memory:
-        out[f"mem_{r}"] = memory[r].detach().float().cpu().numpy() if memory else np.zeros((spec.batch, c, r, r), np.float32)
-    out["has_memory"] = np.array([1.0 if memory else 0.0], np.float32)
-    return out
-
-
 class OpenVinoDecoder:
     """An exported KEEP decoder compiled by OpenVINO for the CPU; callable like `KEEP.decode_codes`.
 
@@ -122,7 +111,9 @@ class OpenVinoDecoder:
         self.precision = precision
 
     def __call__(self, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> tuple[Tensor, dict[int, Tensor]]:
-        results = self.request.infer(_feeds(self.spec, idx, feats, memory))
+        feeds = self.spec.feeds(idx, feats, memory)
+        results = self.request.infer({n: t.detach().to("cpu", torch.int64 if n == "idx" else torch.float32).numpy()
+                                      for n, t in feeds.items()})
         by_name = {port.get_any_name(): np.asarray(value) for port, value in results.items()}
         device = idx.device
         out = torch.from_numpy(np.array(by_name["out"], np.float32)).to(device)
