@@ -29,15 +29,15 @@ def main() -> int:
     from vs_keep.bench.synthetic import build_synthetic_keep
     from vs_keep.numerics import numerics_identity
     from vs_keep.runtime import cpu_choice
-    from vs_keep.runtime.cpu import CpuOptions, optimize_cpu, restore_reference, tune_malloc
+    from vs_keep.runtime.cpu import optimize_cpu, restore_reference, tune_malloc
 
     model = build_synthetic_keep(args.model)
     frames = chunk_frames(model, None, args.chunk)
     settings = {
         "plain-eager": lambda: (restore_reference(model), tune_malloc(False)),
-        "rule-reference": lambda: (restore_reference(model), optimize_cpu(model, CpuOptions(auto=False, winograd=False, gemm=False)), tune_malloc(True)),
-        "rule-winograd": lambda: (optimize_cpu(model, CpuOptions(auto=False)), tune_malloc(True)),
-        "rule-gemm": lambda: (optimize_cpu(model, CpuOptions(auto=False, winograd=False)), tune_malloc(True)),
+        "rule-reference": lambda: (restore_reference(model), optimize_cpu(model, cpu_choice.NAMED["reference"]), tune_malloc(True)),
+        "rule-winograd": lambda: (optimize_cpu(model, cpu_choice.NAMED["winograd"]), tune_malloc(True)),
+        "rule-gemm": lambda: (optimize_cpu(model, cpu_choice.NAMED["gemm"]), tune_malloc(True)),
     }
     best = {k: float("inf") for k in settings}
     outs: dict[str, torch.Tensor] = {}

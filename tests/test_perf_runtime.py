@@ -13,7 +13,8 @@ from vs_keep.bench.staged import StagedKeep
 from vs_keep.bench.synthetic import build_synthetic_keep
 from vs_keep.models.vqgan import ResBlock
 from vs_keep.runtime.backends import TorchBackend
-from vs_keep.runtime.cpu import CpuOptions, FastConv2d, FastResBlock, is_optimized, optimize_cpu, restore_reference
+from vs_keep.runtime.cpu import FastConv2d, FastResBlock, is_optimized, optimize_cpu, restore_reference
+from vs_keep.runtime.cpu_choice import NAMED, active_rule
 from vs_keep.runtime.precision import apply_precision, autocast_context
 
 
@@ -61,6 +62,7 @@ def test_fast_conv_matches_conv(conv: nn.Conv2d, side: int) -> None:
     with torch.inference_mode():
         want = conv(x)
         conv.__class__ = FastConv2d
+        conv.kernel_rule = NAMED["winograd"]  # the rule with every rewritten kernel
         got = conv(x)
     assert got.shape == want.shape and float((got - want).norm() / want.norm()) < 1e-5
     with torch.enable_grad():  # autograd in play: the original op order, bit for bit
@@ -90,10 +92,11 @@ def test_optimize_cpu_close_shared_and_reversible(small: nn.Module, frames: torc
 
 def test_optimize_cpu_options() -> None:
     block = ResBlock(in_channels=32, out_channels=32)
-    optimize_cpu(block, CpuOptions(fused_swish=False, gemm=False, winograd=False))
-    assert type(block) is ResBlock and type(block.conv1) is nn.Conv2d
-    optimize_cpu(block, CpuOptions(fused_swish=True, gemm=False, winograd=True))
-    assert type(block) is FastResBlock and type(block.conv1) is FastConv2d and not block.conv1.use_gemm
+    pinned = next(r for r in NAMED.values() if r is not active_rule())  # a rule other than this CPU's
+    optimize_cpu(block, pinned, fused_swish=False)
+    assert type(block) is ResBlock and type(block.conv1) is FastConv2d and block.conv1.rule() is pinned
+    optimize_cpu(block)
+    assert type(block) is FastResBlock and block.conv1.kernel_rule is None and block.conv1.rule() == active_rule()
 
 
 def test_precision_islands(small: nn.Module) -> None:

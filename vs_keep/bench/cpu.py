@@ -22,7 +22,8 @@ __all__ = [
 
 def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisions: list[str], quick: bool,
               workdir: Path, threads: int, sweep: bool = True) -> tuple[list[dict], list[dict], dict[str, Any]]:
-    from ..runtime.cpu import CpuOptions, optimize_cpu, restore_reference, tune_malloc
+    from ..runtime.cpu import optimize_cpu, restore_reference, tune_malloc
+    from ..runtime.cpu_choice import NAMED
     from ..runtime.precision import FP32_STAGES, STAGE_MODULES, apply_precision, autocast_context, native_fp16_cpu
     from .emulation import EmulatedLowPrecision
     from .staged import StagedKeep
@@ -42,13 +43,13 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
     progress("cpu: reference + allocator tuning")
     add("reference+malloc", timed(StagedKeep(model), frames, repeats), "fp32 eager with runtime.cpu.tune_malloc")
     restore_reference(model)
-    optimize_cpu(model, CpuOptions(auto=False, winograd=False, gemm=False))
+    optimize_cpu(model, NAMED["reference"])
     progress("cpu: fp32-onednn (the reference rule: oneDNN for every convolution, fused SiLU, allocator tuning)")
     add("fp32-onednn", timed(StagedKeep(model), frames, repeats), "kernel rule 'reference' + tune_malloc")
-    optimize_cpu(model, CpuOptions(auto=False))
+    optimize_cpu(model, NAMED["winograd"])
     progress("cpu: fp32-winograd (the Winograd rule: Winograd >= 32², GEMM below, fused SiLU, allocator tuning)")
-    add("fp32-winograd", timed(StagedKeep(model), frames, repeats), "kernel rule 'winograd' = CpuOptions(auto=False) + tune_malloc")
-    optimize_cpu(model, CpuOptions(auto=False, winograd=False))
+    add("fp32-winograd", timed(StagedKeep(model), frames, repeats), "kernel rule 'winograd' + tune_malloc")
+    optimize_cpu(model, NAMED["gemm"])
     progress("cpu: fp32-gemm (the GEMM rule: oneDNN for 3x3 >= 32², GEMM below, fused SiLU, allocator tuning)")
     add("fp32-gemm", timed(StagedKeep(model), frames, repeats), "kernel rule 'gemm' + tune_malloc")
     optimize_cpu(model)
