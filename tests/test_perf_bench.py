@@ -107,7 +107,7 @@ def test_gpu_section_logic_on_cpu() -> None:
     rows saying why they are missing, and the 1080p one-face estimate including detection."""
     from vs_keep.bench.cuda import cuda_section
 
-    section = cuda_section(None, "tiny", 1, ["fp32"], None, 2, device="cpu")
+    section = cuda_section("tiny", 1, ["fp32"], None, 2, device="cpu")
     rows = {r["setting"]: r for r in section["runs"]}
     assert set(rows) == {"reference", "fp32+torch-kernels", "fp32+cupy", "fp32+cupy+trt-decoder"}
     for name in ("fp32+torch-kernels", "fp32+cupy"):

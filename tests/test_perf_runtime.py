@@ -145,7 +145,7 @@ def test_accuracy_metric() -> None:
     idx = torch.tensor([[1, 2, 3, 4], [1, 2, 3, 4]])
     ref = torch.tensor([[1, 2, 3, 4], [1, 2, 0, 0]])
     out = torch.ones(2, 3, 4, 4)
-    acc = accuracy(idx, out, ref, out * 2).as_dict()
+    acc = accuracy(idx, out, ref, out * 2)
     assert acc["index_agreement"] == [1.0, 0.5] and acc["index_agreement_min"] == 0.5
     assert acc["output_rel_err"] == [0.5, 0.5]
 

@@ -4,7 +4,6 @@ end to end. The section's bookkeeping also runs on CPU (`device="cpu"`) so it is
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Any
 
@@ -15,8 +14,8 @@ from .parity import record
 __all__ = ["cuda_section"]
 
 
-def cuda_section(args: argparse.Namespace | None, model_size: str, repeats: int, precisions: list[str], golden: dict | None, chunk: int,
-          device: str = "cuda") -> dict[str, Any]:
+def cuda_section(model_size: str, repeats: int, precisions: list[str], golden: dict | None, chunk: int,
+                 device: str = "cuda") -> dict[str, Any]:
     """CUDA settings, all on the golden chunk: the reference (fp32, torch kernels, torch's default TF32 convolutions,
     like an unmodified official run), then what the engine ships: fp32 with TF32 off and CuPy kernels, the 16-bit
     policies, and the TensorRT decoder (fp32 and fp16 engines). Plus 1080p with one face end to end: MTCNN on the

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
             progress("faces: 720p / 1080p stage timings")
             report["faces"] = safe("faces", lambda: faces_section(per_face, int(model.face_size), max(repeats, 3)))
-        report["cuda"] = safe("cuda", lambda: cuda_section(args, size, repeats, precisions, golden, chunk)) if "cuda" in devices else {
+        report["cuda"] = safe("cuda", lambda: cuda_section(size, repeats, precisions, golden, chunk)) if "cuda" in devices else {
             "available": False, "reason": "no CUDA device here" if not torch.cuda.is_available() else "not requested"}
     report["memory"] = {"skipped": "--no-memory"} if args.no_memory else safe("memory", lambda: memory_section(mem_lengths, 1))
     report["env"]["load_avg_end"] = load_avg()
