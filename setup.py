@@ -21,8 +21,6 @@ EXTRAS = {
     "cuda": ["cupy-cuda13x>=14"],
     "cuda12": ["cupy-cuda12x>=13"],
     "tensorrt": ["tensorrt>=10", "onnx>=1.16"],
-    # CPU fast path: GMFlow / decoder through onnxruntime (GMFlow's export needs the torch.export-based exporter).
-    "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
     # Opt-in bf16 on CPUs with AVX512-BF16 / AMX (`cpu_precision="bf16"`): KEEP's decoder through OpenVINO.
     "openvino": ["openvino>=2024.0", "onnx>=1.16"],
     # Headless vs-preview smoke test (tests/test_vspreview.py; also needs Xvfb, xdotool and Qt's xcb libraries).
@@ -43,6 +41,7 @@ EXTRAS["test"] = sorted(
         + EXTRAS["identity"]
         + EXTRAS["openvino"]
         + EXTRAS["ray"]
+        # onnx + onnxruntime: the ArcFace identity metric of `vs-keep eval` (tests/test_eval_metrics.py)
         + ["pytest>=8", "pytest-timeout>=2.3", "onnx>=1.16", "onnxruntime>=1.18"]
         # reload soak of the filter (tests/test_reliability.py, scripts/soak.py): a previewer's load/dispose cycle
         + ["vsjetengine>=2"]

@@ -82,7 +82,7 @@ def keep(
     device: "cpu", "cuda" or "cuda:N"; default cuda when available. fp16: CUDA only, 16-bit where the accuracy guard
         allows (generator and Kalman gains; the rest stays fp32); default off.
     decoder: KEEP's codebook decoder: "auto" (PyTorch, the measured default), or opt-in and unmeasured:
-        "tensorrt" (CUDA; engine built once and cached), "onnxruntime" (CPU). cpu_fast: CPU fp32 convolution rewrites (official
+        "tensorrt" (CUDA; engine built once and cached). cpu_fast: CPU fp32 convolution rewrites (official
         parity kept); False runs the plain eager ops. The glibc allocator setting of `vs-keep restore` (~1.17x,
         process-wide) is opt-in here: VS_KEEP_TUNE_MALLOC=1 in the host's environment. cpu_precision: "fp32"
         (default, official parity) or "bf16" (opt-in, not bit-exact: KEEP's decoder in OpenVINO bf16; needs a CPU

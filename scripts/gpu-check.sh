@@ -59,7 +59,7 @@ echo "$? $(( $(date +%s) - t0 ))" > "$out/engine.rc"
 say "vs-keep bench --devices cuda (full model)"
 t0=$(date +%s)
 timeout 120 "$py" -c 'import sys; from vs_keep.cli import main; sys.exit(main(sys.argv[1:]))' bench --devices cuda --model full \
-  --precisions fp32,fp16 --repeats 1 --no-faces --no-memory --no-options --no-sweep --out "$out/bench.json" \
+  --precisions fp32,fp16 --repeats 1 --no-faces --no-memory --no-sweep --out "$out/bench.json" \
   > /dev/null 2> "$out/bench.log"
 echo "$? $(( $(date +%s) - t0 ))" > "$out/bench.rc"
 

@@ -25,19 +25,19 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from vs_keep.bench.common import chunk_frames, cpu_name, load_avg
+    from vs_keep.bench.common import chunk_frames, load_avg
     from vs_keep.bench.synthetic import build_synthetic_keep
     from vs_keep.numerics import numerics_identity
     from vs_keep.runtime import cpu_choice
-    from vs_keep.runtime.cpu import CpuOptions, optimize_cpu, restore_reference, tune_malloc
+    from vs_keep.runtime.cpu import optimize_cpu, restore_reference, tune_malloc
 
     model = build_synthetic_keep(args.model)
     frames = chunk_frames(model, None, args.chunk)
     settings = {
         "plain-eager": lambda: (restore_reference(model), tune_malloc(False)),
-        "rule-reference": lambda: (restore_reference(model), optimize_cpu(model, CpuOptions(auto=False, winograd=False, gemm=False)), tune_malloc(True)),
-        "rule-winograd": lambda: (optimize_cpu(model, CpuOptions(auto=False)), tune_malloc(True)),
-        "rule-gemm": lambda: (optimize_cpu(model, CpuOptions(auto=False, winograd=False)), tune_malloc(True)),
+        "rule-reference": lambda: (restore_reference(model), optimize_cpu(model, cpu_choice.NAMED["reference"]), tune_malloc(True)),
+        "rule-winograd": lambda: (optimize_cpu(model, cpu_choice.NAMED["winograd"]), tune_malloc(True)),
+        "rule-gemm": lambda: (optimize_cpu(model, cpu_choice.NAMED["gemm"]), tune_malloc(True)),
     }
     best = {k: float("inf") for k in settings}
     outs: dict[str, torch.Tensor] = {}
@@ -53,7 +53,7 @@ def main() -> int:
     plain = best["plain-eager"]
     ref = outs["plain-eager"]
     report = {
-        "cpu": cpu_name(), "cpu_kind": cpu_choice.cpu_kind(), "numerics": numerics_identity("cpu", "fp32", args.threads),
+        "cpu": cpu_choice.cpu_kind()["model"], "cpu_kind": cpu_choice.cpu_kind(), "numerics": numerics_identity("cpu", "fp32", args.threads),
         "model": args.model, "chunk": int(frames.shape[0]), "rounds": args.rounds, "load_avg_per_round": load,
         "per_frame_s": {k: round(v, 3) for k, v in best.items()},
         "speedup_vs_plain_eager": {k: round(plain / v, 3) for k, v in best.items()},

@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from vsengine.policy import GlobalStore, Policy
 
+    from vs_keep.runtime.cpu_choice import cpu_kind
+
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="vs-keep-soak-") as tmp:
         weights, video = args.weights, args.video
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         policy.register()
         try:
             result = {
-                "cpu": _cpu_name(), "device": args.device, "torch_threads": args.threads,
+                "cpu": cpu_kind()["model"], "device": args.device, "torch_threads": args.threads,
                 "peak_reset": reset_peak(),
                 "seeks": seek_phase(policy, video, weights, seeks=args.seeks, chunk=args.chunk, device=args.device,
                                     seed=args.seed) if args.seeks else None,
@@ -225,19 +227,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(text)
     return 0 if result["ok"] else 1
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -250,7 +250,8 @@ def engine_flicker_section(frames: list[np.ndarray], places: list, strengths: li
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vs_keep.bench.common import cpu_name, load_avg
+    from vs_keep.bench.common import load_avg
+    from vs_keep.runtime.cpu_choice import cpu_kind
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="temporal_bench.json", help="JSON file to write")
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     from vs_keep.models import load
     from vs_keep.models.synthetic import write_synthetic_checkpoint
 
-    result: dict = {"cpu": cpu_name(), "threads": args.threads, "load_before": load_avg(), "torch": torch.__version__,
+    result: dict = {"cpu": cpu_kind()["model"], "threads": args.threads, "load_before": load_avg(), "torch": torch.__version__,
                     "opencv": cv2.__version__}
     t0 = time.perf_counter()
     result["flicker"] = flicker_section(args.flicker_frames, [0.5, 1.0])

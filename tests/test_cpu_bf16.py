@@ -45,7 +45,7 @@ def test_option_errors_name_the_parameter() -> None:
     with pytest.raises(InputError, match="cpu_precision='bf16' runs KEEP's codebook decoder in OpenVINO; it needs model='keep'"):
         validate(EngineOptions(cpu_precision="bf16", model="codeformer"))
     with pytest.raises(InputError, match="decoder='auto'"):
-        validate(EngineOptions(cpu_precision="bf16", decoder="onnxruntime"))
+        validate(EngineOptions(cpu_precision="bf16", decoder="tensorrt"))
     with pytest.raises(InputError, match=r"needs a CPU with AVX512-BF16 or AMX; this one \(Old CPU, flags: avx2 fma\)"):
         check_bf16_cpu({"model": "Old CPU", "flags": ["avx2", "fma"]})
 

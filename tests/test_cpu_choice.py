@@ -9,7 +9,7 @@ import torch
 from vs_keep.bench.synthetic import build_synthetic_keep
 from vs_keep.errors import InputError
 from vs_keep.runtime import cpu, cpu_choice
-from vs_keep.runtime.cpu import CpuOptions, FastConv2d, optimize_cpu, restore_reference
+from vs_keep.runtime.cpu import FastConv2d, optimize_cpu, restore_reference
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(300)]
 
@@ -86,11 +86,11 @@ def test_rules_are_followed_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each named rule gives bitwise the output of the fixed code path it names; the default follows this CPU's
     class; NNPACK forced off turns Winograd into oneDNN."""
     model = build_synthetic_keep("tiny")
-    fused_only = _run(optimize_cpu(model, CpuOptions(auto=False, winograd=False, gemm=False)))  # oneDNN convs
-    fixed = _run(optimize_cpu(model, CpuOptions(auto=False)))
-    gemm = _run(optimize_cpu(model, CpuOptions(auto=False, winograd=False)))
+    fused_only = _run(optimize_cpu(model, cpu_choice.NAMED["reference"]))  # oneDNN convs
+    fixed = _run(optimize_cpu(model, cpu_choice.NAMED["winograd"]))
+    gemm = _run(optimize_cpu(model, cpu_choice.NAMED["gemm"]))
     optimize_cpu(model)
-    assert all(m.auto for m in model.modules() if isinstance(m, FastConv2d))  # the engine's default
+    assert all(m.kernel_rule is None for m in model.modules() if isinstance(m, FastConv2d))  # the engine's default
     want = {"reference": fused_only, "winograd": fixed, "gemm": gemm}
     assert torch.equal(_run(model), want[cpu_choice.active_rule().name])
     for name, out in want.items():

@@ -10,7 +10,6 @@ from vs_keep.engine import EngineOptions, build_engine, load_model
 from vs_keep.errors import InputError
 from vs_keep.models.synthetic import write_synthetic_checkpoint
 from vs_keep.runtime.cpu import is_optimized
-from vs_keep.runtime.decoder import torch_decoder
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +28,6 @@ def frames(n: int = 3, size: int = 128) -> torch.Tensor:
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
-
 
 def test_cpu_ships_the_fast_path_and_reference_on_request(keep_weights) -> None:
     fast, autocast = load_model(EngineOptions(weights=keep_weights, device="cpu"))
@@ -69,7 +67,7 @@ def test_installed_decoder_replaces_the_decode_half(keep_weights) -> None:
     with torch.inference_mode():
         want = net(x)
         calls = []
-        eager = torch_decoder(net)
+        eager = net.decode_codes
 
         def counting(idx, feats, memory):
             calls.append(memory is None)
@@ -84,26 +82,14 @@ def test_installed_decoder_replaces_the_decode_half(keep_weights) -> None:
     assert "codebook_decoder" not in dict(net.named_modules()) and len(net.state_dict()) == len(net.state_dict(keep_vars=True))
 
 
-def test_onnxruntime_decoder_through_the_engine(keep_weights, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("onnxruntime")
-    from vs_keep.runtime.onnx_export import OrtDecoder
-
-    monkeypatch.setenv("VS_KEEP_HOME", str(tmp_path))
-    net, _ = load_model(EngineOptions(weights=keep_weights, device="cpu", decoder="onnxruntime"))
-    assert isinstance(net.codebook_decoder, OrtDecoder)
-    ref, _ = load_model(EngineOptions(weights=keep_weights, device="cpu"))
-    x = frames()
-    with torch.inference_mode():
-        assert rel(net(x), ref(x)) < 1e-4
-
-
 def test_decoder_option_errors(keep_weights, codeformer_weights) -> None:
-    with pytest.raises(InputError, match="decoder must be one of"):
-        load_model(EngineOptions(weights=keep_weights, device="cpu", decoder="trt"))
+    for removed in ("trt", "onnxruntime"):  # onnxruntime: deleted, it bought nothing over the fp32 path on CPU
+        with pytest.raises(InputError, match="decoder must be one of auto, torch, tensorrt"):
+            load_model(EngineOptions(weights=keep_weights, device="cpu", decoder=removed))
     with pytest.raises(InputError, match="needs CUDA"):
         load_model(EngineOptions(weights=keep_weights, device="cpu", decoder="tensorrt"))
     with pytest.raises(InputError, match="KEEP's codebook decoder"):
-        build_engine(EngineOptions(weights=codeformer_weights, model="codeformer", device="cpu", decoder="onnxruntime"))
+        build_engine(EngineOptions(weights=codeformer_weights, model="codeformer", device="cpu", decoder="tensorrt"))
 
 
 def test_codeformer_gets_the_cpu_path_too(codeformer_weights) -> None:

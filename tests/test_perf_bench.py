@@ -36,7 +36,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_environment_and_model(report: dict) -> None:
     assert report["schema"] == "vs-keep-bench/1"
     env = report["env"]
-    for key in ("torch", "cpu", "cpu_capability", "threads", "load_avg_start", "load_avg_end", "native_bf16_cpu", "quick"):
+    for key in ("torch", "cpu", "cpu_capability", "threads", "load_avg_start", "load_avg_end", "native_fp16_cpu", "quick"):
         assert key in env, key
     assert env["quick"] is True
     kind = env["cpu_kind"]  # the CPU kind the kernel rule is keyed on (through its ISA class)
@@ -70,7 +70,8 @@ def test_runs_have_stages_fps_and_speedups(report: dict) -> None:
 
 def test_precision_and_shipped(report: dict) -> None:
     names = {e["setting"] for e in report["precision_accuracy"]} | {r["setting"] for r in report["runs"]}
-    assert {"bf16-shipped", "fp16-shipped"} <= names  # the guard configuration of each 16-bit precision
+    assert "fp16-shipped" in names  # the guard configuration of the fp16 policy
+    assert all("openvino" in n for n in names if n.startswith("bf16"))  # bf16: OpenVINO's decoder only, no torch bf16
     for e in report["precision_accuracy"]:
         assert e["native"] is False and "fps" not in e and 0.0 <= e["vs_reference"]["index_agreement_min"] <= 1.0
     shipped = report["shipped_cpu"]
@@ -86,10 +87,7 @@ def test_precision_and_shipped(report: dict) -> None:
     assert _number(cmp["shipped_speedup_vs_best_exact"]) and isinstance(cmp["shipped_not_slower"], bool)
 
 
-def test_options_kernels_and_memory(report: dict) -> None:
-    opts = report["cpu_options"]
-    assert {"eager_nchw", "eager_channels_last", "fast"} <= set(opts["encoder_s"])
-    assert {"eager", "fast"} <= set(opts["decoder_s"])
+def test_kernels_and_memory(report: dict) -> None:
     assert _number(report["kernels_cpu"]["crop_512_from_1080p_ms"])
     mem = report["memory"]
     assert mem["frames_20"]["frames"] == 20 and mem["frames_60"]["frames"] == 60
@@ -109,7 +107,7 @@ def test_gpu_section_logic_on_cpu() -> None:
     rows saying why they are missing, and the 1080p one-face estimate including detection."""
     from vs_keep.bench.cuda import cuda_section
 
-    section = cuda_section(None, "tiny", 1, ["fp32"], None, 2, device="cpu")
+    section = cuda_section("tiny", 1, ["fp32"], None, 2, device="cpu")
     rows = {r["setting"]: r for r in section["runs"]}
     assert set(rows) == {"reference", "fp32+torch-kernels", "fp32+cupy", "fp32+cupy+trt-decoder"}
     for name in ("fp32+torch-kernels", "fp32+cupy"):

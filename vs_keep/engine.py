@@ -27,9 +27,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: codebook decoder runtimes for KEEP ("auto": the measured default, eager torch; TensorRT and onnxruntime are
-#: opt-in: never measured on a GPU here, and TensorRT fp16 engines of StyleGAN-like decoders can give solid colour)
-DECODERS = ("auto", "torch", "onnxruntime", "tensorrt")
+#: codebook decoder runtimes for KEEP ("auto": the measured default, eager torch; TensorRT is opt-in: never measured
+#: on a GPU here, and TensorRT fp16 engines of StyleGAN-like decoders can give solid colour)
+DECODERS = ("auto", "torch", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def validate(o: EngineOptions) -> None:
     check_gray(o.gray)
     if o.decoder not in DECODERS:
         raise InputError(f"decoder must be one of {', '.join(DECODERS)}, got {o.decoder!r}")
-    if o.decoder in ("onnxruntime", "tensorrt") and RESTORERS[o.model] != "keep":
+    if o.decoder == "tensorrt" and RESTORERS[o.model] != "keep":
         raise InputError(f"decoder={o.decoder!r} runs KEEP's codebook decoder; use decoder='auto' with model={o.model!r}")
     if o.cpu_precision not in ("fp32", "bf16"):
         raise InputError(f"cpu_precision must be 'fp32' or 'bf16', got {o.cpu_precision!r}")
@@ -173,13 +173,9 @@ def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
         # measured under vspipe (full KEEP, 2 faces, 640x480): 1.17x faster, peak RSS +11 %; flat over length
         if tune_malloc(True):
             log.info("glibc allocator tuned for reuse of activation memory (process-wide)")
-    if kind == "keep" and o.cpu_precision == "bf16" and device == "cpu":
-        from .runtime.backends import OpenVinoBackend
-
-        net.set_decoder(OpenVinoBackend(precision="bf16").decoder(net))
-    elif kind == "keep":
-        _install_decoder(net, o.decoder, device, precision)
     cpu_bf16 = o.cpu_precision == "bf16" and device == "cpu"
+    if kind == "keep":
+        _install_decoder(net, o.decoder, device, precision, cpu_bf16=cpu_bf16)
     log.debug("numerics: %s", numerics_identity(device, "fp32+bf16-decoder" if cpu_bf16 else precision, cpu_fast=o.cpu_fast))
     autocast: AutocastFactory = backend.autocast if precision != "fp32" else contextlib.nullcontext
     if device.startswith("cuda") and precision == "fp32":
@@ -226,22 +222,17 @@ def _without_tf32(inner: AutocastFactory) -> AutocastFactory:
     return scope
 
 
-def _install_decoder(net: nn.Module, decoder: str, device: str, precision: str) -> None:
-    """Hand KEEP's codebook decoder to onnxruntime / TensorRT when asked by name (`auto` keeps eager torch)."""
-    from .runtime.backends import OrtBackend, TensorRTBackend
+def _install_decoder(net: nn.Module, decoder: str, device: str, precision: str, *, cpu_bf16: bool = False) -> None:
+    """Hand KEEP's codebook decoder to OpenVINO bf16 (`cpu_bf16`: cpu_precision="bf16" on CPU) or to TensorRT when
+    asked by name; `auto` keeps eager torch."""
+    from .runtime.backends import OpenVinoBackend, TensorRTBackend
 
-    if decoder in ("auto", "torch"):
-        return
-    if decoder == "onnxruntime":
-        if device.startswith("cuda"):
-            raise InputError("decoder='onnxruntime' runs on CPU; use device='cpu', or decoder='tensorrt' on CUDA")
-        net.set_decoder(OrtBackend().decoder(net))
-        return
-    if not device.startswith("cuda"):
-        raise InputError("decoder='tensorrt' needs CUDA; use device='cuda', or decoder='auto' on CPU")
-    device_id = torch.device(device).index or 0
-    trt = TensorRTBackend(device_id=device_id, precision="fp16" if precision == "fp16" else "fp32")
-    net.set_decoder(trt.decoder(net))
+    if cpu_bf16:
+        net.set_decoder(OpenVinoBackend(precision="bf16").decoder(net))
+    elif decoder == "tensorrt":
+        if not device.startswith("cuda"):
+            raise InputError("decoder='tensorrt' needs CUDA; use device='cuda', or decoder='auto' on CPU")
+        net.set_decoder(TensorRTBackend(device_id=torch.device(device).index or 0, precision=precision).decoder(net))
 
 
 def build_engine(o: EngineOptions) -> RandomAccessRestorer:

@@ -6,20 +6,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "SCHEMA", "STAGE_KEYS", "bench_fn", "chunk_frames", "cpu_name", "load_avg", "progress", "round_sig", "safe",
-    "timed", "to_cpu",
+    "SCHEMA", "bench_fn", "chunk_frames", "load_avg", "progress", "round_sig", "safe", "timed", "to_cpu",
 ]
 
 SCHEMA = "vs-keep-bench/1"
-STAGE_KEYS = ("flow", "encoders", "gains", "warp", "transformer", "decoder")
 
 log = logging.getLogger("vs_keep.bench")
 
@@ -35,16 +31,6 @@ def load_avg() -> list[float]:
         return []
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def round_sig(x: float | None, n: int = 4) -> float | None:
     return None if x is None else float(f"{x:.{n}g}")
 
@@ -57,7 +43,6 @@ def safe(section: str, fn: Callable[[], Any]) -> Any:
         log.debug("bench section %s failed", section, exc_info=True)
         progress(f"{section}: {exc.__class__.__name__}: {exc}")
         return {"error": f"{exc.__class__.__name__}: {exc}"}
-
 
 
 def chunk_frames(model: Any, golden: dict | None, t: int) -> Any:
@@ -77,16 +62,18 @@ def timed(runner: Any, frames: Any, repeats: int) -> dict[str, Any]:
     """Run the chunk `repeats` times; keep the fastest total, the fastest time of each stage and the first outputs."""
     import torch
 
-    best_total, best_stage = float("inf"), {k: float("inf") for k in STAGE_KEYS}
+    from ..models.keep import STAGES
+
+    best_total, best_stage = float("inf"), {k: float("inf") for k in STAGES}
     out = traces = chunk = None
     for r in range(max(1, repeats)):
-        runner.reset_times()
+        runner.times.clear()
         trace_list: list[dict] = []
         start = time.perf_counter()
         result = runner(frames, trace_list)
         total = time.perf_counter() - start
         best_total = min(best_total, total)
-        for k in STAGE_KEYS:
+        for k in STAGES:
             best_stage[k] = min(best_stage[k], runner.times.get(k, 0.0))
         if r == 0:
             out, traces, chunk = result, trace_list, runner.last_chunk
@@ -115,8 +102,6 @@ def to_cpu(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.replace(value, **{f.name: to_cpu(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init})
     return value
-
-
 
 
 def bench_fn(fn: Callable[[], Any], repeats: int) -> float:

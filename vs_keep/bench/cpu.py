@@ -1,34 +1,30 @@
 """CPU settings section of `vs-keep bench`: every CPU setting on the same chunk, with speed and accuracy.
 
-The reference (fp32 eager, default code path, default allocator), then each faster fp32 setting, the onnxruntime
-options, and the 16-bit policies (timed where the CPU has native 16-bit GEMMs, accuracy by emulation elsewhere);
-`pick_shipped` names the fastest setting that keeps accuracy. `cpu_options` times single stages (encoder,
-decoder) under each CPU option.
+The reference (fp32 eager, default code path, default allocator), then each faster fp32 setting and the 16-bit
+policies (timed where the CPU has native 16-bit GEMMs, accuracy by emulation elsewhere);
+`pick_shipped` names the fastest setting that keeps accuracy.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from typing import Any
 
-from .common import bench_fn, load_avg, progress, round_sig, safe, timed
+from .common import progress, round_sig, timed
 from .kernel_rule import kernel_rule_report, time_conv_shapes
 from .parity import record
 
 __all__ = [
-    "EXACT_FP32", "bf16_summary", "cpu_bf16_runs", "cpu_options", "cpu_runs", "default_vs_exact",
-    "pick_shipped",
+    "EXACT_FP32", "bf16_summary", "cpu_bf16_runs", "cpu_runs", "default_vs_exact", "pick_shipped",
 ]
 
 
 def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisions: list[str], quick: bool,
-              workdir: Path, threads: int, sweep: bool = True, onnx: bool = True) -> tuple[list[dict], list[dict], dict[str, Any]]:
-    from ..runtime.cpu import CpuOptions, optimize_cpu, restore_reference, tune_malloc
-    from ..runtime.precision import (
-        FP32_STAGES, STAGE_MODULES, apply_precision, autocast_context, native_lowp_supported,
-    )
+              workdir: Path, threads: int, sweep: bool = True) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    from ..runtime.cpu import optimize_cpu, restore_reference, tune_malloc
+    from ..runtime.cpu_choice import NAMED
+    from ..runtime.precision import FP32_STAGES, STAGE_MODULES, apply_precision, autocast_context, native_fp16_cpu
     from .emulation import EmulatedLowPrecision
     from .staged import StagedKeep
 
@@ -40,22 +36,20 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
     ref = timed(StagedKeep(model), frames, repeats)
     runs.append(record("reference", "cpu", "fp32", ref, None, golden, size, {"note": "fp32 eager, default code path"}))
     malloc = tune_malloc(True)
-    results = {"reference": ref}
 
     def add(name: str, res: dict[str, Any], note: str) -> None:
-        results[name] = res
         runs.append(record(name, "cpu", "fp32", res, ref, golden, size, {"note": note, "malloc_tuned": malloc}))
 
     progress("cpu: reference + allocator tuning")
     add("reference+malloc", timed(StagedKeep(model), frames, repeats), "fp32 eager with runtime.cpu.tune_malloc")
     restore_reference(model)
-    optimize_cpu(model, CpuOptions(auto=False, winograd=False, gemm=False))
+    optimize_cpu(model, NAMED["reference"])
     progress("cpu: fp32-onednn (the reference rule: oneDNN for every convolution, fused SiLU, allocator tuning)")
     add("fp32-onednn", timed(StagedKeep(model), frames, repeats), "kernel rule 'reference' + tune_malloc")
-    optimize_cpu(model, CpuOptions(auto=False))
+    optimize_cpu(model, NAMED["winograd"])
     progress("cpu: fp32-winograd (the Winograd rule: Winograd >= 32², GEMM below, fused SiLU, allocator tuning)")
-    add("fp32-winograd", timed(StagedKeep(model), frames, repeats), "kernel rule 'winograd' = CpuOptions(auto=False) + tune_malloc")
-    optimize_cpu(model, CpuOptions(auto=False, winograd=False))
+    add("fp32-winograd", timed(StagedKeep(model), frames, repeats), "kernel rule 'winograd' + tune_malloc")
+    optimize_cpu(model, NAMED["gemm"])
     progress("cpu: fp32-gemm (the GEMM rule: oneDNN for 3x3 >= 32², GEMM below, fused SiLU, allocator tuning)")
     add("fp32-gemm", timed(StagedKeep(model), frames, repeats), "kernel rule 'gemm' + tune_malloc")
     optimize_cpu(model)
@@ -64,39 +58,30 @@ def cpu_runs(model: Any, frames: Any, golden: dict | None, repeats: int, precisi
     progress("cpu: timing every kernel per convolution shape (for the kernel rule report)")
     shapes = time_conv_shapes(model, frames)
     runs[-1]["kernel_rule"] = kernel_rule_report(shapes, runs)
-    dec_fn = safe("ort-decoder export", lambda: _ort_decoder(model, workdir, threads)) if onnx else {"skipped": "--no-onnx"}
-    name = "fp32-fast+ort-decoder"
-    if isinstance(dec_fn, dict):
-        runs.append({"setting": name, "device": "cpu", "precision": "fp32", **dec_fn})
-    else:
-        progress(f"cpu: {name}")
-        add(name, timed(StagedKeep(model, decoder=dec_fn), frames, repeats), "codebook decoder through onnxruntime")
 
-    # 16-bit: real timings with native kernels, else accuracy by emulation (oneDNN's reference kernels are ~100x slower)
-    for precision in [p for p in precisions if p != "fp32"]:
-        native = native_lowp_supported("cpu", precision)
-        configs = {"shipped": FP32_STAGES[precision]}
-        if not quick and sweep:  # the guard's evidence: everything but the flow in 16 bits, then one stage at a time
-            configs["all-but-flow"] = ("flow",)
-            configs.update({f"only-{st}": tuple(x for x in STAGE_MODULES if x != st) for st in STAGE_MODULES if st != "flow"})
-        for label, stages in configs.items():
-            progress(f"cpu: {precision} ({label}: fp32 stages {', '.join(stages) or 'none'}; {'native' if native else 'emulated'})")
-            restore_reference(model)
-            apply_precision(model, precision, stages)
-            runner = StagedKeep(model, autocast=lambda p=precision: autocast_context("cpu", p))
-            ctx = contextlib.nullcontext() if native else EmulatedLowPrecision()
-            with ctx:
-                res = timed(runner, frames, repeats if native and label == "shipped" else 1)
-            entry = record(f"{precision}-{label}", "cpu", precision, res, ref, golden, size,
-                            {"fp32_stages": list(stages), "native": native})
-            if not native:
-                for key in ("per_frame_s", "fps", "speedup_vs_reference", "stages_s_per_frame"):
-                    entry.pop(key, None)
-                entry["note"] = "accuracy only: emulated (no native 16-bit GEMMs on this CPU, timings would be meaningless)"
-                lowp.append(entry)
-            else:
-                runs.append(entry)
-        apply_precision(model, "fp32")
+    # fp16 (the CUDA policy's guard): real timings with native kernels, else accuracy by emulation (oneDNN's
+    # reference kernels are ~100x slower)
+    native = native_fp16_cpu()
+    configs = {"shipped": FP32_STAGES["fp16"]} if "fp16" in precisions else {}
+    if configs and not quick and sweep:  # the guard's evidence: all but the flow in fp16, then one stage at a time
+        configs["all-but-flow"] = ("flow",)
+        configs.update({f"only-{st}": tuple(x for x in STAGE_MODULES if x != st) for st in STAGE_MODULES if st != "flow"})
+    for label, stages in configs.items():
+        progress(f"cpu: fp16 ({label}: fp32 stages {', '.join(stages) or 'none'}; {'native' if native else 'emulated'})")
+        restore_reference(model)
+        apply_precision(model, "fp16", stages)
+        runner = StagedKeep(model, autocast=lambda: autocast_context("cpu", "fp16"))
+        with contextlib.nullcontext() if native else EmulatedLowPrecision():
+            res = timed(runner, frames, repeats if native and label == "shipped" else 1)
+        entry = record(f"fp16-{label}", "cpu", "fp16", res, ref, golden, size, {"fp32_stages": list(stages), "native": native})
+        if not native:
+            for key in ("per_frame_s", "fps", "speedup_vs_reference", "stages_s_per_frame"):
+                entry.pop(key, None)
+            entry["note"] = "accuracy only: emulated (no native fp16 GEMMs on this CPU, timings would be meaningless)"
+            lowp.append(entry)
+        else:
+            runs.append(entry)
+    apply_precision(model, "fp32")
     optimize_cpu(model)
     if "bf16" in precisions:
         runs.extend(cpu_bf16_runs(model, frames, golden, ref, repeats, workdir, threads))
@@ -112,7 +97,6 @@ def cpu_bf16_runs(model: Any, frames: Any, golden: dict | None, ref: dict[str, A
     the same stages: OpenVINO fp32 (the plumbing)."""
     from ..errors import InputError
     from ..runtime.cpu import optimize_cpu
-    from ..runtime.decoder import decoder_spec
     from ..runtime.onnx_export import export_decoder_onnx
     from ..runtime.openvino import BF16_STAGES, OpenVinoDecoder, check_bf16_cpu
     from .staged import StagedKeep
@@ -123,10 +107,7 @@ def cpu_bf16_runs(model: Any, frames: Any, golden: dict | None, ref: dict[str, A
     except InputError as exc:
         return [{"setting": "bf16-openvino-decoder", "device": "cpu", "precision": "bf16", "skipped": str(exc)}]
     optimize_cpu(model)
-    path = workdir / "decoder.onnx"
-    if not path.exists():
-        export_decoder_onnx(model, path)
-    spec = decoder_spec(model)
+    path, spec = export_decoder_onnx(model, workdir / "decoder.onnx")
     rows = []
     for precision, name in (("fp32", "fp32-fast+openvino-decoder"), ("bf16", "bf16-openvino-decoder")):
         progress(f"cpu: {name}")
@@ -177,7 +158,7 @@ def default_vs_exact(runs: list[dict]) -> dict[str, Any]:
 
 def pick_shipped(runs: list[dict], have_fixture: bool) -> dict[str, Any]:
     """Fastest CPU setting a user can select (`vs_keep.engine.EngineOptions`) whose accuracy holds: index agreement
-    >= 99 % on the fixture (or vs the reference). The onnxruntime flow is a measurement only (not an engine option)."""
+    >= 99 % on the fixture (or vs the reference)."""
     ok = []
     for r in runs:
         if "fps" not in r or r["setting"] == "reference":
@@ -204,76 +185,4 @@ def pick_shipped(runs: list[dict], have_fixture: bool) -> dict[str, Any]:
         "target_2x_met": bool((best.get("speedup_vs_reference") or 0) >= 2.0),
         "fp32_default_vs_best_exact": default_vs_exact(runs),
     }
-
-
-def _ort_decoder(model: Any, workdir: Path, threads: int) -> Any:
-    from ..runtime.onnx_export import OrtDecoder, export_decoder_onnx
-
-    path, spec = export_decoder_onnx(model, workdir / "decoder.onnx")
-    return OrtDecoder(path, spec, threads=threads)
-
-
-def cpu_options(model: Any, repeats: int, threads: int, compile_: bool, workdir: Path) -> dict[str, Any]:
-    """Single-stage measurements of the CPU options (encoder on one face; decoder on one frame)."""
-    import torch
-
-    from ..runtime.cpu import optimize_cpu, restore_reference
-    from ..runtime.decoder import CodebookDecoder, decoder_spec
-
-    s = int(model.face_size)
-    x = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    out: dict[str, Any] = {"encoder_s": {}, "decoder_s": {}, "load_avg": load_avg()}
-    enc = model.encoder
-    with torch.inference_mode():
-        restore_reference(model)
-        ref, _ = enc(x)
-        out["encoder_s"]["eager_nchw"] = round_sig(bench_fn(lambda: enc(x), repeats))
-        enc.to(memory_format=torch.channels_last)
-        xcl = x.contiguous(memory_format=torch.channels_last)
-        out["encoder_s"]["eager_channels_last"] = round_sig(bench_fn(lambda: enc(xcl), repeats))
-        enc.to(memory_format=torch.contiguous_format)
-        optimize_cpu(model)
-        fast, _ = enc(x)
-        out["encoder_s"]["fast"] = round_sig(bench_fn(lambda: enc(x), repeats))
-        out["encoder_fast_rel_err"] = round_sig(float((fast - ref).norm() / ref.norm()))
-        for n in sorted({1, threads}):
-            torch.set_num_threads(n)
-            out["encoder_s"][f"fast_threads_{n}"] = round_sig(bench_fn(lambda: enc(x), repeats))
-        torch.set_num_threads(threads)
-        spec = decoder_spec(model)
-        args = spec.example_inputs(n_codes=int(model.quantize.embedding.weight.shape[0]))
-        dec = CodebookDecoder(model)
-        restore_reference(model)
-        out["decoder_s"]["eager"] = round_sig(bench_fn(lambda: dec(*args), repeats))
-        optimize_cpu(model)
-        out["decoder_s"]["fast"] = round_sig(bench_fn(lambda: dec(*args), repeats))
-
-    def ort_time() -> float | None:
-        path = workdir / "decoder.onnx"
-        if not path.exists():
-            return None
-        from ..runtime.onnx_export import OrtDecoder
-
-        d = OrtDecoder(path, spec, threads=threads)
-        feeds = {n: a.numpy() for n, a in zip(spec.input_names, args)}
-        return round_sig(bench_fn(lambda: d.session.run(None, feeds), repeats))
-
-    out["decoder_s"]["onnxruntime"] = safe("ort decoder timing", ort_time)
-    if compile_:
-        def compiled() -> dict[str, Any]:
-            restore_reference(model)
-            start = time.perf_counter()
-            c = torch.compile(enc)
-            with torch.inference_mode():
-                c(x)
-                first = time.perf_counter() - start
-                t = bench_fn(lambda: c(x), repeats)
-            optimize_cpu(model)
-            return {"compile_s": round_sig(first), "run_s": round_sig(t)}
-
-        out["encoder_s"]["torch_compile"] = safe("torch.compile", compiled)
-    else:
-        out["encoder_s"]["torch_compile"] = {"skipped": "pass --compile (inductor needs minutes to compile here)"}
-    return out
-
 

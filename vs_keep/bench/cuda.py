@@ -4,19 +4,18 @@ end to end. The section's bookkeeping also runs on CPU (`device="cpu"`) so it is
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Any
 
 from .common import chunk_frames, progress, round_sig, safe, timed
-from .kernels import kernels_cuda
+from .kernels import kernels_section
 from .parity import record
 
 __all__ = ["cuda_section"]
 
 
-def cuda_section(args: argparse.Namespace | None, model_size: str, repeats: int, precisions: list[str], golden: dict | None, chunk: int,
-          device: str = "cuda") -> dict[str, Any]:
+def cuda_section(model_size: str, repeats: int, precisions: list[str], golden: dict | None, chunk: int,
+                 device: str = "cuda") -> dict[str, Any]:
     """CUDA settings, all on the golden chunk: the reference (fp32, torch kernels, torch's default TF32 convolutions,
     like an unmodified official run), then what the engine ships: fp32 with TF32 off and CuPy kernels, the 16-bit
     policies, and the TensorRT decoder (fp32 and fp16 engines). Plus 1080p with one face end to end: MTCNN on the
@@ -25,9 +24,10 @@ def cuda_section(args: argparse.Namespace | None, model_size: str, repeats: int,
 
     from ..kernels.select import cupy_available
     from ..runtime.backends import TensorRTBackend
-    from .synthetic import build_synthetic_keep
     from ..runtime.precision import apply_precision, autocast_context
+    from .face import face_stage_timings
     from .staged import StagedKeep
+    from .synthetic import build_synthetic_keep
 
     model = build_synthetic_keep(model_size).to(device)
     frames = chunk_frames(model, golden, chunk).to(device)
@@ -48,7 +48,7 @@ def cuda_section(args: argparse.Namespace | None, model_size: str, repeats: int,
         progress("cuda: reference (fp32, torch kernels, TF32 convolutions at torch's default)")
         ref = run("torch", "fp32", tf32=tf32_default)
         runs.append(record("reference", device, "fp32", ref, None, gold, size, {"kernels": "torch", "tf32": tf32_default}))
-        for precision in precisions:
+        for precision in [p for p in ("fp32", "fp16") if p in precisions]:  # bf16 is CPU-only (OpenVINO)
             for kernels in ("torch", "cupy"):
                 name = f"{precision}+{'cupy' if kernels == 'cupy' else 'torch-kernels'}"
                 progress(f"cuda: {name}")
@@ -79,8 +79,9 @@ def cuda_section(args: argparse.Namespace | None, model_size: str, repeats: int,
     one_face = None
     if best is not None:
         progress("cuda: 1080p with one face (MTCNN on the GPU, crop, restore, paste)")
-        k = safe("cuda kernels 1080p", lambda: kernels_cuda(repeats, device))
-        det = safe("cuda face stages 1080p", lambda: _cuda_face_stages(size, max(repeats, 3), device))
+        k = safe("cuda kernels 1080p", lambda: kernels_section(repeats, device))
+        det = safe("cuda face stages 1080p", lambda: face_stage_timings(1080, 1920, repeats=max(repeats, 3), face_size=size,
+                                                                          device=device))
         if "error" not in k:
             detect_ms = float(det.get("detect_ms_min_face_20", 0.0)) + float(det.get("track_smooth_ms", 0.0)) if "error" not in det else 0.0
             total = best["per_frame_s"] + (k["crop_512_from_1080p_ms"] + k["paste_512_into_1080p_ms"] + detect_ms) / 1000
@@ -91,11 +92,5 @@ def cuda_section(args: argparse.Namespace | None, model_size: str, repeats: int,
         "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device, "runs": runs, "1080p": one_face,
         "tf32_convolutions_reference": tf32_default, "tf32_convolutions_shipped": False,
     }
-
-
-def _cuda_face_stages(face_size: int, repeats: int, device: str = "cuda") -> dict[str, Any]:
-    from .face import face_stage_timings
-
-    return face_stage_timings(1080, 1920, repeats=repeats, face_size=face_size, device=device)
 
 

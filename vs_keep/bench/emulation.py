@@ -1,20 +1,18 @@
-"""Accuracy of bf16/fp16 on CPUs without native 16-bit GEMMs, for the bench's precision sweep.
+"""Accuracy of fp16 on CPUs without native 16-bit GEMMs, for the bench's precision sweep and the fp16 policy test.
 
-Why: without AVX512-BF16 / AMX, oneDNN falls back to reference kernels ~100x slower than fp32, so a real bf16 run
+Why: without native fp16 GEMMs oneDNN falls back to reference kernels ~100x slower than fp32, so a real fp16 run
 of the full model is unaffordable there. `EmulatedLowPrecision` runs the GEMM-class ops in fp32 on inputs rounded
-to bf16/fp16 and rounds their outputs back, which is what native kernels do (low-precision operands, fp32
+to fp16 (or bf16) and rounds their outputs back, which is what native kernels do (low-precision operands, fp32
 accumulation, rounded result), so the accuracy guard (`runtime.precision.FP32_STAGES`) can be measured anywhere.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..runtime.precision import to_fp32
+from ..runtime.precision import cast_floats
 
 __all__ = ["EmulatedLowPrecision"]
 
@@ -40,14 +38,5 @@ class EmulatedLowPrecision(TorchDispatchMode):
         if func in _GEMM_OPS:
             low = [a.dtype for a in args if isinstance(a, Tensor) and a.dtype in (torch.bfloat16, torch.float16)]
             if low:
-                out = func(*to_fp32(list(args)), **to_fp32(kwargs))
-                return _round_to(out, low[0])
+                return cast_floats(func(*cast_floats(list(args)), **cast_floats(kwargs)), low[0])
         return func(*args, **kwargs)
-
-
-def _round_to(value: Any, dtype: torch.dtype) -> Any:
-    if isinstance(value, Tensor) and value.is_floating_point():
-        return value.to(dtype)
-    if isinstance(value, (tuple, list)):
-        return type(value)(_round_to(v, dtype) for v in value)
-    return value

@@ -1,40 +1,27 @@
 """Timings of the face stages on CPU at 720p and 1080p: detection, tracking + smoothing, alignment, paste-back.
 
-`face_stage_timings(height, width)` returns milliseconds per frame (median of `repeats`) for a frame holding two
-real faces (scikit-image's astronaut and, when available, Grace Hopper: a second copy of the astronaut otherwise)
-at a typical size for that resolution. The restoration network is not included (see the engine benchmarks).
-Run `python -m vs_keep.bench.face` to print JSON.
+`face_stage_timings(height, width)` returns milliseconds per frame (fastest of `repeats`, after a warm-up) for a
+frame holding two copies of a real face (scikit-image's astronaut) at a typical size for that resolution. The
+restoration network is not included (see the engine benchmarks).
 """
 
 from __future__ import annotations
 
-import json
-import platform
-import statistics
-import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from ..face import FacePaste, align_face, alignment_matrix, create_detector, paste_faces, plan_chunk
 from ..face.types import Detection
-from .common import round_sig
+from .common import bench_fn, round_sig
 
-__all__ = ["bench_frame", "face_stage_timings", "faces_section", "run"]
+__all__ = ["bench_frame", "face_stage_timings", "faces_section"]
 
 
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (allocations, lazy inits)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return round(statistics.median(times), 2)
+def _ms(fn: Callable[[], object], repeats: int) -> float:
+    return round(1000 * bench_fn(fn, repeats), 2)
 
 
 def bench_frame(height: int, width: int) -> np.ndarray:
@@ -63,44 +50,26 @@ def face_stage_timings(height: int, width: int, *, repeats: int = 5, face_size: 
     for min_face in (20, 64):
         det = create_detector("mtcnn", device, min_face_size=min_face)
         faces: list[Detection] = det.detect(frame)
-        out[f"detect_ms_min_face_{min_face}"] = _median_ms(lambda: det.detect(frame), repeats)
+        out[f"detect_ms_min_face_{min_face}"] = _ms(lambda: det.detect(frame), repeats)
     out["faces"] = len(faces)
     if not faces:
         return out
     # tracking + smoothing: one chunk of 20 frames planned from its 61-frame window, per output frame
     dets = {f: [Detection(box=d.box + 0.3 * f, score=d.score, landmarks=d.landmarks + 0.3 * f) for d in faces] for f in range(71)}
-    out["track_smooth_ms"] = round(_median_ms(lambda: plan_chunk(dets, 20, 40, length=71), repeats) / 20, 3)
+    out["track_smooth_ms"] = round(_ms(lambda: plan_chunk(dets, 20, 40, length=71), repeats) / 20, 3)
     mats = [alignment_matrix(d.landmarks, face_size) for d in faces]
-    out["align_ms"] = _median_ms(lambda: [align_face(frame, m, face_size) for m in mats], repeats)
-    out["align_ms_exact"] = _median_ms(lambda: [align_face(frame, m, face_size, exact=True) for m in mats], repeats)
+    out["align_ms"] = _ms(lambda: [align_face(frame, m, face_size) for m in mats], repeats)
+    out["align_ms_exact"] = _ms(lambda: [align_face(frame, m, face_size, exact=True) for m in mats], repeats)
     # a close-up twice the crop size: the anti-aliasing prefilter runs
     big = [alignment_matrix((d.landmarks - d.landmarks.mean(0)) * (252 / 126 * 126 / max(np.linalg.norm(d.landmarks[1] - d.landmarks[0]), 1))
                             + d.landmarks.mean(0), face_size) for d in faces[:1]]
-    out["align_ms_closeup_antialiased"] = _median_ms(lambda: [align_face(frame, m, face_size) for m in big], repeats)
+    out["align_ms_closeup_antialiased"] = _ms(lambda: [align_face(frame, m, face_size) for m in big], repeats)
     crops = [align_face(frame, m, face_size) for m in mats]
     pastes = [FacePaste(c, m) for c, m in zip(crops, mats)]
-    out["paste_ms"] = _median_ms(lambda: paste_faces(frame, pastes), repeats)
-    out["paste_ms_exact"] = _median_ms(lambda: paste_faces(frame, pastes, exact=True), repeats)
-    out["paste_ms_upscale2"] = _median_ms(lambda: paste_faces(frame, pastes, upscale=2), repeats)
+    out["paste_ms"] = _ms(lambda: paste_faces(frame, pastes), repeats)
+    out["paste_ms_exact"] = _ms(lambda: paste_faces(frame, pastes, exact=True), repeats)
+    out["paste_ms_upscale2"] = _ms(lambda: paste_faces(frame, pastes, upscale=2), repeats)
     return out
-
-
-def run(repeats: int = 5) -> dict[str, object]:
-    """Both resolutions, with the environment they were measured in."""
-    return {
-        "torch_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "face_stages_720p": face_stage_timings(720, 1280, repeats=repeats),
-        "face_stages_1080p": face_stage_timings(1080, 1920, repeats=repeats),
-    }
-
-
-if __name__ == "__main__":
-    torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
-    import sys
-
-    json.dump(run(), sys.stdout, indent=2)  # run as a script only: JSON report on stdout
-    sys.stdout.write("\n")
 
 
 def faces_section(per_face_s: float | None, face_size: int, repeats: int, device: str = "cpu") -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Kernels section of `vs-keep bench`: crop and paste of one 512 face from / into a 1080p uint8 frame, with the
-torch kernels on CPU and, on CUDA, the torch and CuPy kernels."""
+torch kernels and, on CUDA where CuPy is installed, the CuPy kernels too."""
 
 from __future__ import annotations
 
@@ -9,33 +9,18 @@ from typing import Any
 
 from .common import bench_fn, round_sig
 
-__all__ = ["kernels_cpu", "kernels_cuda"]
+__all__ = ["kernels_section"]
 
 
-def kernels_cpu(repeats: int) -> dict[str, Any]:
-    """Torch-kernel crop and paste of one 512 face from a 1080p uint8 frame (the GPU path's reference kernels)."""
+def kernels_section(repeats: int, device: str = "cpu") -> dict[str, Any]:
+    """Milliseconds per crop / paste on `device` for each kernel set (`VS_KEEP_KERNELS`), keyed `<op>_<kernels>`;
+    the plain `<op>` key is the fastest set."""
     import numpy as np
     import torch
 
     from ..face.align import BORDER_RGB, alignment_matrix
     from ..kernels import affine_crop, paste_face
-
-    frame = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8))
-    lm = np.array([[900, 500], [1000, 502], [950, 560], [910, 620], [990, 622]], np.float32)
-    m = alignment_matrix(lm, 512)
-    face = torch.rand(3, 512, 512)
-    crop_s = bench_fn(lambda: affine_crop(frame, m, 512, border=BORDER_RGB, scale=2 / 255, offset=-1.0), repeats)
-    paste_s = bench_fn(lambda: paste_face(frame.clone(), face, m, unit=255.0), repeats)
-    return {"crop_512_from_1080p_ms": round_sig(crop_s * 1000), "paste_512_into_1080p_ms": round_sig(paste_s * 1000)}
-
-
-
-def kernels_cuda(repeats: int, device: str = "cuda") -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    from ..face.align import BORDER_RGB, alignment_matrix
-    from ..kernels import affine_crop, paste_face
+    from ..kernels.select import cupy_available
 
     frame = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)).to(device)
     m = alignment_matrix(np.array([[900, 500], [1000, 502], [950, 560], [910, 620], [990, 622]], np.float32), 512)
@@ -48,17 +33,21 @@ def kernels_cuda(repeats: int, device: str = "cuda") -> dict[str, Any]:
                 torch.cuda.synchronize()
         return run
 
-    from ..kernels.select import cupy_available
-
     out = {}
-    modes = ("torch", "cupy") if cupy_available() else ("torch",)
-    for mode in modes:
-        os.environ["VS_KEEP_KERNELS"] = mode
-        out[f"crop_512_from_1080p_ms_{mode}"] = round_sig(1000 * bench_fn(sync(lambda: affine_crop(frame, m, 512, border=BORDER_RGB)), repeats))
-        out[f"paste_512_into_1080p_ms_{mode}"] = round_sig(1000 * bench_fn(sync(lambda: paste_face(frame.clone(), face, m, unit=255.0)), repeats))
-    os.environ.pop("VS_KEEP_KERNELS", None)
+    modes = ("torch", "cupy") if device.startswith("cuda") and cupy_available() else ("torch",)
+    before = os.environ.get("VS_KEEP_KERNELS")
+    try:
+        for mode in modes:
+            os.environ["VS_KEEP_KERNELS"] = mode
+            crop = sync(lambda: affine_crop(frame, m, 512, border=BORDER_RGB, scale=2 / 255, offset=-1.0))
+            paste = sync(lambda: paste_face(frame.clone(), face, m, unit=255.0))
+            out[f"crop_512_from_1080p_ms_{mode}"] = round_sig(1000 * bench_fn(crop, repeats))
+            out[f"paste_512_into_1080p_ms_{mode}"] = round_sig(1000 * bench_fn(paste, repeats))
+    finally:
+        if before is None:
+            os.environ.pop("VS_KEEP_KERNELS", None)
+        else:
+            os.environ["VS_KEEP_KERNELS"] = before
     for op in ("crop_512_from_1080p_ms", "paste_512_into_1080p_ms"):
         out[op] = min(out[f"{op}_{mode}"] for mode in modes)
     return out
-
-

@@ -3,8 +3,8 @@
 In one run: the reference path (fp32 eager, the default code path = official op order) and every faster setting,
 each with its speed-up over the reference and its accuracy (codebook-index agreement and output error against
 the golden fixture, when the full model is benchmarked and the fixture is found, and against the reference run);
-bf16/fp16 accuracy (emulated where the CPU has no native 16-bit GEMMs); the CPU options tried; face-stage timings
-at 720p/1080p with 1 and 3 faces; peak RSS for a short and a long stream (fresh processes). Progress goes to
+fp16 accuracy (emulated where the CPU has no native fp16 GEMMs); the opt-in OpenVINO bf16 decoder; face-stage
+timings at 720p/1080p with 1 and 3 faces; peak RSS for a short and a long stream (fresh processes). Progress goes to
 stderr. Timings on a shared machine are noisy: the load average is recorded next to them.
 
 One module per section: `cpu` (CPU settings), `parity` (accuracy against the fixture), `face` (face stages),
@@ -23,10 +23,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .common import SCHEMA, chunk_frames, cpu_name, load_avg, progress, safe
-from .cpu import cpu_options, cpu_runs
+from .common import SCHEMA, chunk_frames, load_avg, progress, safe
+from .cpu import cpu_runs
 from .cuda import cuda_section
-from .kernels import kernels_cpu
+from .kernels import kernels_section
 from .memory import memory_section
 
 __all__ = ["add_arguments", "main", "run"]
@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny model, one repeat, short memory runs, no faces")
     parser.add_argument("--model", choices=("full", "small", "tiny"), help="synthetic KEEP size (default: full; --quick: tiny)")
     parser.add_argument("--devices", default="auto", help="comma list of cpu,cuda (default: cpu, plus cuda when available)")
-    parser.add_argument("--precisions", default="fp32,bf16,fp16", help="comma list of fp32,bf16,fp16")
+    parser.add_argument("--precisions", default="fp32,bf16,fp16",
+                        help="comma list of fp32,bf16,fp16 (bf16: the OpenVINO decoder of cpu_precision='bf16'; fp16: the "
+                             "torch policy of fp16=True, accuracy emulated on CPUs without fp16 GEMMs)")
     parser.add_argument("--repeats", type=int, help="timed runs per setting, the fastest is kept (default 2; --quick 1)")
     parser.add_argument("--chunk", type=int, help="frames per timed chunk (default: the fixture's 3 for full, 4 otherwise)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default 2; --quick 1)")
@@ -45,10 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-frames", default=None, help="short,long stream lengths for the RSS comparison (default 100,2000)")
     parser.add_argument("--no-faces", action="store_true", help="skip the 720p/1080p face-stage timings")
     parser.add_argument("--no-memory", action="store_true", help="skip the RSS comparison")
-    parser.add_argument("--no-options", action="store_true", help="skip the CPU option measurements")
     parser.add_argument("--no-sweep", action="store_true", help="skip the all-but-flow and one-stage-at-a-time 16-bit accuracy runs")
-    parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime rows (GMFlow and decoder)")
-    parser.add_argument("--compile", action="store_true", help="also try torch.compile on the encoder (minutes of compiling)")
     parser.add_argument("--out", help="also write the JSON to this file")
 
 
@@ -58,17 +57,16 @@ def environment(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     from ..numerics import numerics_identity
     from ..runtime.cpu import nnpack_available
     from ..runtime.cpu_choice import cpu_kind
-    from ..runtime.precision import native_lowp_supported
+    from ..runtime.precision import native_fp16_cpu
 
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu": cpu_name(),
+        "cpu": cpu_kind()["model"],
         "cpu_kind": cpu_kind(),
         "cpu_count": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "native_bf16_cpu": native_lowp_supported("cpu", "bf16"),
-        "native_fp16_cpu": native_lowp_supported("cpu", "fp16"),
+        "native_fp16_cpu": native_fp16_cpu(),
         "nnpack": nnpack_available(),
         "threads": threads,
         "numerics": numerics_identity("cpu", "fp32", threads),  # what decides the shipped CPU path's fp32 bits
@@ -77,20 +75,12 @@ def environment(args: argparse.Namespace, threads: int) -> dict[str, Any]:
         "quick": bool(args.quick),
         "note": "wall-clock times, fastest of the repeats; other processes on a shared machine inflate them (see load_avg)",
     }
-    for mod in ("onnxruntime", "onnxscript", "tensorrt", "cupy"):
+    for mod in ("tensorrt", "cupy"):
         try:
             env[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - optional packages
             env[mod] = None
     return env
-
-
-def _faces(per_face_s: float | None, face_size: int, repeats: int) -> dict[str, Any]:
-    try:
-        from .face import faces_section
-    except ImportError as exc:  # OpenCV / scikit-image missing
-        return {"skipped": f"face stage benchmark unavailable ({exc})"}
-    return faces_section(per_face_s, face_size, repeats)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,14 +120,11 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="vs-keep-bench-") as tmp:
         workdir = Path(tmp)
         if "cpu" in devices:
-            runs, lowp, shipped = cpu_runs(model, frames, golden, repeats, precisions, quick, workdir, threads, not args.no_sweep,
-                                           not args.no_onnx)
+            runs, lowp, shipped = cpu_runs(model, frames, golden, repeats, precisions, quick, workdir, threads, not args.no_sweep)
             report["runs"] = runs
             report["precision_accuracy"] = lowp
             report["shipped_cpu"] = shipped
-            report["cpu_options"] = {"skipped": "--no-options"} if args.no_options else safe(
-                "cpu options", lambda: cpu_options(model, repeats, threads, args.compile, workdir))
-            report["kernels_cpu"] = safe("kernels", lambda: kernels_cpu(repeats))
+            report["kernels_cpu"] = safe("kernels", lambda: kernels_section(repeats))
             best = next((r for r in runs if r["setting"] == shipped.get("setting")), None)
             per_face = best["per_frame_s"] if best else None
         else:
@@ -145,9 +132,11 @@ def run(args: argparse.Namespace) -> int:
         if args.no_faces or quick:
             report["faces"] = {"skipped": "--quick" if quick else "--no-faces"}
         else:
+            from .face import faces_section
+
             progress("faces: 720p / 1080p stage timings")
-            report["faces"] = safe("faces", lambda: _faces(per_face, int(model.face_size), max(repeats, 3)))
-        report["cuda"] = safe("cuda", lambda: cuda_section(args, size, repeats, precisions, golden, chunk)) if "cuda" in devices else {
+            report["faces"] = safe("faces", lambda: faces_section(per_face, int(model.face_size), max(repeats, 3)))
+        report["cuda"] = safe("cuda", lambda: cuda_section(size, repeats, precisions, golden, chunk)) if "cuda" in devices else {
             "available": False, "reason": "no CUDA device here" if not torch.cuda.is_available() else "not requested"}
     report["memory"] = {"skipped": "--no-memory"} if args.no_memory else safe("memory", lambda: memory_section(mem_lengths, 1))
     report["env"]["load_avg_end"] = load_avg()

@@ -7,7 +7,6 @@ end-to-end parity rule (the one tests/test_keep.py checks) so every bench row sa
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from torch import Tensor
 
 from .common import load_avg, round_sig
 
-__all__ = ["Accuracy", "accuracy", "default_fixture", "fixture_metrics", "record"]
+__all__ = ["accuracy", "default_fixture", "fixture_metrics", "record"]
 
 
 def default_fixture() -> Path | None:
@@ -27,28 +26,13 @@ def default_fixture() -> Path | None:
     return next((p for p in candidates if p.exists()), None)
 
 
-@dataclass(frozen=True)
-class Accuracy:
-    """Codebook-index agreement and output error of one run against a reference run (per frame)."""
-
-    index_agreement: tuple[float, ...]
-    output_rel_err: tuple[float, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "index_agreement": [round(a, 5) for a in self.index_agreement],
-            "index_agreement_min": round(min(self.index_agreement), 5),
-            "output_rel_err": [float(f"{e:.3g}") for e in self.output_rel_err],
-            "output_rel_err_max": float(f"{max(self.output_rel_err):.3g}"),
-        }
-
-
-def accuracy(idx: Tensor, out: Tensor, ref_idx: Tensor, ref_out: Tensor) -> Accuracy:
-    """idx (T, L) vs ref_idx (T, L); out (T, 3, S, S) vs ref_out: relative L2 error per frame."""
-    agree = (idx.reshape(ref_idx.shape) == ref_idx).float().mean(dim=1)
-    err = [float((o.float() - r).norm() / r.norm()) for o, r in zip(out, ref_out)]
-    return Accuracy(tuple(float(a) for a in agree), tuple(err))
-
+def accuracy(idx: Tensor, out: Tensor, ref_idx: Tensor, ref_out: Tensor) -> dict[str, Any]:
+    """Codebook-index agreement and output error of one run against a reference run, per frame: idx (T, L) vs
+    ref_idx (T, L); out (T, 3, S, S) vs ref_out, relative L2 error."""
+    agree = [round(float(a), 5) for a in (idx.reshape(ref_idx.shape) == ref_idx).float().mean(dim=1)]
+    err = [float(f"{float((o.float() - r).norm() / r.norm()):.3g}") for o, r in zip(out, ref_out)]
+    return {"index_agreement": agree, "index_agreement_min": min(agree), "output_rel_err": err,
+            "output_rel_err_max": max(err)}
 
 
 def fixture_metrics(res: dict[str, Any], golden: dict) -> dict[str, Any]:
@@ -56,11 +40,9 @@ def fixture_metrics(res: dict[str, Any], golden: dict) -> dict[str, Any]:
     z_obs < 1e-4, gains < 1e-5, flow max < 0.1 px and mean < 5e-3 px, logits < 2e-2, frame 0 output <= 1e-3;
     codes may flip only where the official top-1/top-2 margin is < 1e-4, agreement >= 99.8 %, and frames before
     the first flip within 2e-2 (a flip legitimately changes everything after it through the recurrence)."""
-
-
     t = res["out"].shape[0]
     out = res["out"].float()
-    acc = accuracy(res["idx"], out, golden["top_idx"][:t, :, 0], golden["output"][0][:t]).as_dict()
+    acc = accuracy(res["idx"], out, golden["top_idx"][:t, :, 0], golden["output"][0][:t])
     chunk = res["chunk"]
     z_err = float((chunk.z_obs.float() - golden["z_codes"][:t]).abs().max())
     g_err = float((chunk.gains.float() - golden["gains"][:t]).abs().max())
@@ -92,12 +74,10 @@ def fixture_metrics(res: dict[str, Any], golden: dict) -> dict[str, Any]:
     return metrics
 
 
-
-
 def record(name: str, device: str, precision: str, res: dict[str, Any], ref: dict[str, Any] | None, golden: dict | None,
             face_size: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-
-
+    """One bench row: speed of `res` (a `common.timed` result), its speed-up and accuracy against `ref`, and the
+    fixture's parity metrics when there is a fixture."""
     entry: dict[str, Any] = {
         "setting": name,
         "device": device,
@@ -110,7 +90,7 @@ def record(name: str, device: str, precision: str, res: dict[str, Any], ref: dic
     }
     if ref is not None:
         entry["speedup_vs_reference"] = round_sig(ref["per_frame_s"] / res["per_frame_s"], 3)
-        entry["vs_reference"] = accuracy(res["idx"], res["out"], ref["idx"], ref["out"].float()).as_dict()
+        entry["vs_reference"] = accuracy(res["idx"], res["out"], ref["idx"], ref["out"].float())
     if golden is not None:
         entry["vs_fixture"] = fixture_metrics(res, golden)
     entry.update(extra or {})

@@ -14,7 +14,7 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="keep", help="weights name in the cache ('keep') or a .pth path (default: keep)")
-    parser.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp32",
+    parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp32",
                         help="engine precision: fp32 (default) is the one decoder='tensorrt' / --decoder tensorrt uses, fp16 the one with fp16=True / --fp16")
     parser.add_argument("--device-id", type=int, default=0, help="CUDA device (default 0)")
     parser.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default 4)")

@@ -66,8 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiny-min", type=float, default=12.0, help="smallest face (px) given to DIC (default 12)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--fp16", action="store_true", help="CUDA: fp16 where the accuracy guard allows (generator, gains)")
-    p.add_argument("--decoder", choices=["auto", "torch", "onnxruntime", "tensorrt"], default="auto",
-                   help="KEEP codebook decoder runtime (auto: PyTorch, the measured one; tensorrt and onnxruntime are opt-in, unmeasured)")
+    p.add_argument("--decoder", choices=["auto", "torch", "tensorrt"], default="auto",
+                   help="KEEP codebook decoder runtime (auto: PyTorch, the measured one; tensorrt is opt-in, unmeasured)")
     p.add_argument("--reference-ops", action="store_true", help="CPU: plain fp32 eager ops instead of the ~2x faster rewrites")
     p.add_argument("--cpu-bf16", action="store_true",
                    help="CPU with AVX512-BF16/AMX: KEEP's decoder in OpenVINO bf16 (faster, not bit-exact; needs openvino)")

@@ -33,16 +33,14 @@ from .kalman import KalmanGainNet, kalman_update
 from .vqgan import Encoder
 
 __all__ = [
-    "KEEP", "STAGES", "V1_PREFIXES", "Chunk", "DecoderFn", "FlowFn", "KeepConfig", "KeepState", "StageHook", "build",
+    "KEEP", "STAGES", "V1_PREFIXES", "Chunk", "DecoderFn", "KeepConfig", "KeepState", "StageHook", "build",
     "convert", "detect", "keep_config_from_state_dict",
 ]
 
 #: (idx (1, L), SFT features {res: (1, C, r, r)}, CFA memory or None at t = 0) -> (raw output, new memory): the
 #: decode half of a step. `KEEP.decode_codes` is the eager one; `vs_keep.runtime` runs the same graph in
-#: onnxruntime / TensorRT.
+#: TensorRT / OpenVINO.
 DecoderFn = Callable[[Tensor, dict[int, Tensor], "dict[int, Tensor] | None"], tuple[Tensor, dict[int, Tensor]]]
-#: (cur (N,3,S,S), prev (N,3,S,S)) -> backward flow (N,2,S,S); a replacement for the model's GMFlow call
-FlowFn = Callable[[Tensor, Tensor], Tensor]
 #: stage name -> context entered around that stage's work (per-stage timers, precision islands); see `STAGES`
 StageHook = Callable[[str], ContextManager[Any]]
 #: the stages `prepare_chunk` and `step` report to a StageHook, in the order of the work
@@ -134,7 +132,7 @@ class KEEP(CodeTransformerCore):
 
     def set_decoder(self, decoder: "DecoderFn | None") -> None:
         """Run the decode half of `step` (quantizer lookup, generator, SFT, CFA) with `decoder` instead of eager
-        torch (`decode_codes`): a TensorRT or onnxruntime graph from `vs_keep.runtime.backends`. None restores the
+        torch (`decode_codes`): a TensorRT or OpenVINO graph from `vs_keep.runtime.backends`. None restores the
         eager path."""
         self.__dict__["codebook_decoder"] = decoder  # a plain attribute even if `decoder` is an nn.Module
 
@@ -162,20 +160,16 @@ class KEEP(CodeTransformerCore):
     def compute_gains(self, z_obs: Tensor) -> Tensor:
         return self.kalman_filter(z_obs)
 
-    def prepare_chunk(self, frames: Tensor, *, stage: StageHook = _no_stage, flow: FlowFn | None = None) -> Chunk:
+    def prepare_chunk(self, frames: Tensor, *, stage: StageHook = _no_stage) -> Chunk:
         """All whole-chunk work for frames (T,3,S,S) RGB in [-1,1]; T >= 1.
 
-        stage: entered around each stage ("encoders", "flow", "gains"); flow: replaces the batched GMFlow call
-        (an onnxruntime graph, for the benchmark).
+        stage: entered around each stage ("encoders", "flow", "gains").
         """
         self._check_frames(frames)
         with stage("encoders"):
             z, feats = self.observe(frames)
         with stage("flow"):
-            if flow is None or frames.shape[0] < 2:
-                flows = self.compute_flows(frames)
-            else:
-                flows = flow(frames[1:], frames[:-1])
+            flows = self.compute_flows(frames)
         with stage("gains"):
             gains = self.compute_gains(z)
         return Chunk(frames=frames, z_obs=z, feats=feats, flows=flows, gains=gains)

@@ -1,73 +1,50 @@
 """Execution backends as small frozen dataclasses: what runs KEEP and its codebook decoder, and how.
 
 - `TorchBackend`: eager PyTorch on CPU or CUDA, fp32 (reference numerics; `cpu_fast` adds the fp32 CPU rewrites
-  of `runtime.cpu`) or bf16/fp16 autocast with the fp32 islands of `runtime.precision`.
-- `OrtBackend`: the decoder through onnxruntime (exported once per model and shape into the cache dir).
+  of `runtime.cpu`) or fp16 autocast with the fp32 islands of `runtime.precision`.
 - `OpenVinoBackend`: the decoder through OpenVINO, bf16 on CPUs with AVX512-BF16/AMX (`cpu_precision="bf16"`).
-- `TensorRTBackend`: the decoder as a TensorRT engine; without TensorRT or CUDA it falls back to the torch decoder
-  and says so once in the log, unless `required` (decoder="tensorrt" asked for explicitly): then an InputError
-  names the missing package.
+- `TensorRTBackend`: the decoder as a TensorRT engine; without TensorRT or CUDA an InputError names the option
+  and the package (an opt-in backend never falls back to torch).
 
-Fields that do not change results (`cache_dir`, `force_rebuild`, `threads`) are `repr=False`, so `repr(backend)`
-is usable as a cache key. Variants come from `dataclasses.replace`, never mutation.
+Fields that do not change results (`cache_dir`, `force_rebuild`) are `repr=False`, so `repr(backend)` is usable
+as a cache key. Variants come from `dataclasses.replace`, never mutation.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, ContextManager
+from typing import Any, ContextManager
 
 import torch
 from torch import nn
 
 from ..errors import InputError
-from .decoder import DecoderFn, decoder_spec, torch_decoder
-from .precision import PRECISIONS, apply_precision, autocast_context
+from ..models.keep import DecoderFn
+from .decoder import decoder_spec
+from .precision import apply_precision, autocast_context, check_precision
 
-log = logging.getLogger(__name__)
-
-__all__ = [
-    "OpenVinoBackend", "OrtBackend", "TensorRTBackend", "TorchBackend", "cached_decoder_onnx",
-    "torch_fallback_notice",
-]
-
-_NOTICES: set[str] = set()
-
-
-def torch_fallback_notice(reason: str) -> None:
-    """Log why an accelerated decoder is not used: once per reason per process."""
-    if reason not in _NOTICES:
-        _NOTICES.add(reason)
-        log.warning("%s; the codebook decoder runs in PyTorch", reason)
+__all__ = ["OpenVinoBackend", "TensorRTBackend", "TorchBackend"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class TorchBackend:
     """Eager PyTorch for the whole model."""
 
-    name: ClassVar[str] = "torch"
-
     #: "cpu", "cuda", "cuda:1", ...
     device: str = "cpu"
-    #: "fp32" (reference numerics), "bf16" or "fp16" (autocast; see runtime.precision.FP32_STAGES)
+    #: "fp32" (reference numerics) or "fp16" (autocast; see runtime.precision.FP32_STAGES)
     precision: str = "fp32"
     #: fp32 CPU rewrites (Winograd/GEMM convolutions, fused SiLU); no effect on CUDA or under autocast
     cpu_fast: bool = True
-    #: intra-op threads for CPU (None: leave torch's setting)
-    threads: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         torch.device(self.device)  # raises on a malformed device string
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Move `model` to the device and apply the precision marks and CPU rewrites (in place)."""
         from .cpu import optimize_cpu, restore_reference
 
-        if self.threads:
-            torch.set_num_threads(int(self.threads))
         model = model.to(self.device)
         apply_precision(model, self.precision)
         if self.cpu_fast and torch.device(self.device).type == "cpu":
@@ -79,73 +56,35 @@ class TorchBackend:
     def autocast(self) -> ContextManager[Any]:
         return autocast_context(self.device, self.precision)
 
-    def decoder(self, model: nn.Module) -> DecoderFn:
-        return torch_decoder(model)
-
-
-@dataclass(frozen=True, kw_only=True)
-class OrtBackend:
-    """onnxruntime for the decoder (fp32); the rest of the model stays in torch."""
-
-    name: ClassVar[str] = "onnxruntime"
-
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    threads: int | None = field(default=None, repr=False)
-    cache_dir: str | None = field(default=None, repr=False)
-
-    def decoder(self, model: nn.Module) -> DecoderFn:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            torch_fallback_notice("onnxruntime is not installed (pip install onnxruntime)")
-            return torch_decoder(model)
-        from .onnx_export import OrtDecoder
-
-        path = cached_decoder_onnx(model, self.cache_dir, "OrtBackend")
-        return OrtDecoder(path, decoder_spec(model), providers=self.providers, threads=self.threads)
-
 
 @dataclass(frozen=True, kw_only=True)
 class OpenVinoBackend:
     """OpenVINO for the decoder on CPU: "bf16" (the opt-in `cpu_precision="bf16"`, see runtime.openvino) or
     "fp32"; the rest of the model stays in torch fp32."""
 
-    name: ClassVar[str] = "openvino"
-
     precision: str = "bf16"
-    threads: int | None = field(default=None, repr=False)
-    cache_dir: str | None = field(default=None, repr=False)
 
     def decoder(self, model: nn.Module) -> DecoderFn:
+        """The OpenVINO decoder, compiled from the decoder's ONNX file in the cache root's onnx/ folder (exported
+        once per weights and shape)."""
+        from ..cache import folder
+        from .onnx_export import export_decoder_onnx, model_hash
         from .openvino import OpenVinoDecoder
 
-        path = cached_decoder_onnx(model, self.cache_dir, "OpenVinoBackend")
-        return OpenVinoDecoder(path, decoder_spec(model), precision=self.precision, threads=self.threads)
-
-
-def cached_decoder_onnx(model: nn.Module, cache_dir: str | None, who: str) -> Any:
-    """The decoder's ONNX file in the cache root's onnx/ folder, exported once per weights and shape."""
-    from ..cache import folder
-    from .onnx_export import export_decoder_onnx, model_hash
-
-    spec = decoder_spec(model)
-    path = folder("onnx", cache_dir) / f"decoder-{model_hash(model)}-{spec.face_size}-b{spec.batch}.onnx"
-    if not path.exists():
-        if next(model.parameters()).device.type != "cpu":
-            raise InputError(f"{who}: export needs the model on CPU once; load it with device='cpu'")
-        export_decoder_onnx(model, path)
-    return path
+        spec = decoder_spec(model)
+        path = folder("onnx") / f"decoder-{model_hash(model)}-{spec.face_size}-b{spec.batch}.onnx"
+        if not path.exists():
+            export_decoder_onnx(model, path)
+        return OpenVinoDecoder(path, spec, precision=self.precision)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TensorRTBackend:
     """TensorRT engine for the decoder (built once per identity, cached); torch elsewhere."""
 
-    name: ClassVar[str] = "tensorrt"
-
     device_id: int = 0
-    #: engine precision: "fp16" (default: the generator in fp16, SFT/CFA pinned to fp32 by the accuracy guard),
-    #: "bf16" (fails the guard: every layer pinned to fp32) or "fp32"
+    #: engine precision: "fp16" (default: the generator in fp16, SFT/CFA pinned to fp32 by the accuracy guard) or
+    #: "fp32"
     precision: str = "fp16"
     workspace_gib: float = 4.0
     #: TensorRT builder optimisation level (0-5)
@@ -154,17 +93,16 @@ class TensorRTBackend:
     force_rebuild: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise InputError(f"TensorRT precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         if not 0 <= self.opt_level <= 5:
             raise InputError(f"TensorRT opt_level must be 0..5, got {self.opt_level}")
 
     def fp32_layers(self) -> tuple[str, ...]:
-        """ONNX scope fragments of decoder layers kept fp32 in a 16-bit engine (runtime.precision.FP32_STAGES)."""
+        """ONNX scope fragments of decoder layers kept fp32 in an fp16 engine: the SFT/CFA fusion
+        (runtime.precision.FP32_STAGES; the generator runs in fp16)."""
         from .precision import FP32_STAGES
 
-        keep = FP32_STAGES[self.precision]
-        return (("fuse_convs_dict", "cross_fuse") if "fusion" in keep else ()) + (("generator",) if "generator" in keep else ())
+        return ("fuse_convs_dict", "cross_fuse") if "fusion" in FP32_STAGES[self.precision] else ()
 
     def identity(self, model: nn.Module) -> tuple[dict[str, Any], str]:
         """Everything the engine depends on, and the model hash; raises TensorRTUnavailable without TRT/CUDA."""

@@ -5,7 +5,8 @@ element-wise work (GroupNorm, swish as sigmoid·x, residual adds). The rewrites 
 
 - Which kernel each convolution shape uses is a fixed rule per ISA class (`runtime.cpu_choice`): oneDNN (the
   reference op), or one of the two below. The Winograd rule is right on AVX2-class cores and wrong on AVX-512
-  Xeons, where oneDNN's direct convolutions beat the rewrites (`CpuOptions(auto=False)` is that rule everywhere).
+  Xeons, where oneDNN's direct convolutions beat the rewrites (`optimize_cpu(model, NAMED["winograd"])` is that
+  rule everywhere).
 - 3x3 stride-1 convolutions may use NNPACK's Winograd F(6x6,3x3) transform (about 5x fewer multiplies). It
   rounds differently: relative error ~4e-6 per layer instead of ~6e-7 (measured against float64); the benchmark
   reports what that does to codebook indices and outputs.
@@ -22,7 +23,6 @@ anything else (CUDA, autocast, training) takes the original code path.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,13 +30,11 @@ from torch import Tensor, nn
 
 from ..models.vqgan import ResBlock
 from .cpu_choice import KernelRule, active_rule, conv_kernel
-from .reference import reference_only, reference_ops
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CpuOptions", "FastConv2d", "FastResBlock", "nnpack_available", "optimize_cpu", "reference_ops",
-    "restore_reference", "tune_malloc",
+    "FastConv2d", "FastResBlock", "nnpack_available", "optimize_cpu", "restore_reference", "tune_malloc",
 ]
 
 _NNPACK_STATE: dict[str, bool] = {}
@@ -57,7 +55,6 @@ def _plain_fp32_cpu(x: Tensor, weight: Tensor) -> bool:
     """Eager fp32 CPU inference: the only case the rewrites handle (not tracing/exporting, autocast or autograd)."""
     return (
         x.device.type == "cpu"
-        and not reference_only()
         and not torch.jit.is_tracing()
         and not torch.compiler.is_compiling()
         and x.dtype == torch.float32
@@ -70,15 +67,11 @@ def _plain_fp32_cpu(x: Tensor, weight: Tensor) -> bool:
 class FastConv2d(nn.Conv2d):
     """nn.Conv2d whose fp32 CPU forward may use Winograd (NNPACK) or one GEMM; same parameters and keys.
 
-    `auto` (the default): the kernel rule of this CPU's ISA class (`runtime.cpu_choice`, a fixed table: no timing
-    decides pixels). Otherwise the fixed rule of its flags: Winograd on inputs of at least `winograd_min_side`²,
-    one GEMM below and for 1x1.
+    The kernel follows `kernel_rule` (one of `runtime.cpu_choice.NAMED`), or with None (the engine's default) the
+    rule of this CPU's ISA class: a fixed table either way, no timing decides pixels.
     """
 
-    winograd_min_side: int = 32
-    use_winograd: bool = True
-    use_gemm: bool = True
-    auto: bool = False
+    kernel_rule: KernelRule | None = None
 
     def _plain(self) -> bool:
         return (self.groups == 1 and self.dilation == (1, 1) and self.stride == (1, 1) and self.padding_mode == "zeros"
@@ -86,9 +79,7 @@ class FastConv2d(nn.Conv2d):
 
     def rule(self) -> KernelRule:
         """The rule this module follows (read per call: VS_KEEP_CPU_KERNELS may change between calls)."""
-        if self.auto:
-            return active_rule()
-        return KernelRule("fixed", self.winograd_min_side if self.use_winograd else None, self.use_gemm)
+        return active_rule() if self.kernel_rule is None else self.kernel_rule
 
     def _kind(self, x: Tensor) -> str:
         kind = conv_kernel(self.rule(), self.kernel_size[0], self.padding[0], min(x.shape[-2:]), self._plain(),
@@ -134,36 +125,19 @@ class FastResBlock(ResBlock):
         return h.add_(x if self.conv_out is None else self.conv_out(x))  # a + b == b + a exactly in IEEE
 
 
-@dataclass(frozen=True, kw_only=True)
-class CpuOptions:
-    """Which CPU rewrites `optimize_cpu` applies."""
-
-    #: the kernel rule of this CPU's ISA class (`runtime.cpu_choice`); False: the rule of the flags below
-    #: (Winograd on inputs >= winograd_min_side², GEMM for the rest), fastest on AVX2-class cores only
-    auto: bool = True
-    #: NNPACK Winograd for 3x3 stride-1 convs (needs AVX2; silently skipped without)
-    winograd: bool = True
-    winograd_min_side: int = 32
-    #: im2col GEMM for the other 3x3 and the 1x1 stride-1 convolutions
-    gemm: bool = True
-    #: SiLU + in-place residual in VQGAN ResBlocks
-    fused_swish: bool = True
-
-
-def optimize_cpu(model: nn.Module, options: CpuOptions = CpuOptions()) -> nn.Module:
+def optimize_cpu(model: nn.Module, rule: KernelRule | None = None, *, fused_swish: bool = True) -> nn.Module:
     """Rewrite `model`'s convolutions and ResBlocks in place for fp32 CPU inference; returns the same object.
 
-    The rewrites are subclasses sharing the original parameters, so the state dict, `.to()` and the CUDA path
-    are untouched. Call `restore_reference(model)` to get the reference op order back.
+    rule: the convolutions' kernel rule, one of `runtime.cpu_choice.NAMED` (the bench pins each in turn); None (the
+    engine): this CPU's class rule. fused_swish: SiLU + in-place residual in VQGAN ResBlocks. The rewrites are
+    subclasses sharing the original parameters, so the state dict, `.to()` and the CUDA path are untouched. Call
+    `restore_reference(model)` to get the reference op order back.
     """
     for module in model.modules():
-        if type(module) in (nn.Conv2d, FastConv2d) and (options.gemm or options.winograd):
+        if type(module) in (nn.Conv2d, FastConv2d):
             module.__class__ = FastConv2d
-            module.use_winograd = options.winograd
-            module.use_gemm = options.gemm
-            module.winograd_min_side = options.winograd_min_side
-            module.auto = options.auto
-        elif type(module) is ResBlock and options.fused_swish:
+            module.kernel_rule = rule
+        elif type(module) is ResBlock and fused_swish:
             module.__class__ = FastResBlock
     return model
 
@@ -173,7 +147,7 @@ def restore_reference(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if type(module) is FastConv2d:
             module.__class__ = nn.Conv2d
-            for attr in ("use_winograd", "use_gemm", "winograd_min_side", "auto", "_nnpack_refused"):
+            for attr in ("kernel_rule", "_nnpack_refused"):
                 module.__dict__.pop(attr, None)
         elif type(module) is FastResBlock:
             module.__class__ = ResBlock

@@ -54,7 +54,7 @@ class KernelRule:
 #: the named rules (also the values of VS_KEEP_CPU_KERNELS)
 NAMED = {
     "reference": KernelRule("reference", None, False),  # oneDNN (the reference op) everywhere
-    "winograd": KernelRule("winograd", 32, True),  # the fixed rule of CpuOptions(auto=False)
+    "winograd": KernelRule("winograd", 32, True),  # Winograd >= 32², one GEMM below and for 1x1
     "gemm": KernelRule("gemm", None, True),  # oneDNN for 3x3 >= 32², one GEMM below and for 1x1
 }
 #: ISA class -> rule. Classes nobody measured get the reference rule: never slower than plain eager.

@@ -3,7 +3,7 @@ cross-frame attention (CFA), the per-frame half of `KEEP.step` that runs after t
 graph with a fixed signature.
 
 Why a separate graph: the generator (368 GFLOP of the ~1 TFLOP per 512² frame) plus SFT is the biggest stage and
-has fixed shapes, which makes it the part worth handing to TensorRT / onnxruntime. Its inputs are the code
+has fixed shapes, which makes it the part worth handing to TensorRT / OpenVINO. Its inputs are the code
 indices, the encoder features of the frame at the SFT resolutions and the CFA memory of the previous frame;
 `has_memory` (0 at a chunk's first frame, 1 after) selects CFA or pass-through with an exact `where`, so one static
 graph serves every frame. Outputs: the raw restored frame and the new CFA memory.
@@ -19,9 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CodebookDecoder", "DecoderFn", "DecoderSpec", "decoder_spec", "torch_decoder"]
-
-from ..models.keep import DecoderFn  # (idx, SFT features, CFA memory | None) -> (raw output, new memory)
+__all__ = ["CodebookDecoder", "DecoderSpec", "decoder_spec"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +53,16 @@ class DecoderSpec:
         shapes.update({f"new_mem_{r}": (self.batch, c, r, r) for r, c in self.memory})
         return shapes
 
+    def feeds(self, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> dict[str, Tensor]:
+        """A `DecoderFn` call's arguments as the graph's inputs by name, on `idx`'s device: zero memories and
+        has_memory = 0 without CFA memory (a chunk's first frame)."""
+        dev = idx.device
+        out = {"idx": idx, **{f"enc_{r}": feats[r] for r, _ in self.feats}}
+        for r, c in self.memory:
+            out[f"mem_{r}"] = memory[r] if memory else torch.zeros((self.batch, c, r, r), device=dev)
+        out["has_memory"] = torch.tensor([1.0 if memory else 0.0], device=dev)
+        return out
+
     def example_inputs(self, device: torch.device | str = "cpu", seed: int = 0, n_codes: int | None = None) -> tuple[Tensor, ...]:
         """Deterministic inputs in the graph's order (random codes, features ~N(0,1), has_memory = 1)."""
         g = torch.Generator().manual_seed(seed)
@@ -64,23 +72,19 @@ class DecoderSpec:
         return tuple(t.to(device) for t in (idx, *rest, torch.ones(1)))
 
 
-def decoder_spec(model: nn.Module, batch: int = 1) -> DecoderSpec:
-    """Signature for a loaded KEEP module (CodeFormer-style cores without `cross_fuse` get no memory inputs)."""
+def decoder_spec(model: nn.Module) -> DecoderSpec:
+    """Signature (batch 1) for a loaded KEEP module (CodeFormer-style cores without `cross_fuse` get no memory
+    inputs)."""
     v = model.config.vqgan
     channels = {r: v.nf * m for r, m in zip((v.img_size // 2**i for i in range(len(v.ch_mult))), v.ch_mult)}
     cross = tuple(getattr(model, "cross_fuse_list", ()))
     return DecoderSpec(
-        batch=int(batch),
+        batch=1,
         tokens=int(model.latent_side) ** 2,
         face_size=int(model.face_size),
         feats=tuple((r, channels[r]) for r in model.connect_list),
         memory=tuple((r, channels[r]) for r in cross),
     )
-
-
-def torch_decoder(model: nn.Module) -> DecoderFn:
-    """The eager decoder: `KEEP.decode_codes`, the same function `KEEP.step` runs without a backend."""
-    return model.decode_codes
 
 
 class CodebookDecoder(nn.Module):

@@ -1,6 +1,6 @@
-"""ONNX export of KEEP's codebook decoder and an onnxruntime runner with the torch decoder's call signature.
+"""ONNX export of KEEP's codebook decoder, and the model hash that names exported files and engines.
 
-The ONNX file is the hand-off format for TensorRT (`runtime.trt`) and a CPU alternative (onnxruntime). Export uses
+The ONNX file is the hand-off format for TensorRT (`runtime.trt`) and OpenVINO (`runtime.openvino`). Export uses
 the TorchScript-based exporter (no onnxscript dependency) with static shapes: one face size and batch per file,
 which is what an engine cache keys on anyway.
 """
@@ -16,19 +16,16 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..errors import VsKeepError
 from .decoder import CodebookDecoder, DecoderSpec, decoder_spec
-from .reference import reference_ops
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OrtDecoder", "decoder_feeds", "export_decoder_onnx", "model_hash"]
+__all__ = ["OPSET", "export_decoder_onnx", "model_hash"]
 
 OPSET = 17
 
@@ -42,9 +39,10 @@ def model_hash(model: nn.Module, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
-def export_decoder_onnx(model: nn.Module, path: str | os.PathLike[str], *, batch: int = 1) -> tuple[Path, DecoderSpec]:
-    """Write the decoder graph of `model` (fp32, on CPU) to `path`; returns (path, spec). Atomic (temp + rename)."""
-    spec = decoder_spec(model, batch)
+def export_decoder_onnx(model: nn.Module, path: str | os.PathLike[str]) -> tuple[Path, DecoderSpec]:
+    """Write the decoder graph of `model` (fp32, on CPU) to `path`; returns (path, spec). Atomic (temp + rename).
+    The graph holds the reference ops: the CPU rewrites (`runtime.cpu`) step aside while the exporter traces."""
+    spec = decoder_spec(model)
     wrapper = CodebookDecoder(model).eval()
     param = next(model.parameters())
     if param.device.type != "cpu" or param.dtype != torch.float32:
@@ -56,7 +54,7 @@ def export_decoder_onnx(model: nn.Module, path: str | os.PathLike[str], *, batch
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
     os.close(fd)
     try:
-        with warnings.catch_warnings(), torch.inference_mode(), reference_ops(), _quiet():
+        with warnings.catch_warnings(), torch.inference_mode(), _quiet():
             warnings.simplefilter("ignore")  # TorchScript exporter deprecation and tracer warnings
             torch.onnx.export(
                 wrapper, inputs, tmp, input_names=list(spec.input_names), output_names=list(spec.output_names),
@@ -68,51 +66,6 @@ def export_decoder_onnx(model: nn.Module, path: str | os.PathLike[str], *, batch
             os.unlink(tmp)
     log.debug("exported decoder (%s) to %s", spec, path)
     return path, spec
-
-
-def session_options(threads: int | None) -> Any:
-    """onnxruntime options for sharing the CPU with torch: full graph optimisation, and no spin-waiting of idle
-    intra-op threads after a run (they would steal the cores from the torch stages that follow)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    return options
-
-
-def decoder_feeds(spec: DecoderSpec, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> dict[str, np.ndarray]:
-    """The exported decoder's inputs by name as CPU numpy arrays (zeros and has_memory = 0 without memory)."""
-    out: dict[str, Any] = {"idx": idx.detach().to("cpu", torch.int64).numpy()}
-    for r, _ in spec.feats:
-        out[f"enc_{r}"] = feats[r].detach().float().cpu().numpy()
-    for r, c in spec.memory:
-        out[f"mem_{r}"] = memory[r].detach().float().cpu().numpy() if memory else np.zeros((spec.batch, c, r, r), np.float32)
-    out["has_memory"] = np.array([1.0 if memory else 0.0], np.float32)
-    return out
-
-
-class OrtDecoder:
-    """Runs an exported decoder with onnxruntime; callable like `decoder.torch_decoder(model)`."""
-
-    def __init__(self, path: str | os.PathLike[str], spec: DecoderSpec, *, providers: tuple[str, ...] = ("CPUExecutionProvider",),
-                 threads: int | None = None) -> None:
-        import onnxruntime as ort  # lazy: optional dependency
-
-        self.session = ort.InferenceSession(str(path), session_options(threads), providers=list(providers))
-        self.spec = spec
-
-    def feeds(self, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> dict[str, np.ndarray]:
-        return decoder_feeds(self.spec, idx, feats, memory)
-
-    def __call__(self, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> tuple[Tensor, dict[int, Tensor]]:
-        results = self.session.run(list(self.spec.output_names), self.feeds(idx, feats, memory))
-        device = idx.device
-        out = torch.from_numpy(results[0]).to(device)
-        new_memory = {r: torch.from_numpy(t).to(device) for (r, _), t in zip(self.spec.memory, results[1:])}
-        return out, new_memory
 
 
 @contextlib.contextmanager

@@ -25,7 +25,6 @@ from torch import Tensor
 
 from ..errors import InputError
 from .decoder import DecoderSpec
-from .onnx_export import decoder_feeds
 
 __all__ = ["BF16_FLAGS", "BF16_STAGES", "OpenVinoDecoder", "check_bf16_cpu", "openvino_bf16_supported"]
 
@@ -88,7 +87,7 @@ def check_bf16_cpu(kind: dict[str, Any] | None = None) -> None:
 
 
 class OpenVinoDecoder:
-    """An exported KEEP decoder compiled by OpenVINO for the CPU; callable like `decoder.torch_decoder(model)`.
+    """An exported KEEP decoder compiled by OpenVINO for the CPU; callable like `KEEP.decode_codes`.
 
     precision "bf16" sets OpenVINO's inference-precision hint (bf16 kernels where the CPU has them), "fp32" keeps
     fp32 (used to check the plumbing on any CPU). threads: OpenVINO's CPU threads (default: torch's count).
@@ -112,7 +111,9 @@ class OpenVinoDecoder:
         self.precision = precision
 
     def __call__(self, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> tuple[Tensor, dict[int, Tensor]]:
-        results = self.request.infer(decoder_feeds(self.spec, idx, feats, memory))
+        feeds = self.spec.feeds(idx, feats, memory)
+        results = self.request.infer({n: t.detach().to("cpu", torch.int64 if n == "idx" else torch.float32).numpy()
+                                      for n, t in feeds.items()})
         by_name = {port.get_any_name(): np.asarray(value) for port, value in results.items()}
         device = idx.device
         out = torch.from_numpy(np.array(by_name["out"], np.float32)).to(device)

@@ -1,26 +1,27 @@
-"""Reduced precision (bf16 / fp16 autocast) for KEEP's stages, with the stages that break kept in fp32.
+"""Reduced precision (fp16 autocast, `fp16=True` on CUDA) for KEEP's stages, with the stages that break kept in fp32.
 
 Why a policy and not `model.half()`: two places in KEEP are precision-critical. GMFlow's 4096-way correlation
 softmax and expected coordinates lose sub-pixel accuracy in 16-bit floats (gmflow.py already computes them in
-fp32 whatever the input dtype), and the codebook argmax has top-1/top-2 logit margins down to 5e-5 while a bf16
-logit near 2 has a resolution of 0.016. So callers run the model under `autocast_context(device, precision)` and
-`apply_precision(model, precision)` turns the stages listed in `FP32_STAGES[precision]` into fp32 islands:
-their inputs are cast to fp32 and autocast is off inside them. fp32 (the default) changes nothing.
+fp32 whatever the input dtype), and the codebook argmax has top-1/top-2 logit margins down to 5e-5. So callers
+run the model under `autocast_context(device, precision)` and `apply_precision(model, precision)` turns the
+stages listed in `FP32_STAGES[precision]` into fp32 islands: their inputs are cast to fp32 and autocast is off
+inside them. fp32 (the default) changes nothing. There is no torch bf16: it failed the guard in every stage
+(see `FP32_STAGES`); the opt-in CPU bf16 runs KEEP's decoder in OpenVINO (`runtime.openvino`).
 
 `FP32_STAGES` comes from measurements on the golden fixture (full-size KEEP, synthetic weights; `vs-keep bench`
 prints them again): see the comments there. Synthetic weights make KEEP's recurrence chaotic (one flipped code
 changes the next frame by ~13 %), so this guard is strict; real weights are likely better conditioned.
 
-CPUs without native bf16/fp16 GEMMs (no AVX512-BF16 / AMX; oneDNN then falls back to reference kernels ~100x
-slower than fp32) cannot afford a real bf16 run of the full model; the bench measures accuracy there by emulation
-(`vs_keep.bench.emulation`).
+CPUs without native fp16 GEMMs (oneDNN then falls back to reference kernels ~100x slower than fp32) cannot afford
+a real fp16 run of the full model; the bench measures accuracy there by emulation (`vs_keep.bench.emulation`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
-from typing import Any, ContextManager, Literal
+from typing import Any, ContextManager
 
 import torch
 from torch import Tensor, nn
@@ -31,16 +32,14 @@ __all__ = [
     "FP32_STAGES",
     "PRECISIONS",
     "STAGE_MODULES",
-    "Precision",
     "apply_precision",
     "autocast_context",
-    "native_lowp_supported",
-    "to_fp32",
-    "torch_dtype",
+    "cast_floats",
+    "check_precision",
+    "native_fp16_cpu",
 ]
 
-Precision = Literal["fp32", "bf16", "fp16"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
 
 #: KEEP's stages -> the (dotted) attribute paths of the modules that implement them; containers mean each of
 #: their children (the generator's blocks are called one by one by `decode`, never through `generator.forward`).
@@ -59,61 +58,49 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
 #:   fp16: generator 1.0/1.0/0.996 and gains 1.0/1.0/0.996 (= fp32); encoders 1.0/0.996/0.746, SFT+CFA fusion
 #:         1.0/0.996/0.742, transformer and all-but-flow worse: a few flipped codes at frame 1 are amplified by the
 #:         recurrence (warp -> HQ encoder -> Kalman mix) into a different frame 2.
-#:   bf16: every stage fails on its own (gains 1.0/0.992/0.844, generator 1.0/0.980/0.691, transformer
-#:         0.984/0.742/0.355): its 8-bit mantissa is too coarse for the argmax and the recurrence.
-#: So fp16 runs the generator (35 % of the FLOPs) and the gain net in fp16, and bf16 keeps everything in fp32.
-_ALL_STAGES = tuple(STAGE_MODULES)
+#:   bf16 (torch autocast, measured the same way and then removed): every stage fails on its own (gains
+#:         1.0/0.992/0.844, generator 1.0/0.980/0.691, transformer 0.984/0.742/0.355): its 8-bit mantissa is too
+#:         coarse for the argmax and the recurrence.
+#: So fp16 runs the generator (35 % of the FLOPs) and the gain net in fp16.
 FP32_STAGES: dict[str, tuple[str, ...]] = {
     "fp32": (),
-    "bf16": _ALL_STAGES,
     "fp16": ("flow", "encoders", "transformer", "fusion"),
 }
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-
-def torch_dtype(precision: str) -> torch.dtype:
-    if precision not in _DTYPES:
+def check_precision(precision: str) -> None:
+    """The one validator of a torch / TensorRT precision name."""
+    if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return _DTYPES[precision]
 
 
-def native_lowp_supported(device: str | torch.device, precision: str) -> bool:
-    """Whether `precision` has fast native kernels on `device` (fp32 always; CPU: oneDNN bf16/fp16 support)."""
-    dev = torch.device(device)
-    if precision == "fp32":
-        return True
-    dtype = torch_dtype(precision)
-    if dev.type == "cuda":
-        return dtype != torch.bfloat16 or torch.cuda.is_bf16_supported()
-    if dev.type == "cpu":
-        probe = torch.ops.mkldnn._is_mkldnn_bf16_supported if dtype == torch.bfloat16 else torch.ops.mkldnn._is_mkldnn_fp16_supported
-        try:
-            return bool(probe())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
+def native_fp16_cpu() -> bool:
+    """Whether this CPU has fast native fp16 kernels (oneDNN's fp16 support; else the bench emulates fp16)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def autocast_context(device: str | torch.device, precision: str) -> ContextManager[Any]:
-    """`torch.autocast` for bf16/fp16 on `device`; a no-op context for fp32."""
-    dtype = torch_dtype(precision)
-    if dtype == torch.float32:
+    """`torch.autocast` for fp16 on `device`; a no-op context for fp32."""
+    check_precision(precision)
+    if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.float16)
 
 
 # ---- fp32 islands ----------------------------------------------------------------------------------------------
 
 
-def to_fp32(value: Any) -> Any:
-    """Floating tensors (also inside tuples, lists and dicts) that are not fp32, cast to fp32."""
-    if isinstance(value, Tensor) and value.is_floating_point() and value.dtype != torch.float32:
-        return value.float()
+def cast_floats(value: Any, dtype: torch.dtype = torch.float32) -> Any:
+    """Floating tensors (also inside tuples, lists and dicts) cast to `dtype`; everything else as it is."""
+    if isinstance(value, Tensor) and value.is_floating_point():
+        return value.to(dtype)
     if isinstance(value, (tuple, list)):
-        return type(value)(to_fp32(v) for v in value)
+        return type(value)(cast_floats(v, dtype) for v in value)
     if isinstance(value, dict):
-        return {k: to_fp32(v) for k, v in value.items()}
+        return {k: cast_floats(v, dtype) for k, v in value.items()}
     return value
 
 
@@ -126,16 +113,12 @@ class _Fp32Island:
         param = next(self.parameters(), None)  # type: ignore[attr-defined]
         device_type = param.device.type if param is not None else "cpu"
         with torch.autocast(device_type=device_type, enabled=False):
-            return super().forward(*to_fp32(args), **to_fp32(kwargs))  # type: ignore[misc]
+            return super().forward(*cast_floats(args), **cast_floats(kwargs))  # type: ignore[misc]
 
 
-_ISLAND_CLASSES: dict[type, type] = {}
-
-
+@functools.cache  # one island class per module class
 def _island_class(cls: type) -> type:
-    if cls not in _ISLAND_CLASSES:
-        _ISLAND_CLASSES[cls] = type(f"Fp32{cls.__name__}", (_Fp32Island, cls), {"_island_base": cls})
-    return _ISLAND_CLASSES[cls]
+    return type(f"Fp32{cls.__name__}", (_Fp32Island, cls), {"_island_base": cls})
 
 
 def _stage_modules(model: nn.Module, stage: str) -> Iterator[nn.Module]:
@@ -157,7 +140,7 @@ def apply_precision(model: nn.Module, precision: str, fp32_stages: tuple[str, ..
     fp32_stages: override of `FP32_STAGES[precision]` (the benchmark uses it to measure each stage). Calling it
     again replaces the previous marking; "fp32" removes all marks. Parameters stay fp32 (autocast casts them per op).
     """
-    torch_dtype(precision)
+    check_precision(precision)
     keep = FP32_STAGES[precision] if fp32_stages is None else tuple(fp32_stages)
     for module in model.modules():  # clear earlier marks
         if isinstance(module, _Fp32Island):

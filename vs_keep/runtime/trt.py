@@ -7,7 +7,8 @@ TensorRT version. `<cache dir>` is the cache root of `vs_keep.cache` (never site
 Builds are written atomically and serialised by a file lock (`vs_keep.atomic`), so several VapourSynth
 instances can start at once.
 
-`tensorrt` is imported inside functions only; `TensorRTUnavailable` tells callers to fall back to torch.
+`tensorrt` is imported inside functions only; `TensorRTUnavailable` (no TensorRT, no CUDA device) becomes an
+InputError naming `decoder` (`runtime.backends.TensorRTBackend`): an opt-in backend never falls back to torch.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ MIN_ENGINE_BYTES = 1024
 
 
 class TensorRTUnavailable(VsKeepError):
-    """TensorRT (or a CUDA device for it) is missing; the caller should fall back to torch."""
+    """TensorRT (or a CUDA device for it) is missing."""
 
 
 def import_tensorrt() -> Any:
@@ -119,8 +120,6 @@ def build_trt_engine(onnx_path: Path, paths: dict[str, Path], identity: dict[str
         config.builder_optimization_level = int(opt_level)
         if precision == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)
-        elif precision == "bf16":
-            config.set_flag(trt.BuilderFlag.BF16)
         else:  # TensorRT allows TF32 (10-bit mantissa) by default: too coarse for the codebook argmax
             config.clear_flag(trt.BuilderFlag.TF32)
         if precision != "fp32" and fp32_layers:
@@ -145,7 +144,7 @@ _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bf
 
 
 class TrtDecoder:
-    """Runs the decoder engine on torch's current CUDA stream; callable like `decoder.torch_decoder(model)`."""
+    """Runs the decoder engine on torch's current CUDA stream; callable like `KEEP.decode_codes`."""
 
     def __init__(self, engine_path: Path, spec: DecoderSpec, device_id: int) -> None:
         trt = import_tensorrt()
@@ -164,12 +163,7 @@ class TrtDecoder:
 
     def __call__(self, idx: Tensor, feats: dict[int, Tensor], memory: dict[int, Tensor] | None) -> tuple[Tensor, dict[int, Tensor]]:
         s, dev = self.spec, self.device
-        inputs: dict[str, Tensor] = {"idx": idx}
-        inputs.update({f"enc_{r}": feats[r] for r, _ in s.feats})
-        for r, c in s.memory:
-            inputs[f"mem_{r}"] = memory[r] if memory else torch.zeros((s.batch, c, r, r), device=dev)
-        inputs["has_memory"] = torch.tensor([1.0 if memory else 0.0], device=dev)
-        keep = {n: t.to(device=dev, dtype=self.dtypes[n]).contiguous() for n, t in inputs.items()}
+        keep = {n: t.to(device=dev, dtype=self.dtypes[n]).contiguous() for n, t in s.feeds(idx, feats, memory).items()}
         outputs = {n: torch.empty(shape, device=dev, dtype=self.dtypes[n]) for n, shape in s.output_shapes().items()}
         for name, t in (*keep.items(), *outputs.items()):
             self.context.set_tensor_address(name, t.data_ptr())
