@@ -145,33 +145,27 @@ def paste_faces(
     upscale: int = 1,
     exact: bool = False,
     antialias: bool = True,
-    return_alpha: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Output frame (upscale × the input size, same dtype) with `faces` blended in order.
 
     frame: (H, W, 3) uint8 or float [0, 1]; the background is the frame resized bilinearly (the official default).
-    Pixels that no face mask touches are exactly the background. return_alpha: also return the
-    (H·u, W·u) float32 weight the faces got (0 = background only, 1 = face only).
+    Pixels that no face mask touches are exactly the background (`paste_layer` gives the faces' weight).
     """
     upscale = _check_upscale(upscale)
     if not isinstance(frame, np.ndarray):  # a tensor frame on the engine's device (CUDA)
         if exact:  # the official arithmetic: one round trip to the host
-            return _paste_on_host(frame, faces, upscale=upscale, exact=exact, antialias=antialias,
-                                  return_alpha=return_alpha)
+            return _paste_on_host(frame, faces, upscale=upscale, exact=exact, antialias=antialias)
         from ..kernels.paste_frame import paste_faces_tensor  # paste it there
 
-        return paste_faces_tensor(frame, faces, upscale=upscale, exact=exact, antialias=antialias,
-                                  return_alpha=return_alpha)
+        return paste_faces_tensor(frame, faces, upscale=upscale, exact=exact, antialias=antialias)
     out = upscale_background(frame, upscale)
     h, w = out.shape[:2]
-    alpha = np.zeros((h, w), np.float32) if return_alpha else None
     box = _union_box(faces, (h, w), upscale, exact)
     if box is not None:
         x0, y0, x1, y1 = box
         is_int = out.dtype == np.uint8
         canvas = out[y0:y1, x0:x1].astype(np.float32)  # 0..255 for uint8 frames, like the official arithmetic
-        window = alpha[y0:y1, x0:x1] if alpha is not None else None
-        _blend_all(canvas, window, faces, (x0, y0), (h, w), upscale, exact, 255.0 if is_int else 1.0, antialias)
+        _blend_all(canvas, None, faces, (x0, y0), (h, w), upscale, exact, 255.0 if is_int else 1.0, antialias)
         if is_int:
             if exact:  # the official `.astype(uint8)` truncates
                 out[y0:y1, x0:x1] = np.clip(canvas, 0, 255).astype(np.uint8)
@@ -179,7 +173,7 @@ def paste_faces(
                 out[y0:y1, x0:x1] = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
         else:
             out[y0:y1, x0:x1] = canvas
-    return (out, alpha) if return_alpha else out
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,15 +187,6 @@ class FaceLayer:
     color: np.ndarray
     alpha: np.ndarray
     box: tuple[int, int, int, int] | None
-
-    def over(self, background: np.ndarray) -> np.ndarray:
-        """Composite onto a float (H·u, W·u, 3) background; pixels with alpha 0 are returned unchanged."""
-        out = np.array(background, np.float32, copy=True)
-        if self.box is not None:
-            x0, y0, x1, y1 = self.box
-            a = self.alpha[y0:y1, x0:x1, None]
-            out[y0:y1, x0:x1] = np.where(a > 0, a * self.color[y0:y1, x0:x1] + (1.0 - a) * out[y0:y1, x0:x1], out[y0:y1, x0:x1])
-        return out
 
 
 def paste_layer(
@@ -235,7 +220,7 @@ def paste_layer(
     return FaceLayer(color=color, alpha=alpha, box=box)
 
 
-def _paste_on_host(frame: Any, faces: Sequence[FacePaste], *, return_alpha: bool, **options: Any) -> Any:
+def _paste_on_host(frame: Any, faces: Sequence[FacePaste], **options: Any) -> Any:
     """`paste_faces` of a tensor frame through the cv2 path; the result goes back to the frame's device."""
     import torch
 
@@ -243,7 +228,4 @@ def _paste_on_host(frame: Any, faces: Sequence[FacePaste], *, return_alpha: bool
 
     host = [FacePaste(to_host(f.image), np.asarray(f.matrix), None if f.parse_mask is None else to_host(f.parse_mask))
             for f in faces]
-    res = paste_faces(frame.cpu().numpy(), host, return_alpha=return_alpha, **options)
-    if return_alpha:
-        return torch.from_numpy(res[0]).to(frame.device), torch.from_numpy(res[1]).to(frame.device)
-    return torch.from_numpy(res).to(frame.device)
+    return torch.from_numpy(paste_faces(frame.cpu().numpy(), host, **options)).to(frame.device)

@@ -22,6 +22,7 @@ import threading
 import torch
 
 from ..errors import InputError
+from .sources import kernel_source
 
 __all__ = [
     "ENV_VAR", "FRAMES_ENV_VAR", "cupy_available", "frame_device", "kernel_mode", "kernel_ok", "reset_self_checks",
@@ -89,20 +90,19 @@ def reset_self_checks() -> None:
         _CHECKS.clear()
 
 
-def use_cupy(
-    tensor: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16), kernel: str | None = None
-) -> bool:
-    """Whether the kernel for `tensor` should be the CuPy one (`kernel`: its name, for the self-check)."""
+def use_cupy(kernel: str, tensor: torch.Tensor, *dtypes: torch.dtype) -> bool:
+    """Whether `kernel` should run as its CuPy twin for `tensor`; `dtypes`: the template instantiation it needs
+    (`sources.kernel_source(kernel).dtypes`), by default the tensor's own dtype."""
     mode = kernel_mode()  # validated even for CPU tensors, so a typo shows up on any machine
     if tensor.device.type != "cuda" or mode == "torch":
         return False
-    ok = tensor.dtype in dtypes and cupy_available()
-    if not ok:
+    dtypes = dtypes or (tensor.dtype,)
+    if not cupy_available() or dtypes not in kernel_source(kernel).dtypes:
         raise InputError(
-            f"{ENV_VAR}=cupy but the CuPy kernels cannot run here ({'dtype ' + str(tensor.dtype) if cupy_available() else 'cupy is not installed or sees no GPU'}); "
+            f"{ENV_VAR}=cupy but the CuPy kernels cannot run here ({'dtype ' + ', '.join(map(str, dtypes)) if cupy_available() else 'cupy is not installed or sees no GPU'}); "
             "install cupy-cuda13x (or cupy-cuda12x, matching torch.version.cuda) or unset the variable"
         )
-    if kernel is not None and not kernel_ok(kernel, tensor.device):
+    if not kernel_ok(kernel, tensor.device):
         reason = _CHECKS.get((kernel, str(tensor.device)))
         raise InputError(f"{ENV_VAR}=cupy but the CuPy kernel {kernel} failed its self-check ({reason}); unset the variable")
     return True
