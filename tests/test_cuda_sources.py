@@ -11,8 +11,8 @@ import itertools
 import pytest
 import torch
 
+from nvrtc_compile import ARCHITECTURES, KernelCompileError, NvrtcUnavailable, compile_cubin, load_nvrtc
 from vs_keep.kernels import cuda_sources
-from vs_keep.kernels.nvrtc import ARCHITECTURES, KernelCompileError, NvrtcUnavailable, compile_cubin, load_nvrtc
 from vs_keep.kernels.sources import PRELUDE, kernel_source, name_expression
 
 
