@@ -116,13 +116,6 @@ def upscale_background(frame: np.ndarray, upscale: int) -> np.ndarray:
     return cv2.resize(frame, (w * upscale, h * upscale), interpolation=cv2.INTER_LINEAR)
 
 
-def _blend_all(canvas: np.ndarray, alpha: np.ndarray | None, faces: Sequence[FacePaste], origin: tuple[int, int],
-               size: tuple[int, int], upscale: int, exact: bool, unit: float, antialias: bool) -> None:
-    """Blend `faces` in order into the canvas window at `origin` (one loop for the frame and the layer paths)."""
-    for face in faces:
-        blend_face(canvas, face, origin, size, upscale, exact, unit=unit, antialias=antialias, alpha=alpha)
-
-
 def _union_box(faces: Sequence[FacePaste], size: tuple[int, int], upscale: int, exact: bool) -> tuple[int, int, int, int] | None:
     boxes = np.array([face_region(f, size, upscale, exact) for f in faces]).reshape(-1, 4)
     if not len(boxes):
@@ -165,7 +158,8 @@ def paste_faces(
         x0, y0, x1, y1 = box
         is_int = out.dtype == np.uint8
         canvas = out[y0:y1, x0:x1].astype(np.float32)  # 0..255 for uint8 frames, like the official arithmetic
-        _blend_all(canvas, None, faces, (x0, y0), (h, w), upscale, exact, 255.0 if is_int else 1.0, antialias)
+        for face in faces:
+            blend_face(canvas, face, (x0, y0), (h, w), upscale, exact, unit=255.0 if is_int else 1.0, antialias=antialias)
         if is_int:
             if exact:  # the official `.astype(uint8)` truncates
                 out[y0:y1, x0:x1] = np.clip(canvas, 0, 255).astype(np.uint8)
@@ -211,7 +205,8 @@ def paste_layer(
         x0, y0, x1, y1 = box
         canvas = color[y0:y1, x0:x1]
         window = alpha[y0:y1, x0:x1]
-        _blend_all(canvas, window, faces, (x0, y0), (h, w), upscale, exact, 1.0, antialias)
+        for face in faces:
+            blend_face(canvas, face, (x0, y0), (h, w), upscale, exact, antialias=antialias, alpha=window)
         a = window[..., None]
         np.divide(canvas, a, out=canvas, where=a > 0)
         canvas[np.broadcast_to(a <= 0, canvas.shape)] = 0.0
