@@ -150,7 +150,7 @@ def paste_faces(
             return _paste_on_host(frame, faces, upscale=upscale, exact=exact, antialias=antialias)
         from ..kernels.paste_frame import paste_faces_tensor  # paste it there
 
-        return paste_faces_tensor(frame, faces, upscale=upscale, exact=exact, antialias=antialias)
+        return paste_faces_tensor(frame, faces, upscale=upscale, antialias=antialias)
     out = upscale_background(frame, upscale)
     h, w = out.shape[:2]
     box = _union_box(faces, (h, w), upscale, exact)

@@ -38,14 +38,10 @@ def _as_face_tensor(image: Any, device: torch.device) -> Tensor:
     return t.to(device=device, dtype=torch.float32).permute(2, 0, 1)
 
 
-def paste_faces_tensor(
-    frame: Tensor, faces: Sequence[Any], *, upscale: int = 1, exact: bool = False, antialias: bool = True
-) -> Tensor:
-    """`face.paste_faces` for an (H, W, 3) uint8 / float [0, 1] tensor frame; faces: `FacePaste` whose image
-    (and parse_mask) may be tensors on the frame's device. Returns a tensor there.
-    `exact` takes the cv2 path; `face.paste_faces` makes that round trip before calling here."""
-    if exact:
-        raise InputError("paste_faces_tensor: exact=True needs face.paste_faces (the cv2 path)")
+def paste_faces_tensor(frame: Tensor, faces: Sequence[Any], *, upscale: int = 1, antialias: bool = True) -> Tensor:
+    """`face.paste_faces` (non-exact) for an (H, W, 3) uint8 / float [0, 1] tensor frame; faces: `FacePaste` whose
+    image (and parse_mask) may be tensors on the frame's device. Returns a tensor there. (`face.paste_faces` takes
+    exact=True through the cv2 path.)"""
     from . import paste_face
 
     out = upscale_background_tensor(frame, upscale)
