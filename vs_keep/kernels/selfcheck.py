@@ -91,27 +91,21 @@ def check_kernel(name: str, launch: Launch, device: torch.device | str) -> str |
     """None when every instantiation of kernel `name` run through `launch` matches its torch twin on `device`;
     otherwise the reason (compile error, launch error or the first mismatch). Never raises for kernel faults."""
     device = torch.device(device)
+    torch_impl, cupy_impl = TWINS[name]
     try:
         # the first use may come from inside the model's autocast region: the check compares plain fp32 twins
         with torch.autocast(device_type=device.type, enabled=False), torch.inference_mode():
-            torch_impl, cupy_impl = TWINS[name]
-            results = []
             for what, args, atol in _CASES[name](device):
                 def fresh() -> list[Any]:  # paste_blend writes into its canvas: each twin gets its own copy
                     return [a.clone() if isinstance(a, Tensor) else a for a in args]
 
                 ref, got = torch_impl(*fresh()), cupy_impl(*fresh(), launch=launch)
-                results.append((what, got, ref, atol))
-        for what, got, ref, atol in results:
-            if got.shape != ref.shape or got.dtype != ref.dtype:
-                return f"{what}: result {tuple(got.shape)} {got.dtype}, twin {tuple(ref.shape)} {ref.dtype}"
-            if atol == 0.0:
-                if not torch.equal(got, ref):
-                    diff = (got.float() - ref.float()).abs()
-                    return f"{what}: {int((diff > 0).sum())} values differ from the torch twin (max {float(diff.max()):.3g})"
-            else:
+                if got.shape != ref.shape or got.dtype != ref.dtype:
+                    return f"{what}: result {tuple(got.shape)} {got.dtype}, twin {tuple(ref.shape)} {ref.dtype}"
                 diff = (got.float() - ref.float()).abs()
-                if not bool(torch.isfinite(got.float()).all()) or float(diff.max()) > atol:
+                if atol == 0.0 and not torch.equal(got, ref):
+                    return f"{what}: {int((diff > 0).sum())} values differ from the torch twin (max {float(diff.max()):.3g})"
+                if atol > 0.0 and (not bool(torch.isfinite(got.float()).all()) or float(diff.max()) > atol):
                     return f"{what}: max difference {float(diff.max()):.3g} from the torch twin exceeds {atol:g}"
     except Exception as exc:  # noqa: BLE001 - any compile/launch failure means: use the twin
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][:2]  # the headline and the first error
