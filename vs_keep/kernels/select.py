@@ -15,6 +15,7 @@ the torch twins, which is how CI runs it without a GPU).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 ENV_VAR = "VS_KEEP_KERNELS"
 FRAMES_ENV_VAR = "VS_KEEP_FRAMES"
 _MODES = ("torch", "cupy")
-_STATE: dict[str, bool] = {}
 _LOCK = threading.Lock()
 #: (kernel name, device) -> None (passed) or the reason it failed
 _CHECKS: dict[tuple[str, str], str | None] = {}
@@ -47,18 +47,17 @@ def kernel_mode() -> str:
     return mode
 
 
+@functools.cache
 def cupy_available() -> bool:
     """Whether CuPy imports and sees a CUDA device (checked once per process; logged once when missing)."""
-    if "ok" not in _STATE:
-        try:
-            import cupy
+    try:
+        import cupy
 
-            _STATE["ok"] = cupy.cuda.runtime.getDeviceCount() > 0
-        except Exception as exc:  # ImportError, or a CuPy/CUDA mismatch: either way we use torch
-            _STATE["ok"] = False
-            if torch.cuda.is_available():
-                log.info("CuPy kernels unavailable (%s); using the torch kernels", exc.__class__.__name__)
-    return _STATE["ok"]
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception as exc:  # ImportError, or a CuPy/CUDA mismatch: either way we use torch
+        if torch.cuda.is_available():
+            log.info("CuPy kernels unavailable (%s); using the torch kernels", exc.__class__.__name__)
+        return False
 
 
 def kernel_ok(name: str, device: torch.device | str, launch: object = None) -> bool:
