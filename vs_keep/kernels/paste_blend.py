@@ -39,11 +39,6 @@ class PastePlan:
     side: float
     upscale: int
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        x0, y0, x1, y1 = self.box
-        return y1 - y0, x1 - x0
-
 
 def plan_paste(matrix: np.ndarray, size: int, frame_hw: tuple[int, int], upscale: int = 1) -> PastePlan:
     """Paste geometry for an alignment matrix (2, 3) frame -> crop, a face of size² and an output frame of
