@@ -3,7 +3,8 @@
 Why: on CUDA the decoded frame goes to the GPU once; detection, crops, KEEP and the paste all work there and only
 the finished frame comes back. Same contract as the cv2 path (`vs_keep.face.paste.paste_faces`): bilinear
 background, faces blended in order into a float canvas that is rounded once, same geometry
-(`geometry.paste_geometry`), same masks and prefilter (`kernels.paste_blend`, `kernels.blur`). It differs from the cv2 path by cv2's 1/32-pixel position rounding and float32 rounding.
+(`geometry.paste_geometry`), same masks and prefilter (`kernels.paste_blend`, `kernels.blur`). It differs from
+the cv2 path by cv2's 1/32-pixel position rounding and float32 rounding.
 """
 
 from __future__ import annotations
