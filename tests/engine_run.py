@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vs_keep.face import FacePaste, PlacedFace, alignment_matrix, paste_faces
+from vs_keep.face import FacePaste, PlacedFace, alignment_matrix, paste_layer
 from vs_keep.random_access import RandomAccessRestorer, RenderedFrame
 from vs_keep.stream import restore_stream
 
@@ -26,5 +26,4 @@ def paste_alpha(shape: tuple[int, ...], faces: Sequence[PlacedFace], face_size: 
     """(H·upscale, W·upscale) float32 weight of the pasted faces (0 = pixel untouched) for a frame of `shape`."""
     blank = np.zeros((face_size, face_size, 3), np.float32)
     pastes = [FacePaste(blank, alignment_matrix(f.landmarks, face_size, "lstsq")) for f in faces]
-    _, alpha = paste_faces(np.zeros(shape, np.uint8), pastes, upscale=upscale, return_alpha=True)
-    return alpha
+    return paste_layer(pastes, shape[:2], upscale=upscale).alpha

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nvrtc_compile import KernelCompileError, compile_cubin
 from vs_keep.kernels.cupy_impl import THREADS
-from vs_keep.kernels.nvrtc import KernelCompileError
 from vs_keep.kernels.sources import KernelSource, kernel_source
 
 SHIM = r"""
@@ -142,8 +142,6 @@ class NvrtcThenHost(HostLaunch):
         self._compiled: set[str] = set()
 
     def __call__(self, name: str, expr: str, total: int, device: torch.device, args: tuple[Any, ...]) -> None:
-        from vs_keep.kernels.nvrtc import compile_cubin
-
         src = self.source(name)
         if src.source not in self._compiled:  # one NVRTC compile per module, like CuPy's RawModule
             compile_cubin(src.source, src.name_expressions, "sm_75", name=f"{name}.cu")

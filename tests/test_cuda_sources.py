@@ -11,9 +11,9 @@ import itertools
 import pytest
 import torch
 
+from nvrtc_compile import ARCHITECTURES, KernelCompileError, NvrtcUnavailable, compile_cubin, load_nvrtc
 from vs_keep.kernels import cuda_sources
-from vs_keep.kernels.nvrtc import ARCHITECTURES, KernelCompileError, NvrtcUnavailable, compile_cubin, load_nvrtc
-from vs_keep.kernels.sources import PRELUDE, kernel_source, name_expression
+from vs_keep.kernels.sources import PASTE_BLEND, PRELUDE, kernel_source, name_expression
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,6 @@ def test_every_kernel_compiles_with_nvrtc(nvrtc: object, arch: str) -> None:
 
 
 def test_broken_source_is_a_compile_error_with_the_log(nvrtc: object) -> None:
-    broken = kernel_source("paste_blend", body=kernel_source("paste_blend").body.replace("const float e = eroded[idx]", "float e = eroded[idx"))
+    broken = kernel_source("paste_blend", body=PASTE_BLEND.replace("const float e = eroded[idx]", "float e = eroded[idx"))
     with pytest.raises(KernelCompileError, match=r"paste_blend\.cu.*sm_80(.|\n)*error"):
         compile_cubin(broken.source, broken.name_expressions, "sm_80", name="paste_blend.cu")

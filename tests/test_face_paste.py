@@ -9,7 +9,7 @@ import pytest
 
 from data.face_scenes import astronaut, grace_hopper
 from vs_keep.errors import InputError
-from vs_keep.face import FacePaste, align_face, alignment_matrix, paste_faces
+from vs_keep.face import FaceLayer, FacePaste, align_face, alignment_matrix, paste_faces, paste_layer
 from vs_keep.geometry import paste_matrix
 
 ASTRONAUT_LM = np.array([[204.0, 100.9], [247.1, 103.2], [225.7, 128.9], [201.3, 139.6], [245.7, 141.4]])
@@ -76,11 +76,12 @@ def test_untouched_pixels_and_faceless_frames_are_exact() -> None:
     frame = astronaut()
     assert np.array_equal(paste_faces(frame, []), frame)
     faces, mats = _faces(frame, [(ASTRONAUT_LM, 512)])
-    out, alpha = paste_faces(frame, [FacePaste(faces[0] / 255.0, mats[0])], return_alpha=True)
+    out = paste_faces(frame, [FacePaste(faces[0] / 255.0, mats[0])])
+    alpha = paste_layer([FacePaste(faces[0] / 255.0, mats[0])], frame.shape[:2]).alpha
     assert np.array_equal(out[alpha == 0], frame[alpha == 0])
     assert (alpha > 0).sum() > 5000 and alpha.max() == pytest.approx(1.0)
-    up, alpha2 = paste_faces(frame, [], upscale=2, return_alpha=True)
-    assert np.array_equal(up, cv2.resize(frame, (1024, 1024), interpolation=cv2.INTER_LINEAR)) and not alpha2.any()
+    up = paste_faces(frame, [], upscale=2)
+    assert np.array_equal(up, cv2.resize(frame, (1024, 1024), interpolation=cv2.INTER_LINEAR))
     with pytest.raises(InputError, match="upscale"):
         paste_faces(frame, [], upscale=1.5)
 
@@ -93,9 +94,8 @@ def test_overlapping_faces_blend_once_each_in_order() -> None:
     m2 = alignment_matrix(_similar(ASTRONAUT_LM, 1.1, 30, (35, 20)), 128)
     red = FacePaste(np.broadcast_to(np.float32([1, 0, 0]), (128, 128, 3)).copy(), m1)
     blue = FacePaste(np.broadcast_to(np.float32([0, 0, 1]), (128, 128, 3)).copy(), m2)
-    both, alpha = paste_faces(frame, [red, blue], return_alpha=True)
-    _, a1 = paste_faces(frame, [red], return_alpha=True)
-    _, a2 = paste_faces(frame, [blue], return_alpha=True)
+    both, alpha = paste_faces(frame, [red, blue]), paste_layer([red, blue], frame.shape[:2]).alpha
+    a1, a2 = (paste_layer([f], frame.shape[:2]).alpha for f in (red, blue))
     assert ((a1 > 0.5) & (a2 > 0.5)).sum() > 500  # they do overlap
     expect = (frame * (1 - a1[..., None]) + np.float32([1, 0, 0]) * a1[..., None]) * (1 - a2[..., None]) + np.float32([0, 0, 1]) * a2[..., None]
     assert np.abs(both - expect).max() < 1 / 255  # eroded-edge factor aside (< 1 only where the masks are ~0)
@@ -150,13 +150,21 @@ def test_antialiased_paste_of_a_detailed_face_into_a_small_moving_face() -> None
     assert error[True] < error[False]
 
 
+def _over(layer: FaceLayer, background: np.ndarray) -> np.ndarray:
+    """The layer composited onto a float (H·u, W·u, 3) background; pixels with alpha 0 come back unchanged."""
+    out = np.array(background, np.float32, copy=True)
+    if layer.box is not None:
+        x0, y0, x1, y1 = layer.box
+        a, win = layer.alpha[y0:y1, x0:x1, None], out[y0:y1, x0:x1]
+        out[y0:y1, x0:x1] = np.where(a > 0, a * layer.color[y0:y1, x0:x1] + (1.0 - a) * win, win)
+    return out
+
+
 @pytest.mark.parametrize("upscale", [1, 2])
 def test_layer_plus_alpha_reproduces_paste_faces(upscale: int) -> None:
     """paste_layer gives colour + alpha with alpha·color + (1 − alpha)·background = paste_faces(frame): four faces
     (overlapping, cut by the border, tiny), a parse mask on one, upscaled background. fp32 blending order differs,
     so float frames agree to 1e-5 and uint8 frames to one code (rounding of a value near .5)."""
-    from vs_keep.face import paste_layer
-
     frame = astronaut()
     specs = [
         (ASTRONAUT_LM, 512),
@@ -172,16 +180,15 @@ def test_layer_plus_alpha_reproduces_paste_faces(upscale: int) -> None:
     size = (512 * upscale, 512 * upscale)
     assert layer.color.shape == (*size, 3) and layer.alpha.shape == size and layer.box is not None
     fl = frame.astype(np.float32) / 255
-    want, alpha = paste_faces(fl, pastes, upscale=upscale, return_alpha=True)
+    want = paste_faces(fl, pastes, upscale=upscale)
     bg = cv2.resize(fl, size[::-1], interpolation=cv2.INTER_LINEAR) if upscale > 1 else fl
-    got = layer.over(bg)
+    got = _over(layer, bg)
     assert np.abs(got - want).max() < 1e-5
-    assert np.allclose(layer.alpha, alpha, atol=1e-6)
     assert np.array_equal(got[layer.alpha == 0], bg[layer.alpha == 0]) and (layer.alpha == 0).any()
     assert not layer.color[layer.alpha == 0].any()
     want8 = paste_faces(frame, pastes, upscale=upscale)
     bg8 = cv2.resize(frame, size[::-1], interpolation=cv2.INTER_LINEAR) if upscale > 1 else frame
-    got8 = np.clip(np.rint(layer.over(bg8.astype(np.float32) / 255) * 255), 0, 255).astype(np.uint8)
+    got8 = np.clip(np.rint(_over(layer, bg8.astype(np.float32) / 255) * 255), 0, 255).astype(np.uint8)
     assert np.abs(got8.astype(int) - want8.astype(int)).max() <= 1
     empty = paste_layer([], frame.shape[:2])
-    assert empty.box is None and not empty.alpha.any() and np.array_equal(empty.over(fl), fl)
+    assert empty.box is None and not empty.alpha.any() and np.array_equal(_over(empty, fl), fl)

@@ -18,8 +18,8 @@ import torch
 from data.face_scenes import astronaut, grace_hopper
 from kernel_host import HostLaunch, NvrtcThenHost, compiler
 from vs_keep.face.align import BORDER_RGB, alignment_matrix
-from vs_keep.kernels import select
-from vs_keep.kernels.crop import affine_crop_torch, as_chw_view, sampling_matrices
+from vs_keep.kernels import affine_crop, select
+from vs_keep.kernels.crop import as_chw_view, sampling_matrices
 from vs_keep.kernels.cupy_impl import affine_crop_cupy, flow_warp_cupy, paste_blend_cupy
 from vs_keep.kernels.paste_blend import paste_blend_torch, paste_masks, plan_paste
 from vs_keep.kernels.selfcheck import check_kernel
@@ -57,11 +57,11 @@ def test_affine_crop_kernel_is_bit_identical_to_its_twin(host: HostLaunch, in_dt
     for layout, src in (("hwc", frame), ("chw", frame.permute(2, 0, 1).contiguous())):
         for out_dtype in (torch.float32, torch.float16):
             got = affine_crop_cupy(as_chw_view(src, layout), coef, fill, 256, scale, -1.0, out_dtype, launch=host)
-            ref = affine_crop_torch(src, mats, 256, layout=layout, border=border, scale=scale, offset=-1.0, out_dtype=out_dtype)
+            ref = affine_crop(src, mats, 256, layout=layout, border=border, scale=scale, offset=-1.0, out_dtype=out_dtype)
             assert torch.equal(got, ref), f"{layout} {in_dtype}->{out_dtype}: max diff {(got.float() - ref.float()).abs().max()}"
     # plain crop (no scale/offset) takes the other branch of the kernel
     got = affine_crop_cupy(as_chw_view(frame, "hwc"), coef, fill, 64, 1.0, 0.0, torch.float32, launch=host)
-    assert torch.equal(got, affine_crop_torch(frame, mats, 64, border=border))
+    assert torch.equal(got, affine_crop(frame, mats, 64, border=border))
 
 
 @pytest.mark.parametrize("canvas_dtype", [torch.uint8, torch.float16, torch.float32])
@@ -78,8 +78,9 @@ def test_paste_blend_kernel_is_bit_identical_to_its_twin(host: HostLaunch, canva
         plan = plan_paste(matrix, 512, (view.shape[1], view.shape[2]), upscale)
         eroded, soft = paste_masks(plan, 512, canvas.device)
         got, ref = canvas.clone(), canvas.clone()
-        paste_blend_cupy(as_chw_view(got, layout), face, torch.from_numpy(plan.coef), plan.box, eroded, soft, unit, launch=host)
-        paste_blend_torch(ref, face, plan, eroded, soft, layout=layout, unit=unit)
+        args = (torch.from_numpy(plan.coef), plan.box, eroded, soft, unit)
+        paste_blend_cupy(as_chw_view(got, layout), face, *args, launch=host)
+        paste_blend_torch(as_chw_view(ref, layout), face, *args)
         assert not torch.equal(got, canvas), "the paste changed nothing: the test would prove nothing"
         assert torch.equal(got, ref), f"upscale {upscale} {layout}: max diff {(got.float() - ref.float()).abs().max()}"
 

@@ -13,7 +13,6 @@ from vs_keep.face.align import BORDER_RGB, alignment_matrix
 from vs_keep.face.paste import FacePaste, paste_faces
 from vs_keep.kernels import affine_crop, flow_warp, paste_face
 from vs_keep.kernels.blur import erode, gaussian_blur
-from vs_keep.kernels.crop import affine_crop_torch
 from vs_keep.kernels.select import ENV_VAR, kernel_mode, use_cupy
 from vs_keep.kernels.warp import flow_warp_torch
 
@@ -169,10 +168,10 @@ def test_selection_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_VAR, raising=False)
     assert kernel_mode() == "torch"  # the CuPy twins are opt-in: never measured on a real GPU
     monkeypatch.setenv(ENV_VAR, "cupy")
-    assert use_cupy(x) is False  # CPU tensors always use torch
+    assert use_cupy("flow_warp", x) is False  # CPU tensors always use torch
     monkeypatch.setenv(ENV_VAR, "fast")
     with pytest.raises(InputError, match=ENV_VAR):
-        use_cupy(x)
+        use_cupy("flow_warp", x)
 
 
 # ---- CuPy twins (CUDA only) -----------------------------------------------------------------------------------
@@ -204,7 +203,9 @@ def test_cupy_flow_warp_matches_torch(dtype: torch.dtype) -> None:
 @needs_cupy
 @pytest.mark.parametrize("src_dtype", [torch.uint8, torch.float16, torch.float32])
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.float16])
-def test_cupy_affine_crop_matches_torch(frame: np.ndarray, src_dtype: torch.dtype, out_dtype: torch.dtype) -> None:
+def test_cupy_affine_crop_matches_torch(
+    frame: np.ndarray, src_dtype: torch.dtype, out_dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from vs_keep.kernels.cupy_impl import affine_crop_cupy
     from vs_keep.kernels.crop import sampling_matrices
 
@@ -214,7 +215,8 @@ def test_cupy_affine_crop_matches_torch(frame: np.ndarray, src_dtype: torch.dtyp
     coef = torch.from_numpy(sampling_matrices(ms, invert=True)).cuda()
     fill = torch.tensor(BORDER_RGB, dtype=torch.float32).cuda()
     ours = affine_crop_cupy(src.permute(2, 0, 1), coef, fill, 128, 2 / 255, -1.0, out_dtype)
-    ref = affine_crop_torch(src, ms, 128, border=BORDER_RGB, scale=2 / 255, offset=-1.0, out_dtype=out_dtype)
+    monkeypatch.setenv(ENV_VAR, "torch")
+    ref = affine_crop(src, ms, 128, border=BORDER_RGB, scale=2 / 255, offset=-1.0, out_dtype=out_dtype)
     tol = 1e-6 if out_dtype == torch.float32 else 1e-3
     assert (ours.float() - ref.float()).abs().max() <= tol
 

@@ -41,6 +41,7 @@ FFHQ_TEMPLATE_512 = np.array(
 
 #: Official border fill: the official code passes (135, 133, 132) to warpAffine on a BGR frame, i.e. this RGB.
 BORDER_RGB = (132.0, 133.0, 135.0)
+_UNIT_FILL = tuple(v / 255.0 for v in BORDER_RGB)  # the same for frames in [0, 1]
 
 
 def face_template(face_size: int) -> np.ndarray:
@@ -118,7 +119,7 @@ def align_face(
         return _align_face_tensor(image, matrix, face_size, antialias=antialias, exact=exact)
     size = int(face_size)
     m = np.asarray(matrix, np.float64)
-    fill = BORDER_RGB if image.dtype == np.uint8 else tuple(v / 255.0 for v in BORDER_RGB)
+    fill = BORDER_RGB if image.dtype == np.uint8 else _UNIT_FILL
     if exact:
         crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
         return to_unit_float(crop)
@@ -126,15 +127,14 @@ def align_face(
     pad = int(math.ceil(3 * sigma)) + 2
     h, w = image.shape[:2]
     x0, y0, x1, y1 = square_box(invert_affine(m), size, pad, h, w)
-    unit_fill = tuple(v / 255.0 for v in BORDER_RGB)
     if x1 <= x0 or y1 <= y0:  # the crop lies entirely outside the frame
-        return np.broadcast_to(np.array(unit_fill, np.float32), (size, size, 3)).copy()
+        return np.broadcast_to(np.array(_UNIT_FILL, np.float32), (size, size, 3)).copy()
     roi = to_unit_float(image[y0:y1, x0:x1])
     if sigma > 0.05:
         roi = cv2.GaussianBlur(roi, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
     return cv2.warpAffine(
         roi, _shift_source(m, x0, y0), (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-        borderValue=unit_fill,
+        borderValue=_UNIT_FILL,
     )
 
 
@@ -149,18 +149,17 @@ def _align_face_tensor(image: torch.Tensor, matrix: np.ndarray, face_size: int, 
     if exact:  # the official uint8 cv2 warp: one copy of the frame to the host, for comparisons only
         return torch.from_numpy(align_face(image.cpu().numpy(), m, size, exact=True)).to(image.device)
     unit = 1 / 255 if image.dtype == torch.uint8 else 1.0
-    unit_fill = tuple(v / 255.0 for v in BORDER_RGB)
     sigma = antialias_sigma(warp_scale(m)) if antialias else 0.0
     if sigma <= 0.05:  # no prefilter: sample the frame itself, scaled to [0, 1] in the same pass
-        fill = BORDER_RGB if image.dtype == torch.uint8 else unit_fill
+        fill = BORDER_RGB if image.dtype == torch.uint8 else _UNIT_FILL
         return affine_crop(image, m, size, layout="hwc", border=fill, scale=unit)[0].permute(1, 2, 0)
     pad = int(math.ceil(3 * sigma)) + 2
     h, w = image.shape[:2]
     x0, y0, x1, y1 = square_box(invert_affine(m), size, pad, h, w)
     if x1 <= x0 or y1 <= y0:  # the crop lies entirely outside the frame
-        return torch.tensor(unit_fill, dtype=torch.float32, device=image.device).expand(size, size, 3).clone()
+        return torch.tensor(_UNIT_FILL, dtype=torch.float32, device=image.device).expand(size, size, 3).clone()
     roi = image[y0:y1, x0:x1].permute(2, 0, 1).to(torch.float32)
     if unit != 1.0:
         roi = roi * torch.tensor(unit, dtype=torch.float32)
     roi = gaussian_blur(roi, sigma=sigma, border="reflect")
-    return affine_crop(roi, _shift_source(m, x0, y0), size, layout="chw", border=unit_fill)[0].permute(1, 2, 0)
+    return affine_crop(roi, _shift_source(m, x0, y0), size, layout="chw", border=_UNIT_FILL)[0].permute(1, 2, 0)

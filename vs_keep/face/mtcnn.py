@@ -23,7 +23,7 @@ from ..errors import CheckpointError, InputError
 from .boxes import nms, square_boxes
 from .types import Detection
 
-__all__ = ["MTCNN", "ONet", "PNet", "RNet", "load_nets", "weights_dir"]
+__all__ = ["MTCNN", "CropNet", "ONet", "PNet", "RNet", "load_nets", "weights_dir"]
 
 _MEAN, _SCALE = 127.5, 0.0078125  # the networks were trained on (pixel - 127.5) / 128
 
@@ -52,52 +52,44 @@ def _flatten_transposed(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
 
 
-class RNet(nn.Module):
+class CropNet(nn.Module):
+    """R-Net and O-Net: conv + PReLU (+ 2-stride max-pool) layers over a fixed-size crop, one dense + PReLU layer,
+    then linear heads. Layer names (`conv1`, `prelu1`, `pool1`, ..., `dense4`, `dense5_1`, ...) match the
+    state-dict keys. forward: (B,3,S,S) -> the heads after the first (box offsets[, landmarks]), face prob (B,2).
+
+    convs: (in, out, kernel, pool kernel or 0) per conv layer; dense: (in, out); heads: output sizes, face
+    logits first."""
+
+    def __init__(self, convs: list[tuple[int, int, int, int]], dense: tuple[int, int], heads: tuple[int, ...]) -> None:
+        super().__init__()
+        for i, (cin, cout, kernel, pool) in enumerate(convs, 1):
+            self.add_module(f"conv{i}", nn.Conv2d(cin, cout, kernel))
+            self.add_module(f"prelu{i}", nn.PReLU(cout))
+            if pool:
+                self.add_module(f"pool{i}", nn.MaxPool2d(pool, 2, ceil_mode=True))
+        n = len(convs) + 1
+        self.add_module(f"dense{n}", nn.Linear(*dense))
+        self.add_module(f"prelu{n}", nn.PReLU(dense[1]))
+        self.trunk = list(self.children())
+        self.heads = [nn.Linear(dense[1], size) for size in heads]
+        for j, head in enumerate(self.heads, 1):
+            self.add_module(f"dense{n + 1}_{j}", head)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        for layer in self.trunk:
+            x = layer(_flatten_transposed(x) if isinstance(layer, nn.Linear) else x)
+        logits, *rest = (head(x) for head in self.heads)
+        return (*rest, torch.softmax(logits, dim=1))
+
+
+def RNet() -> CropNet:
     """24x24 refinement net: (B,3,24,24) -> box offsets (B,4), face prob (B,2)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
-        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
-        self.dense5_1 = nn.Linear(128, 2)
-        self.dense5_2 = nn.Linear(128, 4)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.prelu3(self.conv3(x))
-        x = self.prelu4(self.dense4(_flatten_transposed(x)))
-        return self.dense5_2(x), torch.softmax(self.dense5_1(x), dim=1)
+    return CropNet([(3, 28, 3, 3), (28, 48, 3, 3), (48, 64, 2, 0)], (576, 128), (2, 4))
 
 
-class ONet(nn.Module):
+def ONet() -> CropNet:
     """48x48 output net: (B,3,48,48) -> box offsets (B,4), landmarks (B,10: x0..x4, y0..y4), face prob (B,2)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
-        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
-        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
-        self.dense6_1 = nn.Linear(256, 2)
-        self.dense6_2 = nn.Linear(256, 4)
-        self.dense6_3 = nn.Linear(256, 10)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.pool3(self.prelu3(self.conv3(x)))
-        x = self.prelu4(self.conv4(x))
-        x = self.prelu5(self.dense5(_flatten_transposed(x)))
-        return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)
+    return CropNet([(3, 32, 3, 3), (32, 64, 3, 3), (64, 64, 3, 2), (64, 128, 2, 0)], (1152, 256), (2, 4, 10))
 
 
 def weights_dir() -> Path:
@@ -105,7 +97,7 @@ def weights_dir() -> Path:
     return Path(str(resources.files("vs_keep.face") / "data"))
 
 
-def load_nets(device: str | torch.device = "cpu", folder: str | Path | None = None) -> tuple[PNet, RNet, ONet]:
+def load_nets(device: str | torch.device = "cpu", folder: str | Path | None = None) -> tuple[PNet, CropNet, CropNet]:
     """Build the three networks and load the vendored (or `folder`'s) pnet/rnet/onet.pt strictly."""
     folder = Path(folder) if folder is not None else weights_dir()
     nets = (PNet(), RNet(), ONet())

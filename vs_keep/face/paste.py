@@ -116,13 +116,6 @@ def upscale_background(frame: np.ndarray, upscale: int) -> np.ndarray:
     return cv2.resize(frame, (w * upscale, h * upscale), interpolation=cv2.INTER_LINEAR)
 
 
-def _blend_all(canvas: np.ndarray, alpha: np.ndarray | None, faces: Sequence[FacePaste], origin: tuple[int, int],
-               size: tuple[int, int], upscale: int, exact: bool, unit: float, antialias: bool) -> None:
-    """Blend `faces` in order into the canvas window at `origin` (one loop for the frame and the layer paths)."""
-    for face in faces:
-        blend_face(canvas, face, origin, size, upscale, exact, unit=unit, antialias=antialias, alpha=alpha)
-
-
 def _union_box(faces: Sequence[FacePaste], size: tuple[int, int], upscale: int, exact: bool) -> tuple[int, int, int, int] | None:
     boxes = np.array([face_region(f, size, upscale, exact) for f in faces]).reshape(-1, 4)
     if not len(boxes):
@@ -145,33 +138,28 @@ def paste_faces(
     upscale: int = 1,
     exact: bool = False,
     antialias: bool = True,
-    return_alpha: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Output frame (upscale × the input size, same dtype) with `faces` blended in order.
 
     frame: (H, W, 3) uint8 or float [0, 1]; the background is the frame resized bilinearly (the official default).
-    Pixels that no face mask touches are exactly the background. return_alpha: also return the
-    (H·u, W·u) float32 weight the faces got (0 = background only, 1 = face only).
+    Pixels that no face mask touches are exactly the background (`paste_layer` gives the faces' weight).
     """
     upscale = _check_upscale(upscale)
     if not isinstance(frame, np.ndarray):  # a tensor frame on the engine's device (CUDA)
         if exact:  # the official arithmetic: one round trip to the host
-            return _paste_on_host(frame, faces, upscale=upscale, exact=exact, antialias=antialias,
-                                  return_alpha=return_alpha)
+            return _paste_on_host(frame, faces, upscale=upscale, exact=exact, antialias=antialias)
         from ..kernels.paste_frame import paste_faces_tensor  # paste it there
 
-        return paste_faces_tensor(frame, faces, upscale=upscale, exact=exact, antialias=antialias,
-                                  return_alpha=return_alpha)
+        return paste_faces_tensor(frame, faces, upscale=upscale, antialias=antialias)
     out = upscale_background(frame, upscale)
     h, w = out.shape[:2]
-    alpha = np.zeros((h, w), np.float32) if return_alpha else None
     box = _union_box(faces, (h, w), upscale, exact)
     if box is not None:
         x0, y0, x1, y1 = box
         is_int = out.dtype == np.uint8
         canvas = out[y0:y1, x0:x1].astype(np.float32)  # 0..255 for uint8 frames, like the official arithmetic
-        window = alpha[y0:y1, x0:x1] if alpha is not None else None
-        _blend_all(canvas, window, faces, (x0, y0), (h, w), upscale, exact, 255.0 if is_int else 1.0, antialias)
+        for face in faces:
+            blend_face(canvas, face, (x0, y0), (h, w), upscale, exact, unit=255.0 if is_int else 1.0, antialias=antialias)
         if is_int:
             if exact:  # the official `.astype(uint8)` truncates
                 out[y0:y1, x0:x1] = np.clip(canvas, 0, 255).astype(np.uint8)
@@ -179,7 +167,7 @@ def paste_faces(
                 out[y0:y1, x0:x1] = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
         else:
             out[y0:y1, x0:x1] = canvas
-    return (out, alpha) if return_alpha else out
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,15 +181,6 @@ class FaceLayer:
     color: np.ndarray
     alpha: np.ndarray
     box: tuple[int, int, int, int] | None
-
-    def over(self, background: np.ndarray) -> np.ndarray:
-        """Composite onto a float (H·u, W·u, 3) background; pixels with alpha 0 are returned unchanged."""
-        out = np.array(background, np.float32, copy=True)
-        if self.box is not None:
-            x0, y0, x1, y1 = self.box
-            a = self.alpha[y0:y1, x0:x1, None]
-            out[y0:y1, x0:x1] = np.where(a > 0, a * self.color[y0:y1, x0:x1] + (1.0 - a) * out[y0:y1, x0:x1], out[y0:y1, x0:x1])
-        return out
 
 
 def paste_layer(
@@ -226,7 +205,8 @@ def paste_layer(
         x0, y0, x1, y1 = box
         canvas = color[y0:y1, x0:x1]
         window = alpha[y0:y1, x0:x1]
-        _blend_all(canvas, window, faces, (x0, y0), (h, w), upscale, exact, 1.0, antialias)
+        for face in faces:
+            blend_face(canvas, face, (x0, y0), (h, w), upscale, exact, antialias=antialias, alpha=window)
         a = window[..., None]
         np.divide(canvas, a, out=canvas, where=a > 0)
         canvas[np.broadcast_to(a <= 0, canvas.shape)] = 0.0
@@ -235,7 +215,7 @@ def paste_layer(
     return FaceLayer(color=color, alpha=alpha, box=box)
 
 
-def _paste_on_host(frame: Any, faces: Sequence[FacePaste], *, return_alpha: bool, **options: Any) -> Any:
+def _paste_on_host(frame: Any, faces: Sequence[FacePaste], **options: Any) -> Any:
     """`paste_faces` of a tensor frame through the cv2 path; the result goes back to the frame's device."""
     import torch
 
@@ -243,7 +223,4 @@ def _paste_on_host(frame: Any, faces: Sequence[FacePaste], *, return_alpha: bool
 
     host = [FacePaste(to_host(f.image), np.asarray(f.matrix), None if f.parse_mask is None else to_host(f.parse_mask))
             for f in faces]
-    res = paste_faces(frame.cpu().numpy(), host, return_alpha=return_alpha, **options)
-    if return_alpha:
-        return torch.from_numpy(res[0]).to(frame.device), torch.from_numpy(res[1]).to(frame.device)
-    return torch.from_numpy(res).to(frame.device)
+    return torch.from_numpy(paste_faces(frame.cpu().numpy(), host, **options)).to(frame.device)

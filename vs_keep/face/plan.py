@@ -24,7 +24,6 @@ __all__ = [
 ]
 
 
-
 def check_restore_layout(faces: str, chunk: int, upscale: int) -> None:
     """The layout options of the face engine, checked in one place (engine options and the engine itself)."""
     if faces not in FACES_MODES:
@@ -46,6 +45,7 @@ def resolve_smoothing_ends(smoothing_ends: str | None, exact: bool) -> str:
     if ends not in ENDS:
         raise InputError(f"smoothing_ends must be one of {', '.join(ENDS)}, got {smoothing_ends!r}")
     return ends
+
 
 @dataclass(frozen=True, eq=False)
 class Segment:

@@ -33,14 +33,14 @@ SIGMA = 5.0
 TRUNCATE = 4.0
 
 
-def gaussian_radius(sigma: float = SIGMA, truncate: float = TRUNCATE) -> int:
+def gaussian_radius(sigma: float = SIGMA) -> int:
     """Kernel radius as scipy computes it: int(truncate * sigma + 0.5) (20 frames for the official sigma 5)."""
-    return int(truncate * float(sigma) + 0.5)
+    return int(TRUNCATE * float(sigma) + 0.5)
 
 
-def gaussian_weights(sigma: float = SIGMA, radius: int | None = None) -> np.ndarray:
+def gaussian_weights(sigma: float = SIGMA) -> np.ndarray:
     """Normalised (2r+1,) float64 Gaussian taps, the same ones `gaussian_filter1d` uses."""
-    r = gaussian_radius(sigma) if radius is None else int(radius)
+    r = gaussian_radius(sigma)
     x = np.arange(-r, r + 1, dtype=np.float64)
     w = np.exp(-0.5 / (float(sigma) ** 2) * x * x)
     return w / w.sum()
@@ -66,7 +66,6 @@ def smooth_at(
     hi: int,
     *,
     sigma: float = SIGMA,
-    radius: int | None = None,
     ends: str = "reflect",
 ) -> np.ndarray:
     """Smoothed values at `frames` of a sequence spanning [lo, hi] that was observed at `times`.
@@ -82,7 +81,7 @@ def smooth_at(
     values = np.asarray(values, np.float64).reshape(len(times), -1)
     if len(times) == 0:
         raise InputError("smooth_at: no observations to smooth")
-    w = gaussian_weights(sigma, radius)
+    w = gaussian_weights(sigma)
     r = len(w) // 2
     frames = np.asarray(frames, np.int64).reshape(-1)
     offsets = np.arange(-r, r + 1)

@@ -50,10 +50,10 @@ def check_stabilize(strength: object) -> float:
     return s
 
 
-def history(overlap: int, stabilize: float, window: int = WINDOW) -> int:
+def history(overlap: int, stabilize: float) -> int:
     """Frames a chunk's run starts before the chunk: `overlap`, and at least the stabilizer's window when it is
     on (so frame `start` is filtered over real history, like every other frame)."""
-    return max(int(overlap), window if stabilize > 0 else 0)
+    return max(int(overlap), WINDOW if stabilize > 0 else 0)
 
 
 def _band_gray(small: np.ndarray, sigma: float) -> np.ndarray:
@@ -69,12 +69,8 @@ class LowBandStabilizer:
     `frame(i)` reads faces max(0, i - window)..i; per-face work images and the flows between consecutive faces
     are cached, so a linear pass costs two small DIS flows per face. Thread-safe."""
 
-    def __init__(self, source: Callable[[int], np.ndarray], strength: float, *, window: int = WINDOW,
-                 sigma: float = SIGMA, work: int = WORK) -> None:
+    def __init__(self, source: Callable[[int], np.ndarray], strength: float) -> None:
         self.source, self.strength = source, check_stabilize(strength)
-        if int(window) < 1:
-            raise InputError(f"stabilizer window must be >= 1 face, got {window}")
-        self.window, self.sigma, self.work = int(window), float(sigma), int(work)
         self._small: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # i -> (low band, band-pass grey), work size
         self._pairs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # i -> (flow i -> i-1 on i's grid, weight on i's grid)
         self._lock = threading.Lock()
@@ -82,8 +78,8 @@ class LowBandStabilizer:
     def _work(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if i not in self._small:
             face = self.source(i)
-            small = cv2.resize(face, (self.work, self.work), interpolation=cv2.INTER_AREA)
-            sigma = self.sigma * self.work / 512.0
+            small = cv2.resize(face, (WORK, WORK), interpolation=cv2.INTER_AREA)
+            sigma = SIGMA * WORK / 512.0
             low = cv2.GaussianBlur(small, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
             self._small[i] = (low, _band_gray(small, sigma))
         return self._small[i]
@@ -102,9 +98,9 @@ class LowBandStabilizer:
         """s·(filtered low band - own low band) of face i at work size, (work, work, 3) float32."""
         low_i = self._work(i)[0]
         acc, den = low_i.astype(np.float64), np.ones(low_i.shape[:2], np.float64)
-        flow = np.zeros((self.work, self.work, 2), np.float32)  # face i's grid -> face j+1
-        weight = np.ones((self.work, self.work), np.float32)
-        for j in range(i - 1, max(0, i - self.window) - 1, -1):
+        flow = np.zeros((WORK, WORK, 2), np.float32)  # face i's grid -> face j+1
+        weight = np.ones((WORK, WORK), np.float32)
+        for j in range(i - 1, max(0, i - WINDOW) - 1, -1):
             step, valid = self._pair(j + 1)
             flow = flow + warp(step, flow)  # compose: i -> j+1 -> j
             weight = weight * cv2.remap(valid, *_coords(flow), cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -120,7 +116,7 @@ class LowBandStabilizer:
             return face
         with self._lock:
             corr = self.correction(i)
-            for j in [j for j in self._small if j < i - self.window]:  # a linear pass never needs them again
+            for j in [j for j in self._small if j < i - WINDOW]:  # a linear pass never needs them again
                 del self._small[j]
                 self._pairs.pop(j, None)
         size = face.shape[0]
@@ -137,10 +133,10 @@ def _coords(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class StabilizedRun:
     """A `ClipRun` whose frames come out stabilized (same interface: `frame(k)` in model range, `steps`)."""
 
-    def __init__(self, run, strength: float, window: int = WINDOW) -> None:
+    def __init__(self, run, strength: float) -> None:
         self.run = run
         self.length = run.length
-        self._stab = LowBandStabilizer(self._face, strength, window=window)
+        self._stab = LowBandStabilizer(self._face, strength)
 
     def _face(self, i: int) -> np.ndarray:
         y = self.run.run_frame(i).detach().float().cpu().clamp(-1, 1)

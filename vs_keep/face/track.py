@@ -47,11 +47,10 @@ def select_faces(
 
 @dataclass
 class Track:
-    """Observations of one face: frame indices, detections and (frame, index-in-frame) keys, in frame order."""
+    """Observations of one face: frame indices and detections, in frame order."""
 
     times: list[int] = field(default_factory=list)
     dets: list[Detection] = field(default_factory=list)
-    keys: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def first(self) -> int:
@@ -61,10 +60,9 @@ class Track:
     def last(self) -> int:
         return self.times[-1]
 
-    def add(self, frame: int, index: int, det: Detection) -> None:
+    def add(self, frame: int, det: Detection) -> None:
         self.times.append(frame)
         self.dets.append(det)
-        self.keys.append((frame, index))
 
     def predict(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
         """Box (4,) and landmarks (5,2) expected at `frame`: the last observation moved at the recent velocity."""
@@ -118,12 +116,10 @@ def link_tracks(
             for _cost, i, j in sorted(pairs):
                 if i in used_tracks or j in taken:
                     continue
-                active[i].add(f, j, dets[j])
+                active[i].add(f, dets[j])
                 used_tracks.add(i)
                 taken.add(j)
         for j, d in enumerate(dets):
             if j not in taken:
-                t = Track()
-                t.add(f, j, d)
-                tracks.append(t)
+                tracks.append(Track([f], [d]))
     return tracks

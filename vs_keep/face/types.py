@@ -11,10 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Detection", "Detector", "LANDMARK_NAMES", "PlacedFace"]
-
-#: Landmark order used everywhere (RetinaFace / FFHQ template order).
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+__all__ = ["Detection", "Detector", "PlacedFace"]
 
 
 @dataclass(frozen=True, eq=False)

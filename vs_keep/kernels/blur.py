@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -40,17 +41,10 @@ def ksize_for_sigma(sigma: float) -> int:
 
 
 def _reflect_index(n: int, pad: int, reflect101: bool, device: torch.device) -> Tensor:
-    """cv2.borderInterpolate for REFLECT (fedcba|abcdef) or REFLECT_101 (gfedcb|abcdefg), any pad length."""
-    idx = []
-    delta = 1 if reflect101 else 0
-    for p in range(-pad, n + pad):
-        if n == 1:
-            idx.append(0)
-            continue
-        while p < 0 or p >= n:
-            p = -p - 1 + delta if p < 0 else n - 1 - (p - n) - delta
-        idx.append(p)
-    return torch.tensor(idx, dtype=torch.long, device=device)
+    """cv2.borderInterpolate for REFLECT (fedcba|abcdef) or REFLECT_101 (gfedcb|abcdefg), any pad length: numpy's
+    "symmetric" and "reflect" padding of the indices."""
+    idx = np.pad(np.arange(n), pad, mode="reflect" if reflect101 else "symmetric")
+    return torch.from_numpy(idx).to(device)
 
 
 def gaussian_blur(x: Tensor, *, sigma: float = 0.0, ksize: int | None = None, border: str = "reflect101") -> Tensor:

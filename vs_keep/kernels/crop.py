@@ -66,35 +66,16 @@ def _lerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
 
 
 def affine_crop_torch(
-    frame: Tensor,
-    matrices: np.ndarray | Tensor,
-    size: int,
-    *,
-    layout: str = "hwc",
-    border: float | Sequence[float] = 0.0,
-    scale: float = 1.0,
-    offset: float = 0.0,
-    out_dtype: torch.dtype = torch.float32,
+    src: Tensor, coef: Tensor, fill: Tensor, size: int, scale: float, offset: float, out_dtype: torch.dtype
 ) -> Tensor:
-    """Crops (N, C, size, size) of `frame` for N alignment matrices (frame -> crop), as `out = value·scale + offset`.
-
-    frame: uint8 / float16 / float32, (H, W, C) for layout "hwc" or (C, H, W) for "chw"; border: fill value(s) in
-    frame units (e.g. the official (132, 133, 135) RGB for uint8 frames). scale=2/255, offset=-1 gives KEEP's input.
-    Only the frame region the crops touch is converted to float32.
-    """
-    src = as_chw_view(frame, layout)
+    """Crops (N, C, size, size) `value·scale + offset` of a (C, H, W) view `src` (uint8 / float16 / float32) for
+    the (N, 6) sampling rows `coef` (`sampling_matrices(..., invert=True)`); `fill` (C,) float32 is the border value
+    in frame units. Only the frame region the crops touch is converted to float32. `vs_keep.kernels.affine_crop`
+    checks the arguments; the CuPy twin takes the same ones."""
     c, h, w = src.shape
-    size = int(size)
-    if size < 1:
-        raise InputError(f"crop size must be >= 1, got {size}")
-    coef = torch.from_numpy(sampling_matrices(matrices, invert=True)).to(src.device)  # (N, 6)
     n = coef.shape[0]
     if n == 0:
         return torch.zeros((0, c, size, size), dtype=out_dtype, device=src.device)
-    fill = torch.as_tensor(border, dtype=torch.float32, device=src.device).reshape(-1)
-    if fill.numel() not in (1, c):
-        raise InputError(f"border must be one value or {c} values (one per channel), got {fill.numel()}")
-    fill = fill.expand(c)
     grid = torch.arange(size, device=src.device, dtype=torch.float32)
     u, v = grid[None, None, :], grid[None, :, None]
     a, b, cc, d, e, f = (coef[:, i, None, None] for i in range(6))

@@ -108,9 +108,9 @@ def affine_crop_cupy(
 def paste_blend_cupy(
     canvas_chw: Tensor, face: Tensor, coef: Tensor, box: tuple[int, int, int, int], eroded: Tensor, soft: Tensor,
     unit: float, launch: Launch = cupy_launch,
-) -> None:
+) -> Tensor:
     """CUDA twin of `paste_blend_torch`: blends face (C, S, S) float32 into the strided (C, H, W) canvas view in
-    place over `box`; coef (6,) float32, eroded/soft (h, w) float32 contiguous, all on the canvas's device."""
+    place over `box` and returns it; coef (6,) float32, eroded/soft (h, w) float32 contiguous, all on its device."""
     x0, y0, x1, y1 = box
     c = canvas_chw.shape[0]
     s_c, s_h, s_w = canvas_chw.stride()
@@ -120,3 +120,4 @@ def paste_blend_cupy(
          np.int32(x1 - x0), np.int32(y1 - y0), _ptr(face), np.int32(face.shape[-1]), _ptr(coef), _ptr(eroded), _ptr(soft),
          np.float32(unit)),
     )
+    return canvas_chw

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..geometry import paste_geometry
 from .blur import erode, gaussian_blur
-from .crop import as_chw_view, bilinear_taps, sampling_matrices
+from .crop import bilinear_taps, sampling_matrices
 
 __all__ = ["PastePlan", "paste_blend_torch", "paste_masks", "plan_paste", "sample_zero_border"]
 
@@ -39,11 +39,6 @@ class PastePlan:
     side: float
     upscale: int
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        x0, y0, x1, y1 = self.box
-        return y1 - y0, x1 - x0
-
 
 def plan_paste(matrix: np.ndarray, size: int, frame_hw: tuple[int, int], upscale: int = 1) -> PastePlan:
     """Paste geometry for an alignment matrix (2, 3) frame -> crop, a face of size² and an output frame of
@@ -53,11 +48,11 @@ def plan_paste(matrix: np.ndarray, size: int, frame_hw: tuple[int, int], upscale
     return PastePlan(coef=coef, inv=inv, box=box, side=side, upscale=int(upscale))
 
 
-def _box_coords(plan: PastePlan, device: torch.device) -> tuple[Tensor, Tensor]:
-    x0, y0, x1, y1 = plan.box
-    coef = torch.from_numpy(plan.coef).to(device)
-    xs = torch.arange(x0, x1, device=device, dtype=torch.float32)[None, :]
-    ys = torch.arange(y0, y1, device=device, dtype=torch.float32)[:, None]
+def _box_coords(coef: Tensor, box: tuple[int, int, int, int]) -> tuple[Tensor, Tensor]:
+    """Crop positions (qx, qy), (h, w) float32, of the output-frame pixels in `box` under the (6,) rows `coef`."""
+    x0, y0, x1, y1 = box
+    xs = torch.arange(x0, x1, device=coef.device, dtype=torch.float32)[None, :]
+    ys = torch.arange(y0, y1, device=coef.device, dtype=torch.float32)[:, None]
     qx = (coef[0] * xs + coef[1] * ys) + coef[2]
     qy = (coef[3] * xs + coef[4] * ys) + coef[5]
     return qx, qy
@@ -84,7 +79,7 @@ def paste_masks(plan: PastePlan, size: int, device: torch.device, parse_mask: Te
     """(eroded, soft) float32 (h, w) maps over the plan's box, as the official helper builds them: the face square
     warped (bilinear), eroded by (2·upscale)², eroded again by 2·w_edge and Gaussian-blurred ((2·w_edge+1)², cv2's
     sigma), w_edge = int(side) // 20; with a parse mask (S, S) in [0, 1], soft = min(soft, warped parse mask)."""
-    qx, qy = _box_coords(plan, device)
+    qx, qy = _box_coords(torch.from_numpy(plan.coef).to(device), plan.box)
 
     def inside_weight(q: Tensor) -> Tensor:  # bilinear weight of the taps that fall on the square (separable)
         i0 = torch.floor(q)
@@ -104,27 +99,19 @@ def paste_masks(plan: PastePlan, size: int, device: torch.device, parse_mask: Te
 
 
 def paste_blend_torch(
-    canvas: Tensor,
-    face: Tensor,
-    plan: PastePlan,
-    eroded: Tensor,
-    soft: Tensor,
-    *,
-    layout: str = "hwc",
-    unit: float = 1.0,
-) -> None:
-    """Blend `face` (C, S, S) float32 into `canvas` in place over the plan's box:
-    canvas = soft·(eroded·face(warped)·unit) + (1 - soft)·canvas. canvas: uint8 (rounded, clamped to 0..255),
-    float16 or float32, layout "hwc" or "chw"."""
-    view = as_chw_view(canvas, layout)
-    x0, y0, x1, y1 = plan.box
-    if x1 <= x0 or y1 <= y0:
-        return
-    qx, qy = _box_coords(plan, canvas.device)
+    canvas: Tensor, face: Tensor, coef: Tensor, box: tuple[int, int, int, int], eroded: Tensor, soft: Tensor, unit: float
+) -> Tensor:
+    """Blend `face` (C, S, S) float32 into the (C, H, W) view `canvas` in place over `box` (a `PastePlan`'s, not
+    empty), `coef` (6,) float32 the plan's rows on the canvas's device: canvas = soft·(eroded·face(warped)·unit) +
+    (1 - soft)·canvas. canvas: uint8 (rounded, clamped to 0..255), float16 or float32. Returns `canvas`; the CuPy
+    twin takes the same arguments."""
+    x0, y0, x1, y1 = box
+    qx, qy = _box_coords(coef, box)
     restored = sample_zero_border(face.to(torch.float32), qx, qy)
-    region = view[:, y0:y1, x0:x1]
+    region = canvas[:, y0:y1, x0:x1]
     pasted = (eroded * restored) * torch.tensor(unit, dtype=torch.float32)
     out = soft * pasted + (1 - soft) * region.to(torch.float32)
     if canvas.dtype == torch.uint8:
         out = out.clamp(0, 255).round()
     region.copy_(out)
+    return canvas

@@ -3,8 +3,8 @@
 Why: on CUDA the decoded frame goes to the GPU once; detection, crops, KEEP and the paste all work there and only
 the finished frame comes back. Same contract as the cv2 path (`vs_keep.face.paste.paste_faces`): bilinear
 background, faces blended in order into a float canvas that is rounded once, same geometry
-(`geometry.paste_geometry`), same masks and prefilter (`kernels.paste_blend`, `kernels.blur`), `return_alpha` the same
-accumulated weight. It differs from the cv2 path by cv2's 1/32-pixel position rounding and float32 rounding.
+(`geometry.paste_geometry`), same masks and prefilter (`kernels.paste_blend`, `kernels.blur`). It differs from
+the cv2 path by cv2's 1/32-pixel position rounding and float32 rounding.
 """
 
 from __future__ import annotations
@@ -39,41 +39,23 @@ def _as_face_tensor(image: Any, device: torch.device) -> Tensor:
     return t.to(device=device, dtype=torch.float32).permute(2, 0, 1)
 
 
-def paste_faces_tensor(
-    frame: Tensor,
-    faces: Sequence[Any],
-    *,
-    upscale: int = 1,
-    exact: bool = False,
-    antialias: bool = True,
-    return_alpha: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
-    """`face.paste_faces` for an (H, W, 3) uint8 / float [0, 1] tensor frame; faces: `FacePaste` whose image
-    (and parse_mask) may be tensors on the frame's device. Returns a tensor (and the alpha tensor) there.
-    `exact` takes the cv2 path; `face.paste_faces` makes that round trip before calling here."""
-    if exact:
-        raise InputError("paste_faces_tensor: exact=True needs face.paste_faces (the cv2 path)")
-    from . import paste_face_masks
+def paste_faces_tensor(frame: Tensor, faces: Sequence[Any], *, upscale: int = 1, antialias: bool = True) -> Tensor:
+    """`face.paste_faces` (non-exact) for an (H, W, 3) uint8 / float [0, 1] tensor frame; faces: `FacePaste` whose
+    image (and parse_mask) may be tensors on the frame's device. Returns a tensor there. (`face.paste_faces` takes
+    exact=True through the cv2 path.)"""
+    from . import paste_face
 
     out = upscale_background_tensor(frame, upscale)
-    h, w = out.shape[:2]
-    alpha = torch.zeros((h, w), dtype=torch.float32, device=frame.device) if return_alpha else None
     if not faces:
-        return (out, alpha) if alpha is not None else out
+        return out
     is_int = out.dtype == torch.uint8
     canvas = out.to(torch.float32)  # 0..255 for uint8 frames; rounded once at the end, like the cv2 path
     for f in faces:
         if tuple(f.image.shape[2:]) != (3,) or f.image.shape[0] != f.image.shape[1]:
             raise InputError(f"paste: restored face must be (S, S, 3), got {tuple(f.image.shape)}")
         mask = None if f.parse_mask is None else torch.as_tensor(np.asarray(f.parse_mask) if not isinstance(f.parse_mask, Tensor) else f.parse_mask)
-        plan, soft = paste_face_masks(canvas, _as_face_tensor(f.image, frame.device), np.asarray(f.matrix), layout="hwc",
-                                      upscale=upscale, unit=255.0 if is_int else 1.0, parse_mask=mask, antialias=antialias)
-        if alpha is not None and soft is not None:
-            x0, y0, x1, y1 = plan.box
-            win = alpha[y0:y1, x0:x1]
-            win.copy_(1.0 - (1.0 - soft) * (1.0 - win))
+        paste_face(canvas, _as_face_tensor(f.image, frame.device), np.asarray(f.matrix), layout="hwc", upscale=upscale,
+                   unit=255.0 if is_int else 1.0, parse_mask=mask, antialias=antialias)
     if is_int:
-        out = canvas.round().clamp(0, 255).to(torch.uint8)
-    else:
-        out = canvas.to(out.dtype)
-    return (out, alpha) if alpha is not None else out
+        return canvas.round().clamp(0, 255).to(torch.uint8)
+    return canvas.to(out.dtype)

@@ -15,6 +15,7 @@ the torch twins, which is how CI runs it without a GPU).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -22,6 +23,7 @@ import threading
 import torch
 
 from ..errors import InputError
+from .sources import kernel_source
 
 __all__ = [
     "ENV_VAR", "FRAMES_ENV_VAR", "cupy_available", "frame_device", "kernel_mode", "kernel_ok", "reset_self_checks",
@@ -33,7 +35,6 @@ log = logging.getLogger(__name__)
 ENV_VAR = "VS_KEEP_KERNELS"
 FRAMES_ENV_VAR = "VS_KEEP_FRAMES"
 _MODES = ("torch", "cupy")
-_STATE: dict[str, bool] = {}
 _LOCK = threading.Lock()
 #: (kernel name, device) -> None (passed) or the reason it failed
 _CHECKS: dict[tuple[str, str], str | None] = {}
@@ -46,18 +47,17 @@ def kernel_mode() -> str:
     return mode
 
 
+@functools.cache
 def cupy_available() -> bool:
     """Whether CuPy imports and sees a CUDA device (checked once per process; logged once when missing)."""
-    if "ok" not in _STATE:
-        try:
-            import cupy
+    try:
+        import cupy
 
-            _STATE["ok"] = cupy.cuda.runtime.getDeviceCount() > 0
-        except Exception as exc:  # ImportError, or a CuPy/CUDA mismatch: either way we use torch
-            _STATE["ok"] = False
-            if torch.cuda.is_available():
-                log.info("CuPy kernels unavailable (%s); using the torch kernels", exc.__class__.__name__)
-    return _STATE["ok"]
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception as exc:  # ImportError, or a CuPy/CUDA mismatch: either way we use torch
+        if torch.cuda.is_available():
+            log.info("CuPy kernels unavailable (%s); using the torch kernels", exc.__class__.__name__)
+        return False
 
 
 def kernel_ok(name: str, device: torch.device | str, launch: object = None) -> bool:
@@ -89,20 +89,19 @@ def reset_self_checks() -> None:
         _CHECKS.clear()
 
 
-def use_cupy(
-    tensor: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16), kernel: str | None = None
-) -> bool:
-    """Whether the kernel for `tensor` should be the CuPy one (`kernel`: its name, for the self-check)."""
+def use_cupy(kernel: str, tensor: torch.Tensor, *dtypes: torch.dtype) -> bool:
+    """Whether `kernel` should run as its CuPy twin for `tensor`; `dtypes`: the template instantiation it needs
+    (`sources.kernel_source(kernel).dtypes`), by default the tensor's own dtype."""
     mode = kernel_mode()  # validated even for CPU tensors, so a typo shows up on any machine
     if tensor.device.type != "cuda" or mode == "torch":
         return False
-    ok = tensor.dtype in dtypes and cupy_available()
-    if not ok:
+    dtypes = dtypes or (tensor.dtype,)
+    if not cupy_available() or dtypes not in kernel_source(kernel).dtypes:
         raise InputError(
-            f"{ENV_VAR}=cupy but the CuPy kernels cannot run here ({'dtype ' + str(tensor.dtype) if cupy_available() else 'cupy is not installed or sees no GPU'}); "
+            f"{ENV_VAR}=cupy but the CuPy kernels cannot run here ({'dtype ' + ', '.join(map(str, dtypes)) if cupy_available() else 'cupy is not installed or sees no GPU'}); "
             "install cupy-cuda13x (or cupy-cuda12x, matching torch.version.cuda) or unset the variable"
         )
-    if kernel is not None and not kernel_ok(kernel, tensor.device):
+    if not kernel_ok(kernel, tensor.device):
         reason = _CHECKS.get((kernel, str(tensor.device)))
         raise InputError(f"{ENV_VAR}=cupy but the CuPy kernel {kernel} failed its self-check ({reason}); unset the variable")
     return True

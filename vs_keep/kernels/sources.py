@@ -195,11 +195,6 @@ class KernelSource:
     name_expressions: tuple[str, ...]
     dtypes: tuple[tuple[torch.dtype, ...], ...]
 
-    @property
-    def body(self) -> str:
-        """The kernel text without the shared prelude."""
-        return self.source[len(PRELUDE) :]
-
 
 def name_expression(name: str, *dtypes: torch.dtype) -> str:
     """`name<ctype, ...>` for the given tensor dtypes (what NVRTC and CuPy look the kernel up by)."""

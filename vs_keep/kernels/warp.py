@@ -37,9 +37,8 @@ def flow_warp_torch(x: Tensor, flow: Tensor) -> Tensor:
     Output pixel (x, y) is the bilinear mix of x around (x+dx, y+dy); each of the 4 taps outside
     [0, W-1] x [0, H-1] contributes 0. Coordinates are built and sampled in at least float32 (`vs_keep.numerics`:
     16-bit normalised coordinates would lose a quarter pixel at 512 px; float64 stays float64 for exact runs);
-    the result has x's dtype.
+    the result has x's dtype. `vs_keep.kernels.flow_warp` checks the arguments.
     """
-    check_warp_args(x, flow)
     _, _, h, w = x.shape
     work = at_least_float32(x.dtype)
     src = x.to(work)

@@ -76,9 +76,9 @@ class CodeTransformerCore(nn.Module):
 
     # ---- stages --------------------------------------------------------------------------------------------
 
-    def encode(self, x: Tensor, encoder: Encoder | None = None) -> tuple[Tensor, dict[int, Tensor]]:
+    def encode(self, x: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
         """Images (B,3,S,S) in [-1,1] -> latent (B,emb,s,s) and encoder features at the fusion resolutions."""
-        return (encoder or self.encoder)(x, taps=self.connect_list)
+        return self.encoder(x, taps=self.connect_list)
 
     def code_logits(self, z: Tensor) -> Tensor:
         """Latent (B,emb,s,s) -> codebook logits (B, s·s, n_codes), token order row-major."""

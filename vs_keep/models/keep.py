@@ -145,21 +145,6 @@ class KEEP(CodeTransformerCore):
         feats = {r: torch.cat([o[1][r] for o in outs]) for r in self.connect_list}
         return z, feats
 
-    def compute_flows(self, frames: Tensor, max_pairs: int | None = None) -> Tensor | None:
-        """Backward flow of each consecutive pair: flows[k] lives on frame k+1's grid and points into frame k.
-
-        All pairs run as one batch like the official call (GMFlow is sensitive enough that batching changes the
-        rounding); `max_pairs` bounds the batch (memory: ~0.2 GB per 512² pair in fp32).
-        """
-        t = frames.shape[0]
-        if t < 2:
-            return None
-        step = t - 1 if not max_pairs else max(1, max_pairs)
-        return torch.cat([self.flownet(frames[k + 1 : k + 1 + step], frames[k : k + step]) for k in range(0, t - 1, step)])
-
-    def compute_gains(self, z_obs: Tensor) -> Tensor:
-        return self.kalman_filter(z_obs)
-
     def prepare_chunk(self, frames: Tensor, *, stage: StageHook = _no_stage) -> Chunk:
         """All whole-chunk work for frames (T,3,S,S) RGB in [-1,1]; T >= 1.
 
@@ -169,9 +154,12 @@ class KEEP(CodeTransformerCore):
         with stage("encoders"):
             z, feats = self.observe(frames)
         with stage("flow"):
-            flows = self.compute_flows(frames)
+            # backward flow of each consecutive pair: flows[k] lives on frame k+1's grid and points into frame k;
+            # all pairs in one batch like the official call (GMFlow is sensitive enough that batching changes the
+            # rounding; memory ~0.2 GB per 512² pair in fp32)
+            flows = None if frames.shape[0] < 2 else self.flownet(frames[1:], frames[:-1])
         with stage("gains"):
-            gains = self.compute_gains(z)
+            gains = self.kalman_filter(z)
         return Chunk(frames=frames, z_obs=z, feats=feats, flows=flows, gains=gains)
 
     # ---- recurrent stage -----------------------------------------------------------------------------------

@@ -37,8 +37,6 @@ __all__ = [
 TRAINING_MEAN = (129.795 / 255.0, 108.12 / 255.0, 96.39 / 255.0)
 #: mmagic's skip path is `interpolate(size=(128,128))` rather than `scale_factor=8`.
 MMAGIC_SKIP_SIZE = (128, 128)
-#: The number of recurrent steps is not stored in a checkpoint; every released model uses 4.
-NUM_STEPS = 4
 
 
 class ConvertedStateDict(dict):
@@ -64,7 +62,7 @@ def _count(sd: StateDict, pattern: str) -> int:
 
 
 def build(sd: StateDict) -> nn.Module:
-    """Construct DICNet with hyperparameters read from tensor shapes (num_steps, not stored, is 4)."""
+    """Construct DICNet with hyperparameters read from tensor shapes (num_steps, not stored, is `NUM_STEPS`)."""
     layout = getattr(sd, "source_layout", OFFICIAL)
     conv_in = sd["conv_in.0.weight"]
     num_features = sd["first_block.compress_in.0.weight"].shape[0]
@@ -80,6 +78,8 @@ def build(sd: StateDict) -> nn.Module:
     out_kernel = sd["out.0.weight"].shape[-1]
 
     problems = []
+    if conv_in.shape[1] != 3 or sd["conv_out.0.weight"].shape[0] != 3:
+        problems.append(f"{conv_in.shape[1]} input / {sd['conv_out.0.weight'].shape[0]} output channels (RGB has 3)")
     if conv_in.shape[0] != 4 * num_features:
         problems.append(f"conv_in has {conv_in.shape[0]} channels, expected 4 x {num_features}")
     if bp_kernel <= 4 or num_groups < 1:
@@ -97,11 +97,8 @@ def build(sd: StateDict) -> nn.Module:
 
     mmagic = layout == MMAGIC
     return DICNet(
-        in_channels=conv_in.shape[1],
-        out_channels=sd["conv_out.0.weight"].shape[0],
         num_features=num_features,
         num_groups=num_groups,
-        num_steps=NUM_STEPS,
         bp_kernel=bp_kernel,
         num_heatmaps=num_heatmaps,
         num_fusion_blocks=num_fusion_blocks,

@@ -21,10 +21,12 @@ from ..info import ModelInfo
 from .heatmaps import merge_heatmaps
 from .hourglass import FeedbackHourglass
 
-__all__ = ["AttentiveFusion", "DICNet", "FeedbackBlock", "GroupedResBlock", "conv_prelu", "deconv_prelu"]
+__all__ = ["NUM_STEPS", "AttentiveFusion", "DICNet", "FeedbackBlock", "GroupedResBlock", "conv_prelu", "deconv_prelu"]
 
 #: PReLU slope at construction; every slope is overwritten by the checkpoint.
 _PRELU_INIT = 0.2
+#: The number of recurrent steps is not stored in a checkpoint; every released model uses 4.
+NUM_STEPS = 4
 
 
 def conv_prelu(channels_in: int, channels_out: int, kernel: int, *, stride: int = 1, padding: int | None = None) -> nn.Sequential:
@@ -83,38 +85,22 @@ class FeedbackBlock(nn.Module):
     Group i upsamples (deconv, stride = kernel - 4, padding 2: 32 -> 256) the 1x1-compressed concatenation of
     every low-resolution map so far, then downsamples the compressed concatenation of every high-resolution map
     so far. The outputs of all groups are compressed back to `num_features` channels.
-    With `recurrent`, the block input is concatenated with the previous step's output, and with fusion
-    parameters set, the attentive fusion runs right after the input compression.
+    With `fusion` (the recurrent block of steps 1..N-1), the block input is concatenated with the previous step's
+    output and the attentive fusion runs right after the input compression.
     """
 
-    def __init__(
-        self,
-        *,
-        num_features: int,
-        num_groups: int,
-        kernel: int,
-        recurrent: bool,
-        num_heatmaps: int = 0,
-        num_fusion_blocks: int = 0,
-        fusion_mid_channels: int = 0,
-    ) -> None:
+    def __init__(self, *, num_features: int, num_groups: int, kernel: int, fusion: AttentiveFusion | None = None) -> None:
         super().__init__()
         f = num_features
         stride, padding = kernel - 4, 2
         self.num_groups = num_groups
-        self.compress_in = conv_prelu(2 * f if recurrent else f, f, 1)
+        self.compress_in = conv_prelu(f if fusion is None else 2 * f, f, 1)
         self.upBlocks = nn.ModuleList(deconv_prelu(f, f, kernel, stride=stride, padding=padding) for _ in range(num_groups))
         self.downBlocks = nn.ModuleList(conv_prelu(f, f, kernel, stride=stride, padding=padding) for _ in range(num_groups))
         self.uptranBlocks = nn.ModuleList(conv_prelu(f * (i + 1), f, 1) for i in range(1, num_groups))
         self.downtranBlocks = nn.ModuleList(conv_prelu(f * (i + 1), f, 1) for i in range(1, num_groups))
         self.compress_out = conv_prelu(num_groups * f, f, 1)
-        self.fusion_block = (
-            AttentiveFusion(
-                num_features=f, num_heatmaps=num_heatmaps, num_blocks=num_fusion_blocks, mid_channels=fusion_mid_channels
-            )
-            if num_heatmaps
-            else None
-        )
+        self.fusion_block = fusion
 
     def forward(self, x: Tensor, hidden: Tensor | None = None, attention_logits: Tensor | None = None) -> Tensor:
         if hidden is not None:
@@ -146,11 +132,8 @@ class DICNet(nn.Module):
     def __init__(
         self,
         *,
-        in_channels: int = 3,
-        out_channels: int = 3,
         num_features: int = 48,
         num_groups: int = 6,
-        num_steps: int = 4,
         bp_kernel: int = 12,
         num_heatmaps: int = 5,
         num_fusion_blocks: int = 7,
@@ -166,7 +149,7 @@ class DICNet(nn.Module):
         f = num_features
         self.scale = 8  # pixel shuffle x2, then the x4 reconstruction deconvolution
         self.input_size = 16  # trained LR size (16 -> 128)
-        self.num_steps = num_steps
+        self.num_steps = NUM_STEPS
         self.num_keypoints = num_keypoints
         self.layout = layout
         self.input_mean = tuple(float(m) for m in input_mean) if input_mean is not None else None
@@ -174,19 +157,14 @@ class DICNet(nn.Module):
         # Spatial sizes must survive the hourglass: SR/4 is pooled hg_depth times.
         self._size_multiple = 2 ** max(hg_depth - 1, 0)
 
-        self.conv_in = conv_prelu(in_channels, 4 * f, 3)
-        self.first_block = FeedbackBlock(num_features=f, num_groups=num_groups, kernel=bp_kernel, recurrent=False)
-        self.block = FeedbackBlock(
-            num_features=f,
-            num_groups=num_groups,
-            kernel=bp_kernel,
-            recurrent=True,
-            num_heatmaps=num_heatmaps,
-            num_fusion_blocks=num_fusion_blocks,
-            fusion_mid_channels=fusion_mid_channels,
+        self.conv_in = conv_prelu(3, 4 * f, 3)
+        self.first_block = FeedbackBlock(num_features=f, num_groups=num_groups, kernel=bp_kernel)
+        fusion = AttentiveFusion(
+            num_features=f, num_heatmaps=num_heatmaps, num_blocks=num_fusion_blocks, mid_channels=fusion_mid_channels
         )
+        self.block = FeedbackBlock(num_features=f, num_groups=num_groups, kernel=bp_kernel, fusion=fusion)
         self.out = deconv_prelu(f, f, 8, stride=4, padding=2)
-        self.conv_out = nn.Sequential(nn.Conv2d(f, out_channels, 3, padding=1))
+        self.conv_out = nn.Sequential(nn.Conv2d(f, 3, 3, padding=1))
         self.HG = FeedbackHourglass(num_features=hg_features, num_keypoints=num_keypoints, depth=hg_depth)
 
     def _check_input(self, x: Tensor) -> None:

@@ -1,8 +1,9 @@
-"""Compile a kernel source to a cubin with NVRTC directly (no GPU, no driver needed).
+"""Compile a kernel source to a cubin with NVRTC directly (no GPU, no driver needed): a test helper.
 
 Why: NVRTC is a pure compiler library; with NVIDIA's `nvidia-cuda-nvrtc` wheel (torch depends on it) and the
 `cuda-bindings` package it runs on any Linux machine. CI uses it to prove every kernel compiles for every GPU
-generation we support, and the self-check tests use it as the first stage of a broken source's path.
+generation we support, and the self-check tests use it as the first stage of a broken source's path. (On a GPU,
+CuPy's RawModule compiles the same text with the same `NVRTC_OPTIONS`.)
 """
 
 from __future__ import annotations
@@ -10,20 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import VsKeepError
-from .sources import NVRTC_OPTIONS
-
-__all__ = ["ARCHITECTURES", "KernelCompileError", "NvrtcUnavailable", "compile_cubin", "load_nvrtc"]
+from vs_keep.kernels.sources import NVRTC_OPTIONS
 
 #: Turing, Ampere (A100), Ampere (consumer), Ada, Hopper
 ARCHITECTURES = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90")
 
 
-class KernelCompileError(VsKeepError):
+class KernelCompileError(RuntimeError):
     """NVRTC (or the host compiler) rejected a kernel source; the message carries the compiler log."""
 
 
-class NvrtcUnavailable(VsKeepError):
+class NvrtcUnavailable(RuntimeError):
     """The NVRTC library or its Python bindings cannot be loaded here."""
 
 
