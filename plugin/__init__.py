@@ -63,7 +63,9 @@ def keep(
         YUV/RGB whose chroma is flat (official `is_gray`, threshold 10, on the first, middle and last frame) that
         way and leaves its chroma untouched; True forces it, False never for colour formats.
     scene_detect: "auto": frames without `_SceneChangePrev` get it from a cut detector on frames n-1 and n
-        (`vs_keep.scene`; props present win); "props": only the props. Applies with scene_reset.
+        (`vs_keep.scene`; props present win); "props": only the props; "off": no cuts (chunk starts only, as
+        scene_reset=False). The values of `vs-keep restore --scene-detect` (which has no props, so no "props").
+        Applies with scene_reset.
     mask_out: return the paste alpha instead of the restored clip: GRAYS, output size, 0 = source untouched,
         1 = restored face only (for MaskedMerge, grading or inspection); scaled by `strength`.
     strength: in [0, 1]: the restored face mixed with the original inside the paste alpha (the alpha times
@@ -143,11 +145,11 @@ def keep(
     try:
         with stdout_to_stderr():  # load everything now, never lazily inside frame callbacks
             engine = build_engine(options)
+        out = build_filter(clip, engine, debug_props=debug_props, matrix_in_s=matrix_in_s, gray=gray,
+                           scene_detect=scene_detect, mask=bool(mask_out), strength=float(strength), select=select,
+                           background=bg_clip)
     except VsKeepError as exc:
         raise _fail(str(exc)) from None
-    out = build_filter(clip, engine, debug_props=debug_props, matrix_in_s=matrix_in_s, gray=gray,
-                       scene_detect=scene_detect, mask=bool(mask_out), strength=float(strength), select=select,
-                       background=bg_clip)
     _free_on_destroy(engine)
     return out
 

@@ -1,5 +1,5 @@
 """The one composer: a frame as numpy planes in its own format, what the model reads of it, and restored faces
-merged back into it. The VapourSynth filter (`vs_keep.plugin.compose`) and `vs-keep restore` (`vs_keep.pixels`)
+merged back into it. The VapourSynth filter (`vs_keep.plugin.frames`) and `vs-keep restore` (`vs_keep.pixels`)
 both hand their frames' planes to these functions, so the same options give the same frames.
 
 Film work uses 10/16-bit YUV, RGB48 or GRAY scans; a restorer must not touch what it does not restore. `merge_faces`
