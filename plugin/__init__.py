@@ -182,22 +182,15 @@ def _check_companions(clip: Any, upscale: int, select: Any, bg_clip: Any) -> Non
 
 
 def _free_on_destroy(engine) -> None:
+    import torch
     import vapoursynth as vs
 
-    def free(engine=engine) -> None:  # default arg: module globals are gone when this runs
+    def free(engine=engine, torch=torch) -> None:  # default args: module globals are gone when this runs
         engine.close()
-        try:
-            import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:
-            pass
-
-    try:
-        vs.register_on_destroy(free)
-    except Exception:  # older VapourSynth without the hook: memory is freed with the process
-        pass
+    vs.register_on_destroy(free)  # R70+ (setup.py) always has it
 
 
 def source(path: str | os.PathLike[str]) -> Any:

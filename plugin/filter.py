@@ -38,7 +38,7 @@ import numpy as np
 import vapoursynth as vs
 
 from vs_keep.concurrency import LRUCache
-from vs_keep.errors import is_out_of_memory, user_message
+from vs_keep.errors import user_message
 from vs_keep.random_access import RandomAccessRestorer
 
 from . import props as P
@@ -52,21 +52,12 @@ def _fail(msg: str) -> vs.Error:
     return vs.Error(f"keep: {msg}")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    line = line.removeprefix("keep: ")
-    if isinstance(exc, vs.Error) or type(exc).__module__.startswith("vs_keep"):
-        return line
-    return f"{type(exc).__name__}: {line}"
-
-
 def frame_error(n: int, exc: BaseException) -> vs.Error:
-    """The one-line `vs.Error` a failing frame callback raises; the full traceback goes to the DEBUG log."""
+    """The one-line `vs.Error` a failing frame callback raises (`errors.user_message`: GPU out-of-memory advice,
+    `TypeName: first line` for foreign errors); the full traceback goes to the DEBUG log."""
     log.debug("keep: frame %d failed", n, exc_info=exc)
-    if is_out_of_memory(exc):
-        return _fail(f"frame {n}: {user_message(exc)}")
-    return _fail(f"frame {n}: {_one_line(exc)}")
+    text = str(exc).removeprefix("keep: ") if isinstance(exc, vs.Error) else user_message(exc)
+    return _fail(f"frame {n}: {next((s.strip() for s in text.splitlines() if s.strip()), type(exc).__name__)}")
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

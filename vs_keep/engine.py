@@ -173,13 +173,13 @@ def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
         # measured under vspipe (full KEEP, 2 faces, 640x480): 1.17x faster, peak RSS +11 %; flat over length
         if tune_malloc(True):
             log.info("glibc allocator tuned for reuse of activation memory (process-wide)")
-    if kind == "keep" and o.cpu_precision == "bf16" and device == "cpu":
+    cpu_bf16 = o.cpu_precision == "bf16" and device == "cpu"
+    if cpu_bf16:  # KEEP only (validate)
         from .runtime.backends import OpenVinoBackend
 
         net.set_decoder(OpenVinoBackend(precision="bf16").decoder(net))
     elif kind == "keep":
         _install_decoder(net, o.decoder, device, precision)
-    cpu_bf16 = o.cpu_precision == "bf16" and device == "cpu"
     log.debug("numerics: %s", numerics_identity(device, "fp32+bf16-decoder" if cpu_bf16 else precision, cpu_fast=o.cpu_fast))
     autocast: AutocastFactory = backend.autocast if precision != "fp32" else contextlib.nullcontext
     if device.startswith("cuda") and precision == "fp32":

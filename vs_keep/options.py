@@ -6,18 +6,16 @@ from __future__ import annotations
 
 from .errors import InputError
 
-__all__ = ["GRAY_MODES", "SCENE_DETECT_MODES", "check_gray", "check_scene_detect"]
+__all__ = ["SCENE_DETECT_MODES", "check_gray", "check_scene_detect"]
 
-#: gray="auto" decides from three frames; True/False force it
-GRAY_MODES: tuple[object, ...] = ("auto", True, False)
 #: where a frame's scene cut (`_SceneChangePrev`) comes from: "auto" (the frame's props, else the cut detector
 #: `vs_keep.scene.is_cut` on frames n-1 and n), "props" (props only), "off" (no cuts: chunk starts only)
 SCENE_DETECT_MODES = ("auto", "props", "off")
 
 
 def check_gray(gray: object) -> bool | str:
-    """`gray` as given, once it is 'auto', True or False."""
-    if not any(gray is mode or (isinstance(mode, str) and gray == mode) for mode in GRAY_MODES):
+    """`gray` as given, once it is 'auto' (decided from three frames), True or False (forced)."""
+    if not (gray is True or gray is False or gray == "auto"):
         raise InputError(f"gray must be 'auto', True or False, got {gray!r}")
     return gray  # type: ignore[return-value]
 
