@@ -112,17 +112,12 @@ def keep(
 
     from vs_keep.engine import EngineOptions, build_engine, validate
     from vs_keep.errors import VsKeepError
-    from vs_keep.options import check_gray, check_scene_detect
+    from vs_keep.options import check_scene_detect
     from vs_keep.stdio import stdout_to_stderr
 
     from .filter import _check_clip, _fail, build_filter
 
     _check_clip(clip)
-    try:
-        check_gray(gray)
-        check_scene_detect(scene_detect)
-    except VsKeepError as exc:
-        raise _fail(str(exc)) from None
     if not isinstance(num_streams, int) or num_streams < 1:
         raise _fail(f"num_streams must be an integer >= 1, got {num_streams!r}")
     if num_streams > vs.core.num_threads:
@@ -135,14 +130,12 @@ def keep(
         decoder=decoder, cpu_fast=bool(cpu_fast), cpu_precision=cpu_precision, overlap=overlap, stabilize=stabilize,
         max_face=max_face, strength=strength, gray=gray,
     )
-    try:
-        validate(options)
-    except VsKeepError as exc:
-        raise _fail(str(exc)) from None
-    _check_companions(clip, upscale, select, bg_clip)
-    if strength == 0 and upscale == 1 and not mask_out:
-        return clip  # nothing of the faces would reach the output
-    try:
+    try:  # the engine's errors (InputError, CheckpointError) become one `keep: ...` line
+        check_scene_detect(scene_detect)
+        validate(options)  # before anything loads; gray= too
+        _check_companions(clip, upscale, select, bg_clip)
+        if strength == 0 and upscale == 1 and not mask_out:
+            return clip  # nothing of the faces would reach the output
         with stdout_to_stderr():  # load everything now, never lazily inside frame callbacks
             engine = build_engine(options)
         out = build_filter(clip, engine, debug_props=debug_props, matrix_in_s=matrix_in_s, gray=gray,

@@ -4,7 +4,7 @@ Every upstream frame a callback needs is an input of the node whose callback run
 before the callback starts; no callback requests frames, and none waits on work promised by another callback
 (VAPOURSYNTH-NOTES E10: previewers keep many async requests in flight and would deadlock the pool). Stages:
 
-  work    frames.working_clip: the RGB detection and the model read (RGB24 as is, else RGBS at full precision)
+  work    frames.working_clip: the RGB detection and the model read (RGB24 as is, else RGBS in [0, 1])
   flags   scene_flags_clip: 1x1 frames carrying each frame's _SceneChangePrev (the source's, else the
           built-in detector on frames n-1 and n, the previous frame delivered by a clip shifted once)
   detect  1x1 frames with the faces of frame n as props                           (parallel across threads)
@@ -42,7 +42,7 @@ from vs_keep.errors import user_message
 from vs_keep.random_access import RandomAccessRestorer
 
 from . import props as P
-from .frames import frame_to_rgb, layer_clip, mask_out, merge_into_clip, model_view, working_clip, write_layer
+from .frames import frame_to_rgb, layer_clip, mask_out, merge_into_clip, working_clip, write_layer
 
 log = logging.getLogger("vs_keep.plugin")
 core = vs.core
@@ -131,7 +131,7 @@ def _detect_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.Vide
 
     def compute(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         mask = np.asarray(f[-1][0]) != 0 if select is not None else None
-        dets = engine.detect(n, model_view(frame_to_rgb(f[1])), mask)
+        dets = engine.detect(n, frame_to_rgb(f[1]), mask)
         start = P.is_scene_start(f[2]) if flags is not None else False
         scene.put(n, start)
         return emit(n, f[0], dets, start)
@@ -193,7 +193,7 @@ def _crop_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.VideoN
         out = f[0].copy()
         faces = chunk.faces.get(n, ())
         if faces:
-            view = model_view(frame_to_rgb(f[1]))
+            view = frame_to_rgb(f[1])
             P.write_crops(out.props, [engine.crop(view, face) for face in faces])
         return out
 
@@ -238,7 +238,7 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
                 if m >= span.start:
                     return P.read_crop(f[2 + m - span.start], chunk.position(m, track), S)
                 if m not in views:
-                    views[m] = model_view(frame_to_rgb(f[2 + span.stop - span.start + m - first]))
+                    views[m] = frame_to_rgb(f[2 + span.stop - span.start + m - first])
                 return engine.crop(views[m], chunk.faces[m][chunk.position(m, track)])
 
             runs = [
@@ -247,7 +247,7 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
             ]
         restored = [engine.restored_face(run, face.index) for run, face in zip(runs, faces)]
         frame = frame_to_rgb(f[1])
-        result = engine.paste_frame(n, frame, model_view(frame), chunk, restored, layer=True)
+        result = engine.paste_frame(n, frame, frame, chunk, restored, layer=True)
         out = f[0].copy()
         write_layer(out, result.image, result.alpha)
         if debug_props:

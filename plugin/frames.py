@@ -22,7 +22,7 @@ import numpy as np
 import vapoursynth as vs
 
 from vs_keep.errors import InputError
-from vs_keep.planes import MATRICES, MATRIX_NAMES, PlaneFormat, looks_gray, merge_faces, probe_frames, rgb_planes, to_rgb, upscale_planes
+from vs_keep.planes import MATRICES, MATRIX_NAMES, PlaneFormat, looks_gray, merge_faces, rgb_planes, to_rgb, upscale_planes
 
 from . import props as P
 
@@ -49,18 +49,12 @@ def write_planes(frame: vs.VideoFrame, planes: list[np.ndarray]) -> None:
 
 
 def frame_to_rgb(frame: vs.VideoFrame) -> np.ndarray:
-    """(H, W, 3) uint8 for RGB24, float32 for RGBS (the working clip's formats). Copies: planes are read-only
+    """(H, W, 3) uint8 for RGB24, float32 for RGBS (the working clip's formats: in [0, 1], what detection and the
+    model read). Copies: planes are read-only
     (cv2.merge: an interleaving np.stack costs ~10x more on a 1080p frame)."""
     import cv2
 
     return cv2.merge(planes_of(frame)[:3])
-
-
-def model_view(img: np.ndarray) -> np.ndarray:
-    """What detection and alignment see: uint8 as is, float clamped to [0, 1]."""
-    if img.dtype == np.uint8:
-        return img
-    return np.clip(img, 0.0, 1.0)
 
 
 def write_rgb(frame: vs.VideoFrame, img: np.ndarray) -> None:
@@ -97,7 +91,8 @@ def read_layer(frame: vs.VideoFrame) -> tuple[np.ndarray, np.ndarray]:
 @dataclass(frozen=True, eq=False)
 class Working:
     """A source clip prepared for restoration. rgb: what detection, alignment and the model read
-    (`vs_keep.planes.to_rgb`: RGB24 for 8-bit integer sources, else RGBS; gray material as luma replicated).
+    (`vs_keep.planes.to_rgb`: RGB24 for 8-bit integer sources, else RGBS in [0, 1]; gray material as luma
+    replicated).
     gray: only luma comes back. fmt: the source's planes as the composer reads them (range, matrix)."""
 
     src: vs.VideoNode
@@ -134,7 +129,7 @@ def _matrix(fmt: vs.VideoFormat, props0: Mapping[str, Any], matrix_in_s: str | N
 
 def working_clip(clip: vs.VideoNode, matrix_in_s: str | None = None, gray: bool | str = "auto") -> Working:
     """Prepare `clip` (any constant RGB/YUV/GRAY format) for restoration; see `Working`. gray="auto" reads the
-    frames of `planes.probe_frames` here, at build time."""
+    frames `planes.looks_gray` asks for here, at build time."""
     fmt = clip.format
     props0: dict[str, Any] = {}
     if fmt.color_family != vs.RGB:  # _Range (and YUV's _Matrix) from frame 0: one synchronous read, at build time
@@ -143,14 +138,15 @@ def working_clip(clip: vs.VideoNode, matrix_in_s: str | None = None, gray: bool 
     pf = plane_format(fmt, _source_range(fmt, props0), _matrix(fmt, props0, matrix_in_s))
     flat = pf.family == "gray" or gray is True
     if gray == "auto" and pf.family != "gray":
-        rgbs = []
-        for n in probe_frames(clip.num_frames):
+
+        def frame_rgb(n: int) -> np.ndarray:
             with clip.get_frame(n) as f:
-                rgbs.append(to_rgb(planes_of(f), pf))
-        flat = looks_gray(rgbs)
+                return to_rgb(planes_of(f), pf)
+
+        flat = looks_gray(frame_rgb, clip.num_frames)
     if flat and pf.family != "gray":
         log.info("keep: %s restored as gray (the face layer's luma only)", fmt.name)
-    if fmt.id in (vs.RGB24, vs.RGBS):
+    if fmt.id == vs.RGB24:  # what rgb_planes gives: the planes themselves
         return Working(clip, clip, flat, pf)
     rgb_format = vs.RGB24 if (pf.bits == 8 and not pf.is_float) else vs.RGBS
     blank = core.std.BlankClip(clip, format=rgb_format, keep=True)

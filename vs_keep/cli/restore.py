@@ -171,14 +171,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def looks_gray_input(source, total: int) -> bool:
-    """gray="auto" for a file: the frames of `planes.probe_frames` pass the official gray test."""
+    """gray="auto" for a file: the frames `planes.looks_gray` reads pass the official gray test."""
     from ..pixels import to_rgb
-    from ..planes import looks_gray, probe_frames
+    from ..planes import looks_gray
     from ..video import decode, iter_frames
 
     if source.is_video:
-        return looks_gray([to_rgb(next(decode(source.path, start=n, max_frames=1))) for n in probe_frames(total)])
-    return looks_gray([next(iter_frames(source.path, start=n, max_frames=1)) for n in probe_frames(total)])
+        return looks_gray(lambda n: to_rgb(next(decode(source.path, start=n, max_frames=1))), total)
+    return looks_gray(lambda n: next(iter_frames(source.path, start=n, max_frames=1)), total)
 
 
 def _background(path: str, source, total: int, upscale: int):
