@@ -63,7 +63,9 @@ def keep(
         YUV/RGB whose chroma is flat (official `is_gray`, threshold 10, on the first, middle and last frame) that
         way and leaves its chroma untouched; True forces it, False never for colour formats.
     scene_detect: "auto": frames without `_SceneChangePrev` get it from a cut detector on frames n-1 and n
-        (`vs_keep.scene`; props present win); "props": only the props. Applies with scene_reset.
+        (`vs_keep.scene`; props present win); "props": only the props; "off": no cuts (chunk starts only, as
+        scene_reset=False). The values of `vs-keep restore --scene-detect` (which has no props, so no "props").
+        Applies with scene_reset.
     mask_out: return the paste alpha instead of the restored clip: GRAYS, output size, 0 = source untouched,
         1 = restored face only (for MaskedMerge, grading or inspection); scaled by `strength`.
     strength: in [0, 1]: the restored face mixed with the original inside the paste alpha (the alpha times
@@ -110,17 +112,12 @@ def keep(
 
     from vs_keep.engine import EngineOptions, build_engine, validate
     from vs_keep.errors import VsKeepError
-    from vs_keep.options import check_gray, check_scene_detect
+    from vs_keep.options import check_scene_detect
     from vs_keep.stdio import stdout_to_stderr
 
     from .filter import _check_clip, _fail, build_filter
 
     _check_clip(clip)
-    try:
-        check_gray(gray)
-        check_scene_detect(scene_detect)
-    except VsKeepError as exc:
-        raise _fail(str(exc)) from None
     if not isinstance(num_streams, int) or num_streams < 1:
         raise _fail(f"num_streams must be an integer >= 1, got {num_streams!r}")
     if num_streams > vs.core.num_threads:
@@ -133,21 +130,19 @@ def keep(
         decoder=decoder, cpu_fast=bool(cpu_fast), cpu_precision=cpu_precision, overlap=overlap, stabilize=stabilize,
         max_face=max_face, strength=strength, gray=gray,
     )
-    try:
-        validate(options)
-    except VsKeepError as exc:
-        raise _fail(str(exc)) from None
-    _check_companions(clip, upscale, select, bg_clip)
-    if strength == 0 and upscale == 1 and not mask_out:
-        return clip  # nothing of the faces would reach the output
-    try:
+    try:  # the engine's errors (InputError, CheckpointError) become one `keep: ...` line
+        check_scene_detect(scene_detect)
+        validate(options)  # before anything loads; gray= too
+        _check_companions(clip, upscale, select, bg_clip)
+        if strength == 0 and upscale == 1 and not mask_out:
+            return clip  # nothing of the faces would reach the output
         with stdout_to_stderr():  # load everything now, never lazily inside frame callbacks
             engine = build_engine(options)
+        out = build_filter(clip, engine, debug_props=debug_props, matrix_in_s=matrix_in_s, gray=gray,
+                           scene_detect=scene_detect, mask=bool(mask_out), strength=float(strength), select=select,
+                           background=bg_clip)
     except VsKeepError as exc:
         raise _fail(str(exc)) from None
-    out = build_filter(clip, engine, debug_props=debug_props, matrix_in_s=matrix_in_s, gray=gray,
-                       scene_detect=scene_detect, mask=bool(mask_out), strength=float(strength), select=select,
-                       background=bg_clip)
     _free_on_destroy(engine)
     return out
 
@@ -180,22 +175,15 @@ def _check_companions(clip: Any, upscale: int, select: Any, bg_clip: Any) -> Non
 
 
 def _free_on_destroy(engine) -> None:
+    import torch
     import vapoursynth as vs
 
-    def free(engine=engine) -> None:  # default arg: module globals are gone when this runs
+    def free(engine=engine, torch=torch) -> None:  # default args: module globals are gone when this runs
         engine.close()
-        try:
-            import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:
-            pass
-
-    try:
-        vs.register_on_destroy(free)
-    except Exception:  # older VapourSynth without the hook: memory is freed with the process
-        pass
+    vs.register_on_destroy(free)  # R70+ (setup.py) always has it
 
 
 def source(path: str | os.PathLike[str]) -> Any:

@@ -4,8 +4,8 @@ Every upstream frame a callback needs is an input of the node whose callback run
 before the callback starts; no callback requests frames, and none waits on work promised by another callback
 (VAPOURSYNTH-NOTES E10: previewers keep many async requests in flight and would deadlock the pool). Stages:
 
-  work    compose.working_clip: the RGB detection and the model read (RGB24 as is, else RGBS at full precision)
-  flags   scene_flags_clip(rgb): 1x1 frames carrying each frame's _SceneChangePrev (the source's, else the
+  work    frames.working_clip: the RGB detection and the model read (RGB24 as is, else RGBS in [0, 1])
+  flags   scene_flags_clip: 1x1 frames carrying each frame's _SceneChangePrev (the source's, else the
           built-in detector on frames n-1 and n, the previous frame delivered by a clip shifted once)
   detect  1x1 frames with the faces of frame n as props                           (parallel across threads)
   plan    per block [base, base + chunk): inputs are the detect frames of `Sequencer.block_window(base)`, as
@@ -17,7 +17,8 @@ before the callback starts; no callback requests frames, and none waits on work 
           (overlap=/stabilize=) starts in earlier blocks whose crop frames carry their own block's plan: the
           node then also takes the RGB frames of `Sequencer.priming` (clips shifted once at build time) and
           crops them with the chunk's own plan
-  compose compose.compose merges them into the untouched source in its own format (or mask_out gives the alpha)
+  merge   frames.merge_into_clip merges them into the untouched source in its own format (`vs_keep.planes`, the
+          composer `vs-keep restore` uses too), or frames.mask_out gives the alpha
 
 Output n is a pure function of the frames `vs_keep.sequencer` gives it: request order, thread count, seeks and
 reloads never change a frame.
@@ -37,12 +38,11 @@ import numpy as np
 import vapoursynth as vs
 
 from vs_keep.concurrency import LRUCache
-from vs_keep.errors import is_out_of_memory, user_message
+from vs_keep.errors import user_message
 from vs_keep.random_access import RandomAccessRestorer
 
 from . import props as P
-from .compose import compose, mask_out, scene_flags, working_clip
-from .frames import frame_to_rgb, layer_clip, model_view, write_layer
+from .frames import frame_to_rgb, layer_clip, mask_out, merge_into_clip, working_clip, write_layer
 
 log = logging.getLogger("vs_keep.plugin")
 core = vs.core
@@ -52,21 +52,12 @@ def _fail(msg: str) -> vs.Error:
     return vs.Error(f"keep: {msg}")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    line = line.removeprefix("keep: ")
-    if isinstance(exc, vs.Error) or type(exc).__module__.startswith("vs_keep"):
-        return line
-    return f"{type(exc).__name__}: {line}"
-
-
 def frame_error(n: int, exc: BaseException) -> vs.Error:
-    """The one-line `vs.Error` a failing frame callback raises; the full traceback goes to the DEBUG log."""
+    """The one-line `vs.Error` a failing frame callback raises (`errors.user_message`: GPU out-of-memory advice,
+    `TypeName: first line` for foreign errors); the full traceback goes to the DEBUG log."""
     log.debug("keep: frame %d failed", n, exc_info=exc)
-    if is_out_of_memory(exc):
-        return _fail(f"frame {n}: {user_message(exc)}")
-    return _fail(f"frame {n}: {_one_line(exc)}")
+    text = str(exc).removeprefix("keep: ") if isinstance(exc, vs.Error) else user_message(exc)
+    return _fail(f"frame {n}: {next((s.strip() for s in text.splitlines() if s.strip()), type(exc).__name__)}")
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,12 +82,24 @@ def _check_clip(clip: Any) -> None:
         raise _fail("clip has no frames")
 
 
-def scene_flags_clip(rgb: vs.VideoNode, mode: str = "auto") -> vs.VideoNode:
-    """1x1 frames whose `_SceneChangePrev` says that frame n starts a scene: the upstream's own flag where a frame
-    has one (e.g. misc.SCDetect before keep); else, with mode "auto", `vs_keep.scene.is_cut` on frames n-1 and n
-    (compose.scene_flags: frame n-1 is an input clip shifted once, never fetched from a callback)."""
-    tiny = core.std.BlankClip(rgb, format=vs.GRAY8, width=1, height=1, keep=True)
-    return tiny.std.CopyFrameProps(scene_flags(rgb, mode), props=[P.SCENE_CHANGE_PREV])
+def scene_flags_clip(tiny: vs.VideoNode, rgb: vs.VideoNode, mode: str) -> vs.VideoNode:
+    """1x1 frames (`tiny`) whose `_SceneChangePrev` says that frame n of `rgb` starts a scene: the upstream's own
+    flag where a frame has one (e.g. misc.SCDetect before keep); else, with mode "auto", `vs_keep.scene.is_cut` on
+    frames n-1 and n (frame n-1 comes from a clip shifted once, never fetched from a callback, so seeks and threads
+    cannot change the answer); with "props", no cut."""
+    if mode == "props" or rgb.num_frames < 2:
+        return tiny.std.CopyFrameProps(rgb, props=[P.SCENE_CHANGE_PREV])
+    from vs_keep.scene import is_cut
+
+    def flag(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        out = f[0].copy()
+        cut = f[1].props.get(P.SCENE_CHANGE_PREV)
+        if cut is None:
+            cut = int(n > 0 and is_cut(frame_to_rgb(f[2]), frame_to_rgb(f[1])))
+        out.props[P.SCENE_CHANGE_PREV] = cut
+        return out
+
+    return tiny.std.ModifyFrame([tiny, rgb, rgb[0] + rgb[:-1]], _guarded(flag))
 
 
 def _blanks(template: vs.VideoNode, length: int) -> list[vs.VideoNode]:
@@ -128,7 +131,7 @@ def _detect_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.Vide
 
     def compute(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         mask = np.asarray(f[-1][0]) != 0 if select is not None else None
-        dets = engine.detect(n, model_view(frame_to_rgb(f[1])), mask)
+        dets = engine.detect(n, frame_to_rgb(f[1]), mask)
         start = P.is_scene_start(f[2]) if flags is not None else False
         scene.put(n, start)
         return emit(n, f[0], dets, start)
@@ -190,7 +193,7 @@ def _crop_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.VideoN
         out = f[0].copy()
         faces = chunk.faces.get(n, ())
         if faces:
-            view = model_view(frame_to_rgb(f[1]))
+            view = frame_to_rgb(f[1])
             P.write_crops(out.props, [engine.crop(view, face) for face in faces])
         return out
 
@@ -204,13 +207,13 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
                  gray: bool | str = "auto", scene_detect: str = "auto", mask: bool = False, strength: float = 1.0,
                  select: vs.VideoNode | None = None, background: vs.VideoNode | None = None) -> vs.VideoNode:
     """Wire the engine's stages into a graph (see the module docstring)."""
-    work = working_clip(clip, matrix_in_s, gray)  # model input at full precision; compose() merges back
+    work = working_clip(clip, matrix_in_s, gray)  # model input at full precision; merge_into_clip merges back
     rgb = work.rgb
     seq = engine.sequencer
     N, C, S = rgb.num_frames, seq.chunk, engine.face_size
     blocks = -(-N // C)
     tiny = core.std.BlankClip(rgb, format=vs.GRAY8, width=1, height=1, keep=True)
-    flags = scene_flags_clip(rgb, scene_detect) if seq.scene_reset else None
+    flags = scene_flags_clip(tiny, rgb, scene_detect) if seq.scene_reset and scene_detect != "off" else None
     det = _detect_stage(engine, tiny, rgb, flags, select)
     plan = _repeat(_plan_stage(engine, det, N), C, N)
     crops = _crop_stage(engine, tiny, rgb, plan)
@@ -235,7 +238,7 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
                 if m >= span.start:
                     return P.read_crop(f[2 + m - span.start], chunk.position(m, track), S)
                 if m not in views:
-                    views[m] = model_view(frame_to_rgb(f[2 + span.stop - span.start + m - first]))
+                    views[m] = frame_to_rgb(f[2 + span.stop - span.start + m - first])
                 return engine.crop(views[m], chunk.faces[m][chunk.position(m, track)])
 
             runs = [
@@ -244,7 +247,7 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
             ]
         restored = [engine.restored_face(run, face.index) for run, face in zip(runs, faces)]
         frame = frame_to_rgb(f[1])
-        result = engine.paste_frame(n, frame, model_view(frame), chunk, restored, layer=True)
+        result = engine.paste_frame(n, frame, frame, chunk, restored, layer=True)
         out = f[0].copy()
         write_layer(out, result.image, result.alpha)
         if debug_props:
@@ -269,7 +272,7 @@ def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_prop
                                  clip_src=[blank, rgb, plan, *block_crops, *priming.values()])
     if mask:
         return mask_out(stacked, strength)
-    out = compose(work, stacked, up, strength, background)  # the source's own format; untouched where alpha is 0
+    out = merge_into_clip(work, stacked, up, strength, background)  # the source's format; untouched where alpha is 0
     return core.std.CopyFrameProps(out, stacked, props=list(P.WRITTEN)) if debug_props else out
 
 

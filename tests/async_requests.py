@@ -4,7 +4,7 @@ what a previewer does to the filter.
     python async_requests.py OUT.json VIDEO WEIGHTS CHUNK THREADS SLEEP
 
 1. The linear reference: the same filter asked frame by frame in order on one thread (what vspipe does). Since
-   issue 12 the filter merges the faces into the source in its own format (plugin/compose.py), so the engine's
+   issue 12 the filter merges the faces into the source in its own format (plugin/frames.py), so the engine's
    RGB paste is no longer the reference.
 2. Through vsjetengine, like vs-preview: a managed environment, the .vpy loaded with `load_script`, every frame
    requested at once with `get_frame_async` (core.num_threads = THREADS; upstream = the PyAV source behind a

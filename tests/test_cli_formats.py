@@ -141,10 +141,10 @@ def test_stream_access_flags_cuts_as_frames_arrive() -> None:
 
 @pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p10le", "yuv444p16le", "gbrp10le", "gbrpf32le", "gray", "gray16le",
                                      "nv12", "rgb24", "yuvj420p"])
-def test_pixels_compose_in_the_frame_format(pix_fmt: str) -> None:
-    """vs_keep.pixels.compose (the CLI's merge) on a real photo with grain: same pixel format, tags and pts; no
+def test_pixels_merge_into_frame_in_the_frame_format(pix_fmt: str) -> None:
+    """vs_keep.pixels.merge_into_frame (the CLI's merge) on a real photo with grain: same pixel format, tags and pts; no
     sample changes where the (area-resampled) alpha is 0; the face region takes the layer."""
-    from vs_keep.pixels import compose, resize, to_rgb
+    from vs_keep.pixels import merge_into_frame, to_rgb
 
     photo = grainy16(cv2.resize(two_face_scene(n=1).frames[0], (96, 72), interpolation=cv2.INTER_AREA), 3)
     frame = av.VideoFrame.from_ndarray(photo, format="rgb48le").reformat(
@@ -164,7 +164,7 @@ def test_pixels_compose_in_the_frame_format(pix_fmt: str) -> None:
     alpha = np.zeros((72, 96), np.float32)
     alpha[20:50, 30:70] = 1.0
     alpha[18:20, 30:70] = 0.5
-    out = compose(frame, layer, alpha)
+    out = merge_into_frame(frame, layer, alpha)
     assert out.format.name == frame.format.name and out.pts == 7 and int(out.colorspace) == 1
     planar = out.reformat(format="gbrp16le" if frame.format.is_rgb else None) if pix_fmt in ("rgb24", "nv12") else out
     src = frame.reformat(format=planar.format.name) if planar is not out else frame
@@ -180,6 +180,6 @@ def test_pixels_compose_in_the_frame_format(pix_fmt: str) -> None:
         sy = 72 // h
         assert np.array_equal(a[: 16 // sy], b[: 16 // sy]) and np.array_equal(a[52 // sy:], b[52 // sy:]), (pix_fmt, i)
         assert (a[24 // sy: 46 // sy] != b[24 // sy: 46 // sy]).mean() > 0.1, (pix_fmt, i)
-    assert compose(frame, layer, np.zeros_like(alpha)) is frame
-    up = resize(frame, 192, 144)
+    assert merge_into_frame(frame, layer, np.zeros_like(alpha)) is frame
+    up = merge_into_frame(frame, None, None, upscale=2)
     assert up.format.name == pix_fmt and (up.width, up.height) == (192, 144) and up.pts == 7

@@ -1,7 +1,7 @@
 """Film-grade compositing: the faces go back into the source in its own format and nothing else changes.
 
-compose() is tested directly on real photos with grain in every format film work uses (no model needed), then
-keep() end to end with the small synthetic model on a few formats: same format out, every sample outside the
+merge_into_clip() is tested directly on real photos with grain in every format film work uses (no model needed),
+then keep() end to end with the small synthetic model on a few formats: same format out, every sample outside the
 (dilated) paste squares equal to the input, samples inside changed."""
 
 from __future__ import annotations
@@ -97,15 +97,15 @@ def photos() -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: core.get_video_format(f).name)
-def test_compose_touches_only_the_alpha(fmt: int, photos) -> None:
+def test_merge_into_clip_touches_only_the_alpha(fmt: int, photos) -> None:
     from vs_keep.planes import GRAY_WEIGHTS
-    from vs_keep.plugin.compose import compose, working_clip
+    from vs_keep.plugin.frames import merge_into_clip, working_clip
 
     src = clip_of([photos["src"]], fmt)
     work = working_clip(src, gray=False)
     assert work.rgb.format.id in (vs.RGB24, vs.RGBS) and work.gray == (src.format.color_family == vs.GRAY)
     alpha = photos["alpha"]
-    out = compose(work, stacked(photos["layer"], alpha))
+    out = merge_into_clip(work, stacked(photos["layer"], alpha))
     assert out.format.id == fmt and (out.width, out.height) == (W, H)
     got, want = planes(out), planes(src)
     f = src.format
@@ -135,10 +135,10 @@ def test_compose_touches_only_the_alpha(fmt: int, photos) -> None:
 
 @pytest.mark.parametrize("fmt", [vs.RGB48, vs.YUV420P10, vs.YUV422PH, vs.GRAY16], ids=lambda f: core.get_video_format(f).name)
 def test_zero_alpha_gives_the_input_bit_for_bit(fmt: int, photos) -> None:
-    from vs_keep.plugin.compose import compose, working_clip
+    from vs_keep.plugin.frames import merge_into_clip, working_clip
 
     src = clip_of([photos["src"]], fmt)
-    out = compose(working_clip(src, gray=False), stacked(photos["layer"], np.zeros((H, W), np.float32)))
+    out = merge_into_clip(working_clip(src, gray=False), stacked(photos["layer"], np.zeros((H, W), np.float32)))
     for g, s in zip(planes(out), planes(src)):
         assert np.array_equal(g, s)
 
@@ -147,7 +147,7 @@ def test_gray_auto_on_flat_chroma_keeps_chroma(photos) -> None:
     """A black-and-white scan delivered as YUV 4:2:0 10-bit: gray='auto' detects it (official is_gray), the model
     sees the replicated luma, chroma planes come back untouched everywhere, luma changes in the face."""
     from vs_keep.planes import is_gray
-    from vs_keep.plugin.compose import compose, working_clip
+    from vs_keep.plugin.frames import merge_into_clip, working_clip
 
     mono = np.repeat(photos["src"].mean(axis=2, keepdims=True), 3, axis=2)
     src = clip_of([mono], vs.YUV420P10)
@@ -157,7 +157,7 @@ def test_gray_auto_on_flat_chroma_keeps_chroma(photos) -> None:
     assert np.array_equal(rgb[0], rgb[1]) and np.array_equal(rgb[1], rgb[2])
     assert not working_clip(clip_of([photos["src"]], vs.YUV420P10)).gray  # colour photo: not gray
     assert is_gray(np.repeat(astronaut()[..., :1], 3, axis=2)) and not is_gray(astronaut())
-    out = compose(work, stacked(photos["layer"], photos["alpha"]))
+    out = merge_into_clip(work, stacked(photos["layer"], photos["alpha"]))
     got, want = planes(out), planes(src)
     assert out.format.id == vs.YUV420P10
     assert np.array_equal(got[1], want[1]) and np.array_equal(got[2], want[2])

@@ -11,6 +11,7 @@ import torch
 from data.face_scenes import astronaut
 from engine_run import linear_pass, paste_alpha
 from vs_keep.face import ModuleRestorer, create_detector, restorer_factory
+from vs_keep.models import load
 from vs_keep.models.synthetic import write_synthetic_checkpoint
 
 
@@ -55,8 +56,8 @@ def keep_path(tmp_path_factory) -> str:
 
 def test_keep_engine_end_to_end_with_official_chunks(keep_path: str, detector) -> None:
     frames = panning_clip(5)
-    factory = restorer_factory(keep_path)  # loads through vs_keep.models.load
-    assert factory.restorer.kind == "keep" and factory.face_size == 128
+    factory = restorer_factory(load(keep_path))
+    assert factory.restorer.info.kind == "keep" and factory.face_size == 128
     rec = Recording(factory.restorer)
     out = linear_pass(frames, rec, detector, chunk=3)
     assert len(out) == 5
@@ -80,8 +81,8 @@ def test_keep_engine_end_to_end_with_official_chunks(keep_path: str, detector) -
 
 def test_codeformer_restores_frame_by_frame(tmp_path, detector) -> None:
     path = write_synthetic_checkpoint(tmp_path / "codeformer_small.pth", "codeformer", "small")
-    factory = restorer_factory(path)
-    assert factory.restorer.kind == "codeformer"
+    factory = restorer_factory(load(path))
+    assert factory.restorer.info.kind == "codeformer"
     frames = panning_clip(2)
     out = linear_pass(frames, factory, detector)
     assert len(out) == 2 and all(len(r.faces) == 1 for r in out)

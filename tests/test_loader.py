@@ -133,7 +133,7 @@ def test_loaded_networks_say_what_they_are(small_keep: Path, small_cf: Path) -> 
     assert model_info(keep) == ModelInfo("keep", recurrent=True, takes_fidelity=False, scale=1)
     assert model_info(cf) == ModelInfo("codeformer", recurrent=False, takes_fidelity=True, scale=1)
     assert model_info(DICNet(num_features=8, num_groups=2)).scale == 8
-    assert ModuleRestorer(keep).kind == "keep" and ModuleRestorer(cf).kind == "codeformer"
+    assert ModuleRestorer(keep).info.kind == "keep" and ModuleRestorer(cf).info.kind == "codeformer"
     with pytest.raises(InputError, match="not a vs-keep network"):
         model_info(torch.nn.Conv2d(3, 3, 1))
     with pytest.raises(InputError, match="'dic'"):

@@ -164,10 +164,15 @@ def test_scene_flags_arrive_as_inputs(media) -> None:
         # same plan (tracks, smoothed landmarks, chunk bounds) to the bit ...
         assert got[n][3] == [float(v) for pf in want.faces for v in np.asarray(pf.landmarks).reshape(-1)], n
         # ... and the same restored faces: the filter merges them into the source as colour + alpha
-        # (face.paste.paste_layer + plugin.compose) where render() pastes them one by one into a uint8 frame; the
-        # two orders of float32 arithmetic may round a sample to the neighbouring level, never further
+        # (face.paste.paste_layer + plugin.frames.merge_into_clip) where render() pastes them one by one into a uint8
+        # frame; the two orders of float32 arithmetic may round a sample to the neighbouring level, never further
         assert np.abs(got[n][0].astype(int) - want.image.astype(int)).max() <= 1, n
     reference.close()
+    # scene_detect="off": no cuts at all, the upstream's prop included (a fresh engine: the caches hold the cut)
+    plain = build_engine(EngineOptions(weights=str(media["weights"]), chunk=CHUNK, device="cpu"))
+    with build_filter(cut, plain, debug_props=True, matrix_in_s=None, scene_detect="off").get_frame(5) as f:
+        assert (f.props["KeepChunkStart"], f.props["KeepChunkEnd"]) == (4, 8)
+    plain.close()
 
 
 def test_stage_props_round_trip_exactly() -> None:

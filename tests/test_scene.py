@@ -82,15 +82,19 @@ def rgb_clip(frames: list[np.ndarray]):
 
 
 def test_scene_flags_props_win() -> None:
-    from vs_keep.plugin.compose import scene_flags
+    from vs_keep.plugin.filter import scene_flags_clip
 
     a, b = two_face_scene(n=3).frames, second_shot(3)
     clip = rgb_clip(a + b)
-    flags = [int(f.props["_SceneChangePrev"]) for f in scene_flags(clip, "auto").frames(close=True)]
-    assert flags == [0, 0, 0, 1, 0, 0]
-    forced = clip.std.SetFrameProps(_SceneChangePrev=0)
-    assert all(int(f.props["_SceneChangePrev"]) == 0 for f in scene_flags(forced, "auto").frames(close=True))
-    assert scene_flags(clip, "props") is clip
+    tiny = vs.core.std.BlankClip(clip, format=vs.GRAY8, width=1, height=1, keep=True)
+
+    def flags(src: vs.VideoNode, mode: str) -> list[int]:
+        return [int(f.props.get("_SceneChangePrev", 0)) for f in scene_flags_clip(tiny, src, mode).frames(close=True)]
+
+    assert flags(clip, "auto") == [0, 0, 0, 1, 0, 0]
+    assert flags(clip.std.SetFrameProps(_SceneChangePrev=0), "auto") == [0] * 6
+    assert flags(clip, "props") == [0] * 6
+    assert flags(clip[:4].std.SetFrameProps(_SceneChangePrev=1) + clip[4:], "props") == [1, 1, 1, 1, 0, 0]
     from vs_keep.errors import InputError
     from vs_keep.options import check_scene_detect
 

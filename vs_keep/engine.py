@@ -181,7 +181,7 @@ def load_model(o: EngineOptions) -> tuple[nn.Module, AutocastFactory]:
     if device.startswith("cuda") and precision == "fp32":
         # cuDNN convolutions default to TF32 (fp16's 10-bit mantissa), at which the encoders flip codebook indices:
         # off for the duration of our own model calls only, so other filters in the process keep their setting
-        autocast = _without_tf32(autocast)
+        autocast = cudnn_tf32_off
     return net, autocast
 
 
@@ -211,15 +211,6 @@ def cudnn_tf32_off() -> Iterator[None]:
             _tf32_depth -= 1
             if _tf32_depth == 0:
                 torch.backends.cudnn.allow_tf32 = _tf32_saved
-
-
-def _without_tf32(inner: AutocastFactory) -> AutocastFactory:
-    @contextlib.contextmanager
-    def scope() -> Iterator[None]:
-        with cudnn_tf32_off(), inner():
-            yield
-
-    return scope
 
 
 def _install_decoder(net: nn.Module, decoder: str, device: str, precision: str, *, cpu_bf16: bool = False) -> None:

@@ -6,23 +6,26 @@ from __future__ import annotations
 
 from .errors import InputError
 
-__all__ = ["GRAY_MODES", "SCENE_DETECT_MODES", "check_gray", "check_scene_detect"]
+__all__ = ["SCENE_DETECT_MODES", "check_gray", "check_scene_detect"]
 
-#: gray="auto" decides from three frames; True/False force it
-GRAY_MODES: tuple[object, ...] = ("auto", True, False)
-#: where `_SceneChangePrev` comes from: "auto" (props, else the cut detector), "props" (props only)
-SCENE_DETECT_MODES = ("auto", "props")
+#: where a frame's scene cut (`_SceneChangePrev`) comes from: "auto" (the frame's props, else the cut detector
+#: `vs_keep.scene.is_cut` on frames n-1 and n), "props" (props only), "off" (no cuts: chunk starts only)
+SCENE_DETECT_MODES = ("auto", "props", "off")
 
 
 def check_gray(gray: object) -> bool | str:
-    """`gray` as given, once it is 'auto', True or False."""
-    if not any(gray is mode or (isinstance(mode, str) and gray == mode) for mode in GRAY_MODES):
+    """`gray` as given, once it is 'auto' (decided from three frames), True or False (forced)."""
+    if not (gray is True or gray is False or gray == "auto"):
         raise InputError(f"gray must be 'auto', True or False, got {gray!r}")
     return gray  # type: ignore[return-value]
 
 
-def check_scene_detect(mode: object) -> str:
-    """`scene_detect` as given, once it is one of SCENE_DETECT_MODES."""
+def check_scene_detect(mode: object, *, props: bool = True) -> str:
+    """`scene_detect` as given, once it is one of SCENE_DETECT_MODES; "props" only where frames carry props
+    (`props`: the filter's clips do, a file `vs-keep restore` decodes does not)."""
     if mode not in SCENE_DETECT_MODES:
         raise InputError(f"scene_detect must be one of {', '.join(map(repr, SCENE_DETECT_MODES))}, got {mode!r}")
+    if mode == "props" and not props:
+        raise InputError("scene_detect must be 'auto' or 'off' here: 'props' reads VapourSynth frame props "
+                         "(_SceneChangePrev), which a decoded file does not carry")
     return mode  # type: ignore[return-value]

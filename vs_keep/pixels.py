@@ -17,7 +17,7 @@ from .errors import InputError
 from .planes import PlaneFormat, merge_faces, upscale_planes
 from .planes import to_rgb as planes_to_rgb
 
-__all__ = ["PLANAR_OF", "compose", "convert", "copy_tags", "resize", "to_rgb"]
+__all__ = ["PLANAR_OF", "convert", "copy_tags", "merge_into_frame", "to_rgb"]
 
 #: packed/semi-planar formats and the planar format holding the same samples (converted losslessly both ways)
 PLANAR_OF = {
@@ -111,12 +111,12 @@ def to_rgb(frame: Any, gray: bool = False) -> np.ndarray:
     return planes_to_rgb(_planes(src), _plane_format(src), gray)
 
 
-def compose(frame: Any, color: np.ndarray | None, alpha: np.ndarray | None, *, gray: bool = False,
-            strength: float = 1.0, background: Any = None, upscale: int = 1) -> Any:
+def merge_into_frame(frame: Any, color: np.ndarray | None, alpha: np.ndarray | None, *, gray: bool = False,
+                     strength: float = 1.0, background: Any = None, upscale: int = 1) -> Any:
     """A new frame in `frame`'s own pixel format (and tags, pts) with the faces merged in (`planes.merge_faces`):
     color (H, W, 3) float RGB and alpha (H, W) at the output size. The background is `background` (a decoded
-    frame of the output size), else `frame` resized bilinearly by `upscale`. With nothing merged and no resize,
-    the decoded frame itself is returned."""
+    frame of the output size), else `frame` resized bilinearly by `upscale` (`planes.upscale_planes`; with no
+    faces, the background of `--upscale`). With nothing merged and no resize, the decoded frame itself is returned."""
     import av
 
     src = _planar(frame)
@@ -140,14 +140,6 @@ def compose(frame: Any, color: np.ndarray | None, alpha: np.ndarray | None, *, g
         out = out.reformat(format=frame.format.name, src_color_range=_range(frame), dst_color_range=_range(frame))
         copy_tags(frame, out)
     return out
-
-
-def resize(frame: Any, width: int, height: int) -> Any:
-    """`frame` at `width` x `height` (an integer multiple of its size): the bilinear background of `--upscale`
-    without faces, in the frame's own format (`planes.upscale_planes`)."""
-    if (frame.width, frame.height) == (width, height):
-        return frame
-    return compose(frame, None, None, upscale=width // frame.width)
 
 
 def convert(frame: Any, pix_fmt: str, like: Any) -> Any:

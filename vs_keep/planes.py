@@ -1,5 +1,5 @@
 """The one composer: a frame as numpy planes in its own format, what the model reads of it, and restored faces
-merged back into it. The VapourSynth filter (`vs_keep.plugin.compose`) and `vs-keep restore` (`vs_keep.pixels`)
+merged back into it. The VapourSynth filter (`vs_keep.plugin.frames`) and `vs-keep restore` (`vs_keep.pixels`)
 both hand their frames' planes to these functions, so the same options give the same frames.
 
 Film work uses 10/16-bit YUV, RGB48 or GRAY scans; a restorer must not touch what it does not restore. `merge_faces`
@@ -14,7 +14,7 @@ centre-sited. Planes are in canonical order: R, G, B / Y, U, V / Y, then any ext
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +23,7 @@ from .errors import InputError
 
 __all__ = [
     "GRAY_THRESHOLD", "GRAY_WEIGHTS", "MATRICES", "MATRIX_NAMES", "PlaneFormat", "is_gray", "looks_gray",
-    "merge_faces", "probe_frames", "rgb_planes", "to_rgb", "upscale_planes",
+    "merge_faces", "rgb_planes", "to_rgb", "upscale_planes",
 ]
 
 #: official `bgr2gray` weights (R, G, B) for the restored face of gray input
@@ -131,22 +131,18 @@ def to_rgb(planes: Sequence[np.ndarray], fmt: PlaneFormat, gray: bool = False) -
     return cv2.merge(rgb_planes(planes, fmt, gray))
 
 
-def is_gray(rgb: np.ndarray, threshold: float = GRAY_THRESHOLD) -> bool:
-    """The official test: mean over channel pairs of var(channel difference), in 8-bit units, <= threshold.
+def is_gray(rgb: np.ndarray) -> bool:
+    """The official test: mean over channel pairs of var(channel difference), in 8-bit units, <= GRAY_THRESHOLD.
     rgb: (H, W, 3) uint8, or float in [0, 1]."""
     img = np.asarray(rgb, np.float64) * (1.0 if np.asarray(rgb).dtype == np.uint8 else 255.0)
     r, g, b = img[..., 0], img[..., 1], img[..., 2]
-    return float(np.var(r - g) + np.var(g - b) + np.var(b - r)) / 3.0 <= threshold
+    return float(np.var(r - g) + np.var(g - b) + np.var(b - r)) / 3.0 <= GRAY_THRESHOLD
 
 
-def probe_frames(num_frames: int) -> list[int]:
-    """The frames gray="auto" looks at: the first, middle and last."""
-    return sorted({0, num_frames // 2, num_frames - 1})
-
-
-def looks_gray(rgbs: Sequence[np.ndarray]) -> bool:
-    """gray="auto": every frame of `probe_frames` (as `to_rgb` gives them, gray=False) passes `is_gray`."""
-    return all(is_gray(rgb) for rgb in rgbs)
+def looks_gray(frame_rgb: Callable[[int], np.ndarray], num_frames: int) -> bool:
+    """gray="auto": the first, middle and last frame (`frame_rgb(n)`: RGB as `to_rgb` gives it, gray=False) all
+    pass `is_gray` (read in that order, up to the first colour one)."""
+    return all(is_gray(frame_rgb(n)) for n in sorted({0, num_frames // 2, num_frames - 1}))
 
 
 def _shrink(x: np.ndarray, sy: int, sx: int) -> np.ndarray:

@@ -180,7 +180,7 @@ class RandomAccessRestorer:
             torch.set_num_threads(self.threads)
 
     def detect(self, n: int, view: np.ndarray, select: np.ndarray | None = None) -> list[Detection]:
-        """Faces of frame n (view: the frame as detection sees it, see `vs_keep.plugin.frames.model_view`), down
+        """Faces of frame n (view: the frame as detection sees it: uint8, or float in [0, 1]), down
         to tiny_min when tiny faces are on, up to max_face_size, centred on non-zero samples of the `select` mask
         (frame n's). Cached by n."""
         hit = self._detections.get(n)

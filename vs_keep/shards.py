@@ -6,7 +6,7 @@ Output frame n depends only on a bounded window of input frames (`vs_keep.sequen
 of `chunk` can be restored in pieces: shard [a, b) decodes frames [lo, hi) = `Sequencer.input_window(a, b)`
 (frame-accurate seek to lo; the window includes the priming runs of `overlap=`/`stabilize=`), renders frames
 a..b-1 with the linear pass `vs_keep.stream.restore_stream` over that window (from empty caches), merges the
-faces into the decoded frames in their own pixel format (`vs_keep.pixels.compose`, as `vs-keep restore` does;
+faces into the decoded frames in their own pixel format (`vs_keep.pixels.merge_into_frame`, as `vs-keep restore` does;
 source timestamps, colour tags and pixel format kept) and encodes them as one segment. Scene cuts come from
 `vs_keep.scene.is_cut` on consecutive frames, as in the single run (a shard decodes one frame before its window
 for the flag of its first frame). With a lossless codec the joined segments decode to the single-process output
@@ -155,7 +155,7 @@ def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
     """Restore and encode one shard into `job.segment` (written under a temporary name, renamed when complete)."""
     import torch
 
-    from .pixels import compose, to_rgb
+    from .pixels import merge_into_frame, to_rgb
     from .scene import is_cut
     from .stream import restore_stream
     from .video import FrameSink, decode, iter_frames
@@ -204,8 +204,9 @@ def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
                                      stop=s.stop, first=first)
             for n, result in enumerate(results, s.start):
                 if layer:
-                    sink.write_frame(compose(decoded.pop(n), result.image, result.alpha, gray=job.options.gray is True,
-                                             strength=job.options.strength, upscale=engine.upscale))
+                    sink.write_frame(merge_into_frame(decoded.pop(n), result.image, result.alpha,
+                                                      gray=job.options.gray is True, strength=job.options.strength,
+                                                      upscale=engine.upscale))
                 else:
                     sink.write(result.image)
                 if report is not None:

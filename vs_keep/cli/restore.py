@@ -75,8 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crf", type=int, default=18, help="x264/x265 CRF (default 18)")
     p.add_argument("--preset", default="medium", help="x264/x265 preset (default medium)")
     p.add_argument("--pix-fmt", help="output pixel format (default: the input's, e.g. yuv420p10le)")
-    p.add_argument("--scene-detect", choices=["auto", "off"], default="auto",
-                   help="reset KEEP's state at detected scene cuts (default auto)")
+    p.add_argument("--scene-detect", default="auto", metavar="{auto,off}",
+                   help="reset KEEP's state at detected scene cuts (default auto; off: at chunk starts only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--shards", type=int, help="restore in N pieces cut at chunk boundaries (same frames as one run)")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..engine import EngineOptions, build_engine, load_model, validate
+    from ..options import check_scene_detect
     from ..scene import is_cut
     from ..select_mask import MaskFrames
     from ..video import FrameSink, FrameSource, stream_format
@@ -123,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         gray=args.gray == "on",
     )
     try:
+        check_scene_detect(args.scene_detect, props=False)  # the filter's validator: one value set
         validate(options)  # the engine's one validator, before the input is decoded
     except InputError as exc:  # its message starts with the option's name: say it as this command's flag
         name, sep, rest = str(exc).partition(" ")
@@ -169,14 +171,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def looks_gray_input(source, total: int) -> bool:
-    """gray="auto" for a file: the frames of `planes.probe_frames` pass the official gray test."""
+    """gray="auto" for a file: the frames `planes.looks_gray` reads pass the official gray test."""
     from ..pixels import to_rgb
-    from ..planes import looks_gray, probe_frames
+    from ..planes import looks_gray
     from ..video import decode, iter_frames
 
     if source.is_video:
-        return looks_gray([to_rgb(next(decode(source.path, start=n, max_frames=1))) for n in probe_frames(total)])
-    return looks_gray([next(iter_frames(source.path, start=n, max_frames=1)) for n in probe_frames(total)])
+        return looks_gray(lambda n: to_rgb(next(decode(source.path, start=n, max_frames=1))), total)
+    return looks_gray(lambda n: next(iter_frames(source.path, start=n, max_frames=1)), total)
 
 
 def _background(path: str, source, total: int, upscale: int):
@@ -222,8 +224,8 @@ def _run_resumable(args: argparse.Namespace, options, source) -> int:
 def restore_video(engine, source, total: int, scene: Callable | None, path, options, background=None) -> Iterator:
     """Frames restored in their own pixel format: the model reads them through `planes.to_rgb`, the faces come back
     as colour + alpha and are merged into the decoded samples (`planes.merge_faces`, the filter's composer).
-    Decoded video frames give decoded frames (`pixels.compose`), RGB images give RGB images."""
-    from ..pixels import compose, to_rgb
+    Decoded video frames give decoded frames (`pixels.merge_into_frame`), RGB images give RGB images."""
+    from ..pixels import merge_into_frame, to_rgb
     from ..planes import PlaneFormat, merge_faces, upscale_planes
     from ..stream import restore_stream
     from .safety import decoding
@@ -244,4 +246,4 @@ def restore_video(engine, source, total: int, scene: Callable | None, path, opti
             yield np.stack(merge_faces(back, rgb8, result.image, result.alpha, gray=gray, strength=strength), axis=-1)
         else:
             bg = next(background) if background is not None else None
-            yield compose(frame, result.image, result.alpha, gray=gray, strength=strength, background=bg, upscale=up)
+            yield merge_into_frame(frame, result.image, result.alpha, gray=gray, strength=strength, background=bg, upscale=up)

@@ -2,15 +2,15 @@
 
 A restorer is `callable(chunk) -> chunk`, chunk a (T, 3, S, S) float32 CPU tensor, RGB in [-1, 1]; it returns the
 same shape (any range; the pipeline clamps to [-1, 1]). A restorer factory is `callable(track_id) -> restorer`
-with a `face_size` attribute. KEEP restores a chunk as one clip (its recurrent state starts at the chunk's first
-frame); CodeFormer restores frame by frame.
+with a `face_size` attribute. A loaded network is run as its `ModelInfo` says, never by its kind: a recurrent one
+restores a chunk as one clip (its state starts at the chunk's first frame), any other frame by frame.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
+import threading
 from collections.abc import Callable
 from typing import Any, ContextManager
 
@@ -35,49 +35,36 @@ def identity_restorer(chunk: torch.Tensor) -> torch.Tensor:
 
 
 class ModuleRestorer:
-    """Runs a loaded KEEP module (whole chunk per call) or CodeFormer module (`batch` frames per call).
+    """A loaded face restorer network (`vs_keep.models.load`), run as its `ModelInfo` says: one call restores a
+    chunk in one forward pass (a recurrent network: as one clip; any other: as one batch of frames); `ClipRun`
+    steps a recurrent one frame by frame (`prepare_chunk`/`initial_state`/`step`).
 
-    fidelity: CodeFormer's w (0 = most generative, 1 = closest to the input); ignored by KEEP.
+    fidelity: the `w` of networks that take it (`takes_fidelity`; 0 = most generative, 1 = closest to the input).
     autocast: context factory entered around every model call (the precision policy of `vs_keep.runtime`).
     """
 
-    def __init__(self, module: nn.Module, *, fidelity: float = 0.5, batch: int = 4,
+    def __init__(self, module: nn.Module, *, fidelity: float = 0.5,
                  autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> None:
         self.module = module
         self.autocast = autocast
         self.info = model_info(module)
-        self.kind = self.info.kind
-        if self.kind not in ("keep", "codeformer"):
-            raise InputError(f"ModuleRestorer: restores with KEEP or CodeFormer, got a {self.kind!r} network")
-        self.fidelity = float(fidelity)
-        self.batch = max(int(batch), 1)
-        self.face_size = int(getattr(module, "face_size", 512))
-        p = next(module.parameters(), None)
-        self.device = p.device if p is not None else torch.device("cpu")
-        self.dtype = p.dtype if p is not None else torch.float32
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.info.takes_fidelity:
-            out: Any = self.module(x, w=self.fidelity, adain=True)
-        else:
-            out = self.module(x)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return out
+        if self.info.scale != 1:
+            raise InputError(f"ModuleRestorer: a {self.info.kind!r} network changes the image size (x{self.info.scale}); "
+                             "it is not a face restorer")
+        self.kwargs = {"w": float(fidelity)} if self.info.takes_fidelity else {}
+        self.face_size = int(module.face_size)
+        p = next(module.parameters())
+        self.device, self.dtype = p.device, p.dtype
 
     def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
-        x = chunk.to(self.device, self.dtype)
         with torch.inference_mode(), self.autocast():
-            if not self.info.recurrent:  # per frame: batches of `batch` frames
-                out = torch.cat([self._forward(x[i : i + self.batch]) for i in range(0, len(x), self.batch)])
-            else:
-                out = self._forward(x)
+            out = self.module(chunk.to(self.device, self.dtype), **self.kwargs)
         return out.float().to(chunk.device)  # faces stay where the crops were (the GPU on the CUDA frame path)
 
 
 class SharedRestorerFactory:
-    """Hands every track the same restorer: KEEP and CodeFormer carry no state across chunks, so one loaded
-    module serves all tracks."""
+    """Hands every track the same restorer: the networks carry no state across chunks (`ClipRun` holds a chunk's
+    state), so one loaded module serves all tracks."""
 
     def __init__(self, restorer: Restorer, face_size: int) -> None:
         self.restorer = restorer
@@ -87,42 +74,26 @@ class SharedRestorerFactory:
         return self.restorer
 
 
-def restorer_factory(
-    model: str | os.PathLike[str] | nn.Module,
-    *,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    fidelity: float = 0.5,
-    download: bool = False,
-    autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
-) -> SharedRestorerFactory:
-    """Factory for a KEEP or CodeFormer model: a loaded module, a weights path or a registry name ("keep",
-    "codeformer"; looked up in the weights cache, downloaded only when `download`). `autocast`: see ModuleRestorer."""
-    if isinstance(model, nn.Module):
-        module = model
-    else:
-        from ..models import load
-        from ..weights import resolve
-
-        module = load(resolve(model, download=download), device=device, dtype=dtype)
+def restorer_factory(module: nn.Module, *, fidelity: float = 0.5,
+                     autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> SharedRestorerFactory:
+    """Factory for a loaded restorer network (`vs_keep.models.load`); `fidelity`, `autocast`: see ModuleRestorer."""
     restorer = ModuleRestorer(module, fidelity=fidelity, autocast=autocast)
-    log.debug("restorer: %s, face size %d", restorer.kind, restorer.face_size)
+    log.debug("restorer: %s, face size %d", restorer.info.kind, restorer.face_size)
     return SharedRestorerFactory(restorer, restorer.face_size)
 
 
 class ClipRun:
     """One track's clip of one chunk, restored lazily: `frame(k)` returns restored frame k, (3, S, S) in model
-    range, doing only the work needed so far. For KEEP that is `prepare_chunk` once, then one recurrent step per new
-    frame (consecutive requests advance the state one step each; frame k costs at most k + 1 steps). CodeFormer
-    runs per frame; any other restorer runs on the whole clip at the first request. Thread-safe.
+    range, doing only the work needed so far. For a recurrent network (KEEP) that is `prepare_chunk` once, then one
+    step per new frame (consecutive requests advance the state one step each; frame k costs at most k + 1 steps);
+    any other `ModuleRestorer` runs per frame; any other restorer runs on the whole clip at the first request.
+    Thread-safe.
 
     prime: the clip's first `prime` frames only warm up the restorer (KEEP's state, `overlap=`): `frame(k)` is clip
     frame `prime + k`, so frame k costs at most prime + k + 1 steps; `run_frame(i)` reads any frame of the run,
     priming frames included (the stabilizer's history). prime=0 is the official chunk."""
 
     def __init__(self, restorer: Restorer, clip: torch.Tensor, prime: int = 0) -> None:
-        import threading
-
         self.clip = clip
         self.restorer = restorer
         self.total = int(clip.shape[0])
@@ -135,9 +106,6 @@ class ClipRun:
         self._lock = threading.Lock()
         self._chunk = None
         self._state = None
-        #: the network's descriptor when the restorer is a ModuleRestorer (None: any other callable)
-        self._info = getattr(restorer, "info", None)
-        self._module = getattr(restorer, "module", None)
 
     def frame(self, k: int) -> torch.Tensor:
         if not 0 <= k < self.length:
@@ -157,8 +125,8 @@ class ClipRun:
 
     def _compute(self, k: int) -> None:
         r = self.restorer
-        if self._info is not None and self._info.recurrent:
-            m = self._module
+        if isinstance(r, ModuleRestorer) and r.info.recurrent:
+            m = r.module
             with torch.inference_mode(), r.autocast():
                 if self._chunk is None:
                     self._chunk = m.prepare_chunk(self.clip.to(r.device, r.dtype))
@@ -170,7 +138,7 @@ class ClipRun:
                     self.steps += 1
                 if self._state.t >= self.total:  # done: drop the chunk's features and flows
                     self._chunk = self._state = None
-        elif self._info is not None:  # per frame
+        elif isinstance(r, ModuleRestorer):  # per frame
             self.outputs[k] = r(self.clip[k : k + 1])[0]
             self.steps += 1
         else:

@@ -7,6 +7,6 @@
 from __future__ import annotations
 
 from .info import ModelInfo, model_info
-from .registry import ARCHITECTURES, load
+from .registry import MODELS, load
 
-__all__ = ["ARCHITECTURES", "ModelInfo", "load", "model_info"]
+__all__ = ["MODELS", "ModelInfo", "load", "model_info"]

@@ -33,8 +33,8 @@ from .kalman import KalmanGainNet, kalman_update
 from .vqgan import Encoder
 
 __all__ = [
-    "KEEP", "STAGES", "V1_PREFIXES", "Chunk", "DecoderFn", "KeepConfig", "KeepState", "StageHook", "build",
-    "convert", "detect", "keep_config_from_state_dict",
+    "KEEP", "KEY_MARKERS", "STAGES", "V1_PREFIXES", "Chunk", "DecoderFn", "KeepConfig", "KeepState", "StageHook",
+    "build", "convert", "detect", "keep_config_from_state_dict",
 ]
 
 #: (idx (1, L), SFT features {res: (1, C, r, r)}, CFA memory or None at t = 0) -> (raw output, new memory): the

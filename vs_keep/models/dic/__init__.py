@@ -24,6 +24,7 @@ from .network import DICNet
 
 __all__ = [
     "DICNet",
+    "KEY_MARKERS",
     "TRAINING_MEAN",
     "COMPONENTS_68",
     "build",
@@ -33,6 +34,9 @@ __all__ = [
     "merge_heatmaps",
 ]
 
+#: two official-layout keys, then the same tensors in mmagic's layout (names the closest family in load errors)
+KEY_MARKERS = ("first_block.compress_in.0.weight", "HG.compress_in.weight", "generator.first_block.conv_first.0.weight",
+               "generator.hour_glass.first_conv.weight")
 #: RGB mean (in [0,1] units) both the official code and mmagic subtract from the input during training.
 TRAINING_MEAN = (129.795 / 255.0, 108.12 / 255.0, 96.39 / 255.0)
 #: mmagic's skip path is `interpolate(size=(128,128))` rather than `scale_factor=8`.
