@@ -228,3 +228,22 @@ def test_vspipe_chunk_aligned_ranges_concatenate_to_the_whole_run(media, tmp_pat
     pieces = [y4m_frames(run("-s", str(a), "-e", str(b))) for a, b in ((0, 5), (6, 11))]
     assert [h for h, _ in pieces] == [header, header], header
     assert [f for _, frames in pieces for f in frames] == whole
+
+
+@pytest.mark.timeout(600)
+def test_image_folder_pieces_equal_one_pass(media, tmp_path: Path) -> None:
+    """An image folder to a video OUT goes through the pieces too (each numbered and stamped from its first
+    frame): the frames of the one-pass frame-folder output, with pieces and with shards."""
+    import cv2
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i, f in enumerate(clip_frames()[20:44]):
+        cv2.imwrite(str(imgs / f"f{i}.png"), f[..., ::-1])
+    args = ["--weights", str(media["weights"]), *OPTS, "--pix-fmt", "bgr0"]
+    assert main(["restore", str(imgs), str(tmp_path / "one"), *args]) == 0
+    one = [cv2.imread(str(p))[..., ::-1] for p in sorted((tmp_path / "one").glob("*.png"))]
+    for name, extra in (("pieces.mkv", ["--piece", str(CHUNK)]), ("sharded.mkv", ["--shards", "2"])):
+        assert main(["restore", str(imgs), str(tmp_path / name), *args, *extra]) == 0
+        got = decoded(tmp_path / name)
+        assert len(got) == len(one) == 24 and all(np.array_equal(a, b) for a, b in zip(got, one)), name

@@ -20,7 +20,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["atomic_output", "atomic_write", "file_lock", "is_folder_output", "replace_file", "same_file"]
+__all__ = ["atomic_output", "atomic_write", "file_lock", "is_folder_output", "make_parents", "output_errors",
+           "remove_empty", "replace_file", "same_file"]
 
 PathLike = str | os.PathLike[str]
 
@@ -147,29 +148,20 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     """
     final = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
     folder = is_folder_output(final)
-    created = _missing_parents(final)
-    blocker = (created[-1] if created else final).parent
-    if not blocker.is_dir():  # a file where a folder should be: mkdir would say "File exists", which misleads
-        raise NotADirectoryError(errno.ENOTDIR, f"cannot write the output ({blocker} is a file)", str(final))
     if folder and final.exists() and not final.is_dir():
         raise FileExistsError(errno.EEXIST, "cannot write a frame folder over an existing file", str(final))
+    created = make_parents(final)
     tmp: Path | None = None
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if folder:
-            tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
-        else:
-            fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}")
-            os.close(fd)
-            tmp = Path(name)
-        _default_mode(tmp)
-    except OSError as exc:
-        if tmp is not None:
-            _remove(tmp)
-        _remove_empty(created)
-        raise OSError(exc.errno, f"cannot write the output ({exc.strerror})", str(final)) from None
     committed = False
     try:
+        with output_errors(final):
+            if folder:
+                tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+            else:
+                fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}")
+                os.close(fd)
+                tmp = Path(name)
+            _default_mode(tmp)
         try:
             yield tmp
         except OSError as exc:
@@ -183,21 +175,43 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
         committed = True
     finally:
         if not committed:
-            _remove(tmp)
-            _remove_empty(created)
+            if tmp is not None:
+                _remove(tmp)
+            remove_empty(created)
 
 
-def _missing_parents(path: Path) -> list[Path]:
-    """The folders above `path` that do not exist yet, deepest first (removed again if the write fails)."""
-    missing = []
-    for parent in path.parents:
+@contextlib.contextmanager
+def output_errors(final: Path) -> Iterator[None]:
+    """An OSError while the block makes what output `final` needs says so, and names `final` (not a temporary)."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write the output ({exc.strerror})", str(final)) from None
+
+
+def make_parents(final: Path) -> list[Path]:
+    """Create the folders missing above the output `final` and return them, deepest first, for `remove_empty`
+    after a failure. A file where a folder should be is named as such (mkdir would say "File exists", which
+    misleads)."""
+    created = []
+    for parent in final.parents:
         if parent.exists():
             break
-        missing.append(parent)
-    return missing
+        created.append(parent)
+    blocker = (created[-1] if created else final).parent
+    if not blocker.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot write the output ({blocker} is a file)", str(final))
+    try:
+        with output_errors(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        remove_empty(created)
+        raise
+    return created
 
 
-def _remove_empty(folders: list[Path]) -> None:
+def remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` (deepest first) while they are empty: the folders a failed write had created."""
     for folder in folders:
         try:
             folder.rmdir()
