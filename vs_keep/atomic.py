@@ -14,7 +14,9 @@ import errno
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,8 +145,9 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     renamed over `path` at the end (through a symlink, its target is replaced). Folders: a hidden temporary folder
     beside the output; renamed to `path` when that does not exist (or is empty), otherwise its files are moved into
     the existing folder one by one at the end. On error, interrupt or SystemExit the temporary file or folder is
-    removed (with any folders created for it) and nothing appears at `path`; an OSError naming the temporary path
-    is re-pointed at `path`.
+    removed (with any folders created for it) and nothing appears at `path`; an error naming the temporary path
+    (OSError, PyAV's) is re-pointed at `path`. SIGINT and SIGTERM wait while the temporary is created, so none
+    lands between its creation and the registration of its removal.
     """
     final = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
     folder = is_folder_output(final)
@@ -154,7 +157,7 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     tmp: Path | None = None
     committed = False
     try:
-        with output_errors(final):
+        with _signals_held(), output_errors(final):
             if folder:
                 tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
             else:
@@ -164,8 +167,8 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
             _default_mode(tmp)
         try:
             yield tmp
-        except OSError as exc:
-            if exc.filename is not None and os.fspath(exc.filename).startswith(str(tmp)):
+        except Exception as exc:
+            if getattr(exc, "filename", None) is not None and os.fspath(exc.filename).startswith(str(tmp)):
                 exc.filename = str(final)
             raise
         if folder:
@@ -178,6 +181,20 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
             if tmp is not None:
                 _remove(tmp)
             remove_empty(created)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (then they are delivered), so they cannot land between two steps
+    that must both happen. Only in the main thread, where Python runs signal handlers (and where POSIX masks exist)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextlib.contextmanager

@@ -311,7 +311,7 @@ class RandomAccessRestorer:
 
     # -- the stages over a FrameAccess (the linear pass, shards, tests) ------------------------------------------
 
-    def render(self, n: int, access: FrameAccess, frame: np.ndarray | None = None, layer: bool = False) -> RenderedFrame:
+    def render(self, n: int, access: FrameAccess, layer: bool = False) -> RenderedFrame:
         """Output frame n (input size x upscale, input dtype) and the faces pasted into it. layer: return the faces
         as colour + alpha instead (the caller composites them into the source in its own format)."""
         if not 0 <= n < access.num_frames:
@@ -324,7 +324,7 @@ class RandomAccessRestorer:
             run = self.track_run(chunk.span, face.track, face.length, face.first, crop_of, face.prime)
             restored.append(self.restored_face(run, face.index))
         view = access.frame(n)
-        return self.paste_frame(n, view if frame is None else frame, view, chunk, restored, layer=layer)
+        return self.paste_frame(n, view, view, chunk, restored, layer=layer)
 
     def _detect_from(self, m: int, access: FrameAccess) -> list[Detection]:
         """`detect` over a FrameAccess, reading the frame only on a cache miss (a linear pass has released the

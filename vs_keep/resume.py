@@ -289,9 +289,9 @@ def restore_resumable(
     shards: cut the clip into this many near-even ranges first (`plan_shards`), each cut into pieces. ray: run the
     pieces as Ray tasks (one task per piece) on the running Ray instance, the cluster at `address`, or a new local
     one; else one after another in this process. On a cluster the work folder beside `output` must be on storage
-    every worker shares, like `input`. restart: discard the work folder first. background: a pre-upscaled video, one
-frame per input frame, under the restored faces (`vs-keep restore --background`). Nothing appears at `output` until it
-    is complete; the input is only read."""
+    every worker shares, like `input`. restart: discard the work folder first. background: a pre-upscaled video,
+    one frame per input frame, under the restored faces (`--background`). Nothing appears at `output` until it is
+    complete; the input is only read."""
     import torch
     from tqdm import tqdm
 

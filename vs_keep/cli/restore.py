@@ -21,12 +21,11 @@ from ..errors import InputError
 from ..weights import RESTORERS
 from ..resume import PIECE_FRAMES
 
-__all__ = ["add_arguments", "run", "writes_own_output"]
+__all__ = ["add_arguments", "run"]
 
 log = logging.getLogger("vs_keep.cli.restore")
 
-# `vs-keep` writes OUTPUT atomically and refuses it when it is one of INPUTS (see vs_keep.cli)
-OUTPUT, INPUTS = "output", ("input",)
+OUTPUT = "output"  # written atomically: on failure `vs-keep` says that nothing was written to it (see vs_keep.cli)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -85,24 +84,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restart", action="store_true", help="discard the finished pieces of an earlier run and start over")
 
 
-def writes_own_output(args: argparse.Namespace) -> bool:
-    """A video OUT is written by `vs_keep.resume` (its own work folder, lock and final rename), not by the CLI's
-    one-step atomic output: its finished pieces must outlive a killed run."""
-    from ..atomic import is_folder_output
-
-    return not args.aligned and not is_folder_output(args.output)
-
-
 def run(args: argparse.Namespace) -> int:
+    """A video OUT is written by `vs_keep.resume` (its work folder keeps the finished pieces of a killed run); a
+    frame folder and `--aligned` crops in one pass to `atomic.atomic_output`."""
     from tqdm import tqdm
 
+    from ..atomic import atomic_output, is_folder_output
     from ..engine import EngineOptions, build_engine, load_model, validate
     from ..scene import is_cut
     from ..select_mask import MaskFrames
     from ..stream import restore_frames
     from ..video import FrameSink, FrameSource, iter_frames, read_frames, stream_format
-    from .safety import checked_length, decoding
+    from .safety import checked_length, decoding, refuse_overwriting_input
 
+    refuse_overwriting_input([args.input], args.output)
     if args.aligned and (args.overlap or args.stabilize):
         raise InputError("--overlap and --stabilize work on whole frames (face tracks); drop them with --aligned")
     if args.aligned and (args.strength != 1 or args.max_face or args.select_mask or args.background):
@@ -135,27 +130,25 @@ def run(args: argparse.Namespace) -> int:
         _check_background(args.background, source, total, args.upscale)
     if args.gray == "auto" and not args.aligned:
         options = dataclasses.replace(options, gray=looks_gray_input(source, total))
-    if writes_own_output(args) or args.shards is not None or args.ray is not None:
+    if not (args.aligned or is_folder_output(args.output)) or args.shards is not None or args.ray is not None:
         return _run_resumable(args, options, source)
-    if args.aligned:
-        from ..aligned import restore_aligned
+    with atomic_output(args.output) as out:
+        if args.aligned:
+            from ..aligned import restore_aligned
 
-        net, autocast = load_model(options)
-        frames = restore_aligned(net, decoding(iter_frames(args.input), args.input), chunk=args.chunk,
-                                 fidelity=args.fidelity, autocast=autocast)
-    elif options.strength == 0 and options.upscale == 1:  # nothing of the faces would reach the output
-        frames = decoding(read_frames(args.input), args.input)
-    else:
-        frames = restore_frames(build_engine(options), decoding(read_frames(args.input), args.input), total,
-                                gray=options.gray is True, strength=options.strength, scene=scene,
-                                background=read_frames(args.background) if args.background else None)
-    audio = args.input if source.is_video else None
-    bar = tqdm(total=source.info.frames, unit="frame", file=sys.stderr, disable=args.no_progress, desc="restore")
-    with FrameSink(args.output, fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, audio_from=audio,
-                   like=like, pix_fmt=args.pix_fmt) as sink:
-        for frame in frames:
-            sink.write(frame)
-            bar.update(1)
+            net, autocast = load_model(options)
+            frames = restore_aligned(net, decoding(iter_frames(args.input), args.input), chunk=args.chunk,
+                                     fidelity=args.fidelity, autocast=autocast)
+        else:
+            frames = restore_frames(build_engine(options), decoding(read_frames(args.input), args.input), total,
+                                    gray=options.gray is True, strength=options.strength, scene=scene,
+                                    background=read_frames(args.background) if args.background else None)
+        bar = tqdm(total=total, unit="frame", file=sys.stderr, disable=args.no_progress, desc="restore")
+        with FrameSink(out, fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, like=like,
+                       audio_from=args.input if source.is_video else None, pix_fmt=args.pix_fmt) as sink:
+            for frame in frames:
+                sink.write(frame)
+                bar.update(1)
     bar.close()
     log.info("wrote %d frames", sink.count)
     return 0
