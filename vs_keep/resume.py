@@ -309,8 +309,6 @@ def restore_resumable(
     like = stream_format(input) if source.is_video else None
     groups = plan_pieces(total, sequencer_of(options), shards=shards, piece=piece)
     with _work_folder(out) as work:
-        if restart:
-            _sweep(work, keep=set())
         identity = _job_identity(input_identity(input, total), options, encoding)
         if background is not None:  # pieces made over another background are not reused
             identity["background"] = input_identity(background, total)
@@ -323,7 +321,7 @@ def restore_resumable(
                                  shard=s, total=total, first=first, first_pts=stamps[first], options=options,
                                  encoding=encoding, like=like, threads=torch.get_num_threads(),
                                  background=None if background is None else str(Path(background).resolve())))
-        done = [j for j in jobs if _is_complete(Path(j.segment), j.shard.stop - j.shard.start)]
+        done = [] if restart else [j for j in jobs if _is_complete(Path(j.segment), j.shard.stop - j.shard.start)]
         _sweep(work, keep={"manifest.json"} | {Path(j.segment).name for j in done}
                | {_record(Path(j.segment)).name for j in done})
         atomic_write(work / "manifest.json", json.dumps(identity, indent=1, sort_keys=True).encode())

@@ -50,7 +50,6 @@ class VideoInfo:
     height: int
     fps: Fraction
     frames: int | None  # best estimate; None when unknown
-    time_base: Fraction | None = None
 
 
 # ---------------------------------------------------------------------------------------------------- images
@@ -92,8 +91,11 @@ def read_image(path: PathLike) -> np.ndarray:
     return np.ascontiguousarray(img[..., ::-1])  # BGR -> RGB
 
 
-def _is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+def _images(path: Path) -> list[Path] | None:
+    """The image files of a folder (natural order) or a single image; None for a video file."""
+    if path.is_dir():
+        return list_images(path)
+    return [path] if path.suffix.lower() in IMAGE_SUFFIXES else None
 
 
 def _exists(path: PathLike) -> Path:
@@ -109,17 +111,14 @@ def _exists(path: PathLike) -> Path:
 def probe(path: PathLike) -> VideoInfo:
     """Size, frame rate and frame count of a video file, image folder or single image, without decoding the clip."""
     path = _exists(path)
-    if path.is_dir() or _is_image_file(path):
-        files = list_images(path) if path.is_dir() else [path]
+    if (files := _images(path)) is not None:
         h, w = read_image(files[0]).shape[:2]
         return VideoInfo(width=w, height=h, fps=DEFAULT_FPS, frames=len(files))
     container, stream = _open_video(path)
     with container:
         rate = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
-        return VideoInfo(
-            width=stream.codec_context.width, height=stream.codec_context.height, fps=Fraction(rate),
-            frames=int(stream.frames) or None, time_base=stream.time_base,
-        )
+        return VideoInfo(width=stream.codec_context.width, height=stream.codec_context.height, fps=Fraction(rate),
+                         frames=int(stream.frames) or None)
 
 
 def _open_video(path: PathLike) -> tuple:
@@ -145,9 +144,7 @@ def read_frames(
     start: index of the first frame (frame-accurate: decoding begins at the keyframe at or before it and the
     frames before it are dropped by timestamp). start_pts: its timestamp from `FrameSource.timestamps()`, which
     saves demuxing the file again."""
-    path = _exists(path)
-    if path.is_dir() or _is_image_file(path):
-        files = list_images(path) if path.is_dir() else [path]
+    if (files := _images(_exists(path))) is not None:
         return (read_image(file) for file in files[start:][:max_frames])
     return decode(path, start=start, start_pts=start_pts, max_frames=max_frames)
 
@@ -212,7 +209,7 @@ def decode(path: PathLike, *, start: int = 0, start_pts: int | None = None, max_
 
 @dataclass(frozen=True)
 class StreamFormat:
-    """What an output keeps of its source video: pixel format, the four colour tags, time base and rate."""
+    """What an output keeps of its source video: pixel format, the four colour tags and the time base."""
 
     pix_fmt: str
     colorspace: int
@@ -220,12 +217,10 @@ class StreamFormat:
     color_primaries: int
     color_trc: int
     time_base: Fraction | None
-    rate: Fraction
 
 
 def stream_format(path: PathLike) -> StreamFormat:
-    """The source's format from its stream and first decoded frame (decoders fill tags the container lacks)."""
-    info = probe(path)
+    """The source's format from its first decoded frame (decoders fill tags the container lacks)."""
     frames = decode(path)
     frame = next(frames, None)
     frames.close()  # closes the container now, not at garbage collection
@@ -234,7 +229,7 @@ def stream_format(path: PathLike) -> StreamFormat:
     return StreamFormat(
         pix_fmt=frame.format.name, colorspace=int(frame.colorspace), color_range=int(frame.color_range),
         color_primaries=int(frame.color_primaries), color_trc=int(frame.color_trc),
-        time_base=Fraction(frame.time_base) if frame.time_base else info.time_base, rate=info.fps,
+        time_base=Fraction(frame.time_base) if frame.time_base else None,
     )
 
 
@@ -242,7 +237,7 @@ class FrameSource:
     """A clip to read more than once (`read_frames(source.path)`): `info` up front, exact `count_frames()`."""
 
     def __init__(self, path: PathLike) -> None:
-        self.path = _exists(path)
+        self.path = Path(path)
         self.info = probe(self.path)
 
     @property
@@ -251,7 +246,7 @@ class FrameSource:
 
     @property
     def is_video(self) -> bool:
-        return not (self.path.is_dir() or _is_image_file(self.path))
+        return not self.path.is_dir() and self.path.suffix.lower() not in IMAGE_SUFFIXES
 
     def count_frames(self) -> int:
         """Exact number of frames: images in a folder, or frames decoded from the video (packet counts miss

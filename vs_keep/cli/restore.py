@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from ..video import FrameSink, FrameSource, iter_frames, read_frames, stream_format
     from .safety import checked_length, decoding, refuse_overwriting_input
 
-    refuse_overwriting_input([args.input], args.output)
+    refuse_overwriting_input(args.input, args.output)
     if args.aligned and (args.overlap or args.stabilize):
         raise InputError("--overlap and --stabilize work on whole frames (face tracks); drop them with --aligned")
     if args.aligned and (args.strength != 1 or args.max_face or args.select_mask or args.background):

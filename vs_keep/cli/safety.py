@@ -27,15 +27,12 @@ PathLike = str | os.PathLike[str]
 TRUNCATION_SLACK = 2
 
 
-def refuse_overwriting_input(inputs: Iterable[PathLike], output: PathLike) -> None:
-    """Raise OutputError when `output` is one of `inputs` on disk (same device and inode: also through symlinks
-    and hard links, and for folders)."""
-    for path in inputs:
-        if same_file(path, output):
-            raise OutputError(
-                f"output {output} is the input {path} (the same file on disk): the input would be overwritten; "
-                "choose another output path"
-            )
+def refuse_overwriting_input(input: PathLike, output: PathLike) -> None:
+    """Raise OutputError when `output` is `input` on disk (same device and inode: also through symlinks and hard
+    links, and for folders)."""
+    if same_file(input, output):
+        raise OutputError(f"output {output} is the input {input} (the same file on disk): the input would be "
+                          "overwritten; choose another output path")
 
 
 def _declared_seconds(path: Path) -> float | None:
