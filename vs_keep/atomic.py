@@ -23,7 +23,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 __all__ = ["atomic_output", "atomic_write", "file_lock", "is_folder_output", "make_parents", "output_errors",
-           "remove_empty", "replace_file", "same_file"]
+           "remove_empty", "replace_file", "replacing", "same_file"]
 
 PathLike = str | os.PathLike[str]
 
@@ -104,22 +104,32 @@ def replace_file(src: PathLike, dst: PathLike) -> None:
     _fsync_dir(dst.parent)
 
 
+def _temp_file(final: Path) -> Path:
+    """A new empty hidden file `.STEM.XXXX.tmp.SUFFIX` beside `final` (the suffix kept so muxers pick the
+    container), with the mode a plain open() would give it."""
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}")
+    os.close(fd)
+    _default_mode(Path(name))
+    return Path(name)
+
+
+@contextlib.contextmanager
+def replacing(path: PathLike, tmp: PathLike | None = None) -> Iterator[Path]:
+    """Yield the temporary file to write `path`'s new content to (`tmp`, in `path`'s folder; else a new one beside
+    it). When the block succeeds it is fsynced and renamed over `path` in one step; on any failure it is removed."""
+    tmp = _temp_file(Path(path)) if tmp is None else Path(tmp)
+    try:
+        yield tmp
+        replace_file(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write(path: PathLike, data: bytes) -> None:
     """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        _default_mode(Path(tmp))
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def same_file(a: PathLike, b: PathLike) -> bool:
@@ -160,11 +170,9 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
         with _signals_held(), output_errors(final):
             if folder:
                 tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+                _default_mode(tmp)
             else:
-                fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}")
-                os.close(fd)
-                tmp = Path(name)
-            _default_mode(tmp)
+                tmp = _temp_file(final)
         try:
             yield tmp
         except Exception as exc:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .atomic import atomic_write, file_lock, make_parents, output_errors, remove_empty, replace_file
+from .atomic import atomic_write, file_lock, make_parents, output_errors, remove_empty, replacing
 from .errors import InputError, OutputError, VsKeepError
 from .shards import (Encoding, Shard, ShardError, ShardJob, ShardResult, concat_segments, plan_shards, run_shard,
                      sequencer_of, shard_of, split)
@@ -332,7 +332,6 @@ def restore_resumable(
         bar = tqdm(total=total, initial=reused, unit="frame", file=sys.stderr, disable=not progress,
                    desc="restore" if shards == 1 else f"restore x{len(groups)}")
         t0 = time.perf_counter()
-        partial = work / f"concat.partial{out.suffix}"
         try:
             if ray and todo:
                 todo = [dataclasses.replace(j, shard=dataclasses.replace(j.shard, index=k)) for k, j in enumerate(todo)]
@@ -346,9 +345,9 @@ def restore_resumable(
                     bar.refresh()
 
                 results = [run_piece(job, report) for job in todo]
-            concat_segments([j.segment for j in jobs], partial, encoding.fps,
-                            audio_from=str(input) if source.is_video else None)
-            replace_file(partial, out)
+            with replacing(out, work / f"concat.partial{out.suffix}") as partial:
+                concat_segments([j.segment for j in jobs], partial, encoding.fps,
+                                audio_from=str(input) if source.is_video else None)
         except BaseException as exc:
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise OutputError(_disk_full(work, jobs, total)) from None
@@ -359,7 +358,6 @@ def restore_resumable(
             raise
         finally:
             bar.close()
-            partial.unlink(missing_ok=True)
         log.info("wrote %d frames in %d pieces (%d reused) to %s (%.1f s)", total, len(jobs), len(done), out,
                  time.perf_counter() - t0)
     shutil.rmtree(work, ignore_errors=True)

@@ -5,9 +5,9 @@ plans the pieces and runs them in this process or on Ray is `vs_keep.resume.rest
 Output frame n depends only on a bounded window of input frames (`vs_keep.sequencer`). So a video cut at multiples
 of `chunk` can be restored in pieces: shard [a, b) decodes frames [lo, hi) = `Sequencer.input_window(a, b)`
 (frame-accurate seek to lo; the window includes the priming runs of `overlap=`/`stabilize=`), renders frames
-a..b-1 with the linear pass `vs_keep.stream.restore_stream` over that window (from empty caches), merges the
-faces into the decoded frames in their own pixel format (`vs_keep.pixels.compose`, as `vs-keep restore` does;
-source timestamps, colour tags and pixel format kept) and encodes them as one segment. Scene cuts come from
+a..b-1 with `vs-keep restore`'s own loop `vs_keep.stream.restore_frames` over that window (from empty caches:
+faces merged into the decoded frames in their own pixel format; source timestamps, colour tags and pixel format
+kept; image input stamped with frame numbers) and encodes them as one segment. Scene cuts come from
 `vs_keep.scene.is_cut` on consecutive frames, as in the single run (a shard decodes one frame before its window
 for the flag of its first frame). With a lossless codec the joined segments decode to the single-process output
 bit for bit; with a lossy codec each segment is encoded on its own (an extra keyframe and a fresh rate control at
@@ -29,7 +29,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .atomic import replace_file
+from .atomic import replacing
 from .errors import InputError, VsKeepError
 
 if TYPE_CHECKING:  # importing this module stays cheap (`vs-keep restore --help` loads no torch)
@@ -187,19 +187,17 @@ def run_shard(job: ShardJob, report: Report | None = None) -> ShardResult:
     frames = timed(read_frames(job.input, start=job.first, start_pts=job.first_pts, max_frames=s.hi - job.first))
     background = None if job.background is None else read_frames(job.background, start=s.start)
     seg, e, o = Path(job.segment), job.encoding, job.options
-    tmp = seg.with_name(f"{seg.stem}.{uuid.uuid4().hex[:8]}.partial{seg.suffix}")
-    try:
-        with FrameSink(tmp, fps=e.fps, codec=e.codec, crf=e.crf, preset=e.preset, like=job.like, pix_fmt=e.pix_fmt,
-                       first=s.start) as sink:
-            for n, frame in enumerate(restore_frames(engine, frames, job.total, gray=o.gray is True, strength=o.strength,
-                                                     scene=is_cut if o.scene_reset else None, start=s.start,
-                                                     stop=s.stop, first=job.first, background=background), s.start):
-                sink.write(frame)
-                if report is not None:
-                    report(s.index, n - s.start + 1)
-        replace_file(tmp, seg)  # fsync first: a renamed segment is complete even after a power cut
-    finally:
-        tmp.unlink(missing_ok=True)
+    # fsynced, then renamed: a segment under its name is complete even after a power cut (a killed run's
+    # temporary is swept from the work folder by the next run)
+    with (replacing(seg, seg.with_name(f"{seg.stem}.{uuid.uuid4().hex[:8]}.partial{seg.suffix}")) as tmp,
+          FrameSink(tmp, fps=e.fps, codec=e.codec, crf=e.crf, preset=e.preset, like=job.like, pix_fmt=e.pix_fmt,
+                    first=s.start) as sink):
+        for n, frame in enumerate(restore_frames(engine, frames, job.total, gray=o.gray is True, strength=o.strength,
+                                                 scene=is_cut if o.scene_reset else None, start=s.start, stop=s.stop,
+                                                 first=job.first, background=background), s.start):
+            sink.write(frame)
+            if report is not None:
+                report(s.index, n - s.start + 1)
     return ShardResult(
         index=s.index, frames=s.stop - s.start, seconds=time.perf_counter() - t0, load_seconds=load_s,
         context_frames=len(context_seconds), context_decode_seconds=sum(context_seconds), pid=os.getpid(),
