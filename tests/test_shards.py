@@ -26,8 +26,8 @@ from media import write_video
 from vs_keep.cli import main
 from vs_keep.models.synthetic import write_synthetic_checkpoint
 from vs_keep.sequencer import Sequencer
-from vs_keep.resume import restore_resumable
-from vs_keep.shards import Encoding, plan_shards
+from vs_keep.resume import plan_pieces, restore_resumable
+from vs_keep.shards import Encoding
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N, CHUNK, GAP = 64, 8, 2
@@ -71,6 +71,11 @@ def test_iter_frames_seeks_frame_accurately(tmp_path: Path) -> None:
         assert all(np.array_equal(a, b) for a, b in zip(got, full[start:])), start
     rest = list(iter_frames(src, start=7))  # timestamp looked up by iter_frames itself
     assert len(rest) == 10 and all(np.array_equal(a, b) for a, b in zip(rest, full[7:]))
+
+
+def plan_shards(total: int, count: int, sequencer: Sequencer) -> list:
+    """The shards of `plan_pieces` (pieces longer than the clip: one piece a shard)."""
+    return [s for group in plan_pieces(total, sequencer, shards=count, piece=10**9) for s in group]
 
 
 def test_plan_cuts_whole_chunks_with_context() -> None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from .atomic import atomic_write, file_lock, make_parents, output_errors, remove_empty, replacing
 from .errors import InputError, OutputError, VsKeepError
-from .shards import (Encoding, Shard, ShardError, ShardJob, ShardResult, concat_segments, plan_shards, run_shard,
+from .shards import (Encoding, Shard, ShardError, ShardJob, ShardResult, concat_segments, run_shard,
                      sequencer_of, shard_of, split)
 from .weights import sha256_file
 
@@ -63,11 +63,16 @@ def work_folder(output: str | os.PathLike[str]) -> Path:
 
 
 def plan_pieces(total: int, sequencer: Sequencer, *, shards: int = 1, piece: int = PIECE_FRAMES) -> list[list[Shard]]:
-    """Each shard of `plan_shards` cut into near-equal pieces of whole chunks, at most `piece` frames (at least one
-    chunk) long. Pieces are numbered through the clip; the grid depends only on these arguments."""
-    longest = max(piece // sequencer.chunk, 1) * sequencer.chunk  # whole chunks, at least one
-    groups = [split(s.start, s.stop, math.ceil((s.stop - s.start) / longest), sequencer.chunk)
-              for s in plan_shards(total, shards, sequencer)]
+    """Frames [0, total) cut into at most `shards` near-even ranges of whole chunks, each cut into near-equal
+    pieces of whole chunks, at most `piece` frames (at least one chunk) long, with the input window each reads
+    (`shard_of`). Pieces are numbered through the clip; the grid depends only on these arguments."""
+    if shards < 1:
+        raise InputError(f"--shards must be >= 1, got {shards}")
+    if total < 1:
+        raise InputError("the input has no frames")
+    chunk = sequencer.chunk
+    longest = max(piece // chunk, 1) * chunk  # whole chunks, at least one
+    groups = [split(a, b, math.ceil((b - a) / longest), chunk) for a, b in split(0, total, shards, chunk)]
     starts = itertools.accumulate((len(g) for g in groups), initial=0)  # pieces numbered through the clip
     return [[shard_of(i, a, b, total, sequencer) for i, (a, b) in enumerate(g, k)] for g, k in zip(groups, starts)]
 
@@ -286,7 +291,7 @@ def restore_resumable(
     """Restore `input` into the video file `output` piece by piece, reusing the finished pieces of an earlier run
     of the same job (see the module docstring); returns the results of the pieces restored by this run.
 
-    shards: cut the clip into this many near-even ranges first (`plan_shards`), each cut into pieces. ray: run the
+    shards: cut the clip into this many near-even ranges first (`plan_pieces`), each cut into pieces. ray: run the
     pieces as Ray tasks (one task per piece) on the running Ray instance, the cluster at `address`, or a new local
     one; else one after another in this process. On a cluster the work folder beside `output` must be on storage
     every worker shares, like `input`. restart: discard the work folder first. background: a pre-upscaled video,

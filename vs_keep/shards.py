@@ -36,8 +36,8 @@ if TYPE_CHECKING:  # importing this module stays cheap (`vs-keep restore --help`
     from .engine import EngineOptions
     from .sequencer import Sequencer
 
-__all__ = ["Encoding", "Shard", "ShardError", "ShardJob", "ShardResult", "concat_segments", "plan_shards",
-           "run_shard", "sequencer_of", "shard_of", "split"]
+__all__ = ["Encoding", "Shard", "ShardError", "ShardJob", "ShardResult", "concat_segments", "run_shard",
+           "sequencer_of", "shard_of", "split"]
 
 
 class ShardError(VsKeepError, RuntimeError):
@@ -56,16 +56,6 @@ class Shard:
     stop: int
     lo: int
     hi: int
-
-
-def plan_shards(total: int, count: int, sequencer: Sequencer) -> list[Shard]:
-    """Cut frames [0, total) into at most `count` ranges of whole chunks, as even as possible, each with the input
-    window its frames read."""
-    if count < 1:
-        raise InputError(f"--shards must be >= 1, got {count}")
-    if total < 1:
-        raise InputError("the input has no frames")
-    return [shard_of(i, a, b, total, sequencer) for i, (a, b) in enumerate(split(0, total, count, sequencer.chunk))]
 
 
 def split(start: int, stop: int, count: int, chunk: int) -> list[tuple[int, int]]:
