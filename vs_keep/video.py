@@ -241,10 +241,6 @@ class FrameSource:
         self.info = probe(self.path)
 
     @property
-    def is_folder(self) -> bool:
-        return self.path.is_dir()
-
-    @property
     def is_video(self) -> bool:
         return not self.path.is_dir() and self.path.suffix.lower() not in IMAGE_SUFFIXES
 
