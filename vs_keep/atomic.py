@@ -104,10 +104,12 @@ def replace_file(src: PathLike, dst: PathLike) -> None:
     _fsync_dir(dst.parent)
 
 
-def _temp_file(final: Path) -> Path:
-    """A new empty hidden file `.STEM.XXXX.tmp.SUFFIX` beside `final` (the suffix kept so muxers pick the
-    container), with the mode a plain open() would give it."""
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}")
+def _temp_file(final: Path, *, keep_suffix: bool = False) -> Path:
+    """A new empty hidden file `.NAME.XXXX.tmp` beside `final`, which no glob for the final suffix matches (the
+    resume records, `*.json`); keep_suffix: `.STEM.XXXX.tmp.SUFFIX`, so muxers pick the container. Its mode is the
+    one a plain open() would give it."""
+    prefix, suffix = (f".{final.stem}.", f".tmp{final.suffix}") if keep_suffix else (f".{final.name}.", ".tmp")
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=prefix, suffix=suffix)
     os.close(fd)
     _default_mode(Path(name))
     return Path(name)
@@ -172,7 +174,7 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
                 tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
                 _default_mode(tmp)
             else:
-                tmp = _temp_file(final)
+                tmp = _temp_file(final, keep_suffix=True)
         try:
             yield tmp
         except Exception as exc:
