@@ -15,13 +15,13 @@ import bisect
 import os
 import threading
 import weakref
-from collections import OrderedDict
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import vapoursynth as vs
 
+from vs_keep.concurrency import LRUCache
 from vs_keep.errors import user_message
 from vs_keep.video import FrameSource, decode
 
@@ -49,7 +49,7 @@ class _Decoder:
         self._open: list = [None]  # the decoding generator (it holds the open container), if any
         self._closer = weakref.finalize(self, _close, self._open)
         self._next = 0  # index of the frame the generator yields next
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache = LRUCache(32)  # recent frames: VapourSynth asks for neighbours again
         self._lock = threading.Lock()
 
     def frame(self, n: int) -> np.ndarray:
@@ -64,16 +64,15 @@ class _Decoder:
             for fr in self._open[0]:
                 i = bisect.bisect_left(self.pts, fr.pts) if fr.pts is not None else self._next
                 self._next = i + 1
-                self._cache[i] = fr.to_ndarray(format="rgb24")
-                while len(self._cache) > 32:
-                    self._cache.popitem(last=False)
+                self._cache.put(i, fr.to_ndarray(format="rgb24"))
                 if i >= n:
                     break
             else:  # end of the stream: give the file back now, a later request reopens it
                 _close(self._open)
-            if n not in self._cache:
+            hit = self._cache.get(n)
+            if hit is None:
                 raise vs.Error(f"source: could not decode frame {n} of {self.path}")
-            return self._cache[n]
+            return hit
 
 
 def pyav_source(path: str | os.PathLike[str]) -> vs.VideoNode:

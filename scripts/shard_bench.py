@@ -53,10 +53,10 @@ def lossy_seams(frames: list[np.ndarray], work: Path, segments: int, crf: int, p
     parts = []
     for i, (a, b) in enumerate(zip(edges, edges[1:])):
         p = work / f"seg{i}.mp4"
-        with FrameSink(p, fps=fps, crf=crf, preset=preset) as sink:
+        with FrameSink(p, fps=fps, crf=crf, preset=preset, first=a) as sink:
             for f in frames[a:b]:
                 sink.write(f)
-        parts.append((str(p), a))
+        parts.append(str(p))
     cat = work / "cat.mp4"
     concat_segments(parts, cat, fps)
     q1 = [psnr(x, y) for x, y in zip(decoded(one), frames)]

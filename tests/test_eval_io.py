@@ -27,7 +27,7 @@ def test_image_folder_natural_order_and_pixel_formats(tmp_path: Path) -> None:
     for want, frame in zip([frames[3], frames[2], frames[1], frames[0]], got):
         np.testing.assert_array_equal(frame, want)
     source = FrameSource(tmp_path)
-    assert source.is_folder and source.count_frames() == 4 and source.info.fps == 25
+    assert not source.is_video and source.count_frames() == 4 and source.info.fps == 25
     assert (source.info.width, source.info.height) == (32, 32)
     assert len(list(iter_frames(tmp_path, max_frames=2))) == 2
 
@@ -67,7 +67,7 @@ def test_lossy_odd_size_uses_yuv444(tmp_path: Path) -> None:
     with av.open(str(tmp_path / "odd.mp4")) as c:
         assert c.streams.video[0].codec_context.pix_fmt == "yuv444p"
     source = FrameSource(tmp_path / "odd.mp4")
-    assert not source.is_folder and source.count_frames() == 3
+    assert source.is_video and source.count_frames() == 3
     assert source.info.fps == Fraction(24000, 1001) and (source.info.width, source.info.height) == (45, 31)
-    decoded = list(source)
+    decoded = list(iter_frames(source.path))
     assert len(decoded) == 3 and np.abs(decoded[1].astype(int) - frames[1]).mean() < 1.5

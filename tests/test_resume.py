@@ -105,7 +105,7 @@ def test_pieces_are_whole_chunks() -> None:
     assert [(s.start, s.stop) for g in pieces for s in g] == [(0, 8), (8, 16), (16, 24), (24, 32)]
     two = plan_pieces(100, Sequencer(chunk=20, max_gap=10), shards=2, piece=50)  # shards of 40 and 60 frames, pieces <= 40 frames
     assert [[(s.start, s.stop) for s in g] for g in two] == [[(0, 40)], [(40, 80), (80, 100)]]
-    assert (two[1][0].lo, two[1][0].hi) == (0, 100)  # the detection context of plan_shards
+    assert (two[1][0].lo, two[1][0].hi) == (0, 100)  # each piece's detection context
 
 
 @pytest.mark.timeout(600)

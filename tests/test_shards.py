@@ -26,8 +26,8 @@ from media import write_video
 from vs_keep.cli import main
 from vs_keep.models.synthetic import write_synthetic_checkpoint
 from vs_keep.sequencer import Sequencer
-from vs_keep.resume import restore_resumable
-from vs_keep.shards import Encoding, plan_shards
+from vs_keep.resume import plan_pieces, restore_resumable
+from vs_keep.shards import Encoding
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N, CHUNK, GAP = 64, 8, 2
@@ -71,6 +71,11 @@ def test_iter_frames_seeks_frame_accurately(tmp_path: Path) -> None:
         assert all(np.array_equal(a, b) for a, b in zip(got, full[start:])), start
     rest = list(iter_frames(src, start=7))  # timestamp looked up by iter_frames itself
     assert len(rest) == 10 and all(np.array_equal(a, b) for a, b in zip(rest, full[7:]))
+
+
+def plan_shards(total: int, count: int, sequencer: Sequencer) -> list:
+    """The shards of `plan_pieces` (pieces longer than the clip: one piece a shard)."""
+    return [s for group in plan_pieces(total, sequencer, shards=count, piece=10**9) for s in group]
 
 
 def test_plan_cuts_whole_chunks_with_context() -> None:
@@ -228,3 +233,22 @@ def test_vspipe_chunk_aligned_ranges_concatenate_to_the_whole_run(media, tmp_pat
     pieces = [y4m_frames(run("-s", str(a), "-e", str(b))) for a, b in ((0, 5), (6, 11))]
     assert [h for h, _ in pieces] == [header, header], header
     assert [f for _, frames in pieces for f in frames] == whole
+
+
+@pytest.mark.timeout(600)
+def test_image_folder_pieces_equal_one_pass(media, tmp_path: Path) -> None:
+    """An image folder to a video OUT goes through the pieces too (each numbered and stamped from its first
+    frame): the frames of the one-pass frame-folder output, with pieces and with shards."""
+    import cv2
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i, f in enumerate(clip_frames()[20:44]):
+        cv2.imwrite(str(imgs / f"f{i}.png"), f[..., ::-1])
+    args = ["--weights", str(media["weights"]), *OPTS, "--pix-fmt", "bgr0"]
+    assert main(["restore", str(imgs), str(tmp_path / "one"), *args]) == 0
+    one = [cv2.imread(str(p))[..., ::-1] for p in sorted((tmp_path / "one").glob("*.png"))]
+    for name, extra in (("pieces.mkv", ["--piece", str(CHUNK)]), ("sharded.mkv", ["--shards", "2"])):
+        assert main(["restore", str(imgs), str(tmp_path / name), *args, *extra]) == 0
+        got = decoded(tmp_path / name)
+        assert len(got) == len(one) == 24 and all(np.array_equal(a, b) for a, b in zip(got, one)), name

@@ -14,13 +14,16 @@ import errno
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["atomic_output", "atomic_write", "file_lock", "is_folder_output", "replace_file", "same_file"]
+__all__ = ["atomic_output", "atomic_write", "file_lock", "is_folder_output", "make_parents", "output_errors",
+           "remove_empty", "replace_file", "replacing", "same_file"]
 
 PathLike = str | os.PathLike[str]
 
@@ -101,22 +104,34 @@ def replace_file(src: PathLike, dst: PathLike) -> None:
     _fsync_dir(dst.parent)
 
 
+def _temp_file(final: Path, *, keep_suffix: bool = False) -> Path:
+    """A new empty hidden file `.NAME.XXXX.tmp` beside `final`, which no glob for the final suffix matches (the
+    resume records, `*.json`); keep_suffix: `.STEM.XXXX.tmp.SUFFIX`, so muxers pick the container. Its mode is the
+    one a plain open() would give it."""
+    prefix, suffix = (f".{final.stem}.", f".tmp{final.suffix}") if keep_suffix else (f".{final.name}.", ".tmp")
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=prefix, suffix=suffix)
+    os.close(fd)
+    _default_mode(Path(name))
+    return Path(name)
+
+
+@contextlib.contextmanager
+def replacing(path: PathLike, tmp: PathLike | None = None) -> Iterator[Path]:
+    """Yield the temporary file to write `path`'s new content to (`tmp`, in `path`'s folder; else a new one beside
+    it). When the block succeeds it is fsynced and renamed over `path` in one step; on any failure it is removed."""
+    tmp = _temp_file(Path(path)) if tmp is None else Path(tmp)
+    try:
+        yield tmp
+        replace_file(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write(path: PathLike, data: bytes) -> None:
     """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        _default_mode(Path(tmp))
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def same_file(a: PathLike, b: PathLike) -> bool:
@@ -142,38 +157,28 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     renamed over `path` at the end (through a symlink, its target is replaced). Folders: a hidden temporary folder
     beside the output; renamed to `path` when that does not exist (or is empty), otherwise its files are moved into
     the existing folder one by one at the end. On error, interrupt or SystemExit the temporary file or folder is
-    removed (with any folders created for it) and nothing appears at `path`; an OSError naming the temporary path
-    is re-pointed at `path`.
+    removed (with any folders created for it) and nothing appears at `path`; an error naming the temporary path
+    (OSError, PyAV's) is re-pointed at `path`. SIGINT and SIGTERM wait while the temporary is created, so none
+    lands between its creation and the registration of its removal.
     """
     final = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
     folder = is_folder_output(final)
-    created = _missing_parents(final)
-    blocker = (created[-1] if created else final).parent
-    if not blocker.is_dir():  # a file where a folder should be: mkdir would say "File exists", which misleads
-        raise NotADirectoryError(errno.ENOTDIR, f"cannot write the output ({blocker} is a file)", str(final))
     if folder and final.exists() and not final.is_dir():
         raise FileExistsError(errno.EEXIST, "cannot write a frame folder over an existing file", str(final))
+    created = make_parents(final)
     tmp: Path | None = None
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if folder:
-            tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
-        else:
-            fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}")
-            os.close(fd)
-            tmp = Path(name)
-        _default_mode(tmp)
-    except OSError as exc:
-        if tmp is not None:
-            _remove(tmp)
-        _remove_empty(created)
-        raise OSError(exc.errno, f"cannot write the output ({exc.strerror})", str(final)) from None
     committed = False
     try:
+        with _signals_held(), output_errors(final):
+            if folder:
+                tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+                _default_mode(tmp)
+            else:
+                tmp = _temp_file(final, keep_suffix=True)
         try:
             yield tmp
-        except OSError as exc:
-            if exc.filename is not None and os.fspath(exc.filename).startswith(str(tmp)):
+        except Exception as exc:
+            if getattr(exc, "filename", None) is not None and os.fspath(exc.filename).startswith(str(tmp)):
                 exc.filename = str(final)
             raise
         if folder:
@@ -183,21 +188,57 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
         committed = True
     finally:
         if not committed:
-            _remove(tmp)
-            _remove_empty(created)
+            if tmp is not None:
+                _remove(tmp)
+            remove_empty(created)
 
 
-def _missing_parents(path: Path) -> list[Path]:
-    """The folders above `path` that do not exist yet, deepest first (removed again if the write fails)."""
-    missing = []
-    for parent in path.parents:
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (then they are delivered), so they cannot land between two steps
+    that must both happen. Only in the main thread, where Python runs signal handlers (and where POSIX masks exist)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def output_errors(final: Path) -> Iterator[None]:
+    """An OSError while the block makes what output `final` needs says so, and names `final` (not a temporary)."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write the output ({exc.strerror})", str(final)) from None
+
+
+def make_parents(final: Path) -> list[Path]:
+    """Create the folders missing above the output `final` and return them, deepest first, for `remove_empty`
+    after a failure. A file where a folder should be is named as such (mkdir would say "File exists", which
+    misleads)."""
+    created = []
+    for parent in final.parents:
         if parent.exists():
             break
-        missing.append(parent)
-    return missing
+        created.append(parent)
+    blocker = (created[-1] if created else final).parent
+    if not blocker.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot write the output ({blocker} is a file)", str(final))
+    try:
+        with output_errors(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        remove_empty(created)
+        raise
+    return created
 
 
-def _remove_empty(folders: list[Path]) -> None:
+def remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` (deepest first) while they are empty: the folders a failed write had created."""
     for folder in folders:
         try:
             folder.rmdir()

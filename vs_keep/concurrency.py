@@ -33,10 +33,11 @@ class Counters:
 class LRUCache:
     """Thread-safe LRU without futures: `get` never waits on anyone; `put` keeps the first value stored for a key
     (so concurrent misses end up sharing one object). With `weak`, values still referenced elsewhere (work in
-    flight) stay reachable after leaving the LRU, so eviction never loses work someone is still doing."""
+    flight) stay reachable after leaving the LRU, so eviction never loses work someone is still doing. capacity
+    None: unbounded (the runs of one chunk's tracks)."""
 
-    def __init__(self, capacity: int, *, weak: bool = False) -> None:
-        self.capacity = max(1, int(capacity))
+    def __init__(self, capacity: int | None, *, weak: bool = False) -> None:
+        self.capacity = None if capacity is None else max(1, int(capacity))
         self._items: OrderedDict[object, object] = OrderedDict()
         self._live: weakref.WeakValueDictionary | None = weakref.WeakValueDictionary() if weak else None
         self._lock = threading.Lock()
@@ -52,7 +53,7 @@ class LRUCache:
         self._items.move_to_end(key)
         if self._live is not None:
             self._live[key] = value
-        while len(self._items) > self.capacity:
+        while self.capacity is not None and len(self._items) > self.capacity:
             self._items.popitem(last=False)
 
     def get(self, key: object) -> object | None:

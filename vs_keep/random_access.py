@@ -36,14 +36,13 @@ from .face.device import crops_to_clip, model_to_faces, to_frame_device, to_host
 from .face.overlap import primed_segments
 from .face.plan import check_restore_layout, check_tiny_min, resolve_smoothing_ends
 from .face.restorers import ClipRun
-from .face.smooth import SIGMA
 from .face.stabilize import StabilizedRun
 from .face.tiny import TinyFace, TinyFaceRestorer
 from .face.track import LinkParams
 from .face.types import Detection, Detector
 from .sequencer import Sequencer, Span
 
-__all__ = ["ChunkRuns", "FrameAccess", "RandomAccessRestorer", "RenderedFrame"]
+__all__ = ["FrameAccess", "RandomAccessRestorer", "RenderedFrame"]
 
 log = logging.getLogger(__name__)
 
@@ -72,22 +71,6 @@ class RenderedFrame:
     alpha: np.ndarray | None = None
 
 
-class ChunkRuns:
-    """The lazy recurrent state (`ClipRun`) of each track of one chunk."""
-
-    def __init__(self) -> None:
-        self._runs: dict[int, ClipRun | StabilizedRun] = {}
-        self._lock = threading.Lock()
-
-    def get(self, track: int) -> ClipRun | StabilizedRun | None:
-        with self._lock:
-            return self._runs.get(track)
-
-    def put(self, track: int, run: ClipRun | StabilizedRun) -> ClipRun | StabilizedRun:
-        with self._lock:
-            return self._runs.setdefault(track, run)
-
-
 class RandomAccessRestorer:
     """Restore frame n of a clip on demand (see the module docstring for the exact semantics and the stages).
 
@@ -110,14 +93,11 @@ class RandomAccessRestorer:
         faces: str = "all",
         min_face_size: float = 20.0,
         max_gap: int = 10,
-        sigma: float = SIGMA,
-        smoothing_ends: str | None = None,
         upscale: int = 1,
         antialias: bool = True,
         exact: bool = False,
         parser: Callable | None = None,
         cache_chunks: int = 3,
-        cache_detections: int = 512,
         tiny: TinyFaceRestorer | None = None,
         tiny_min: float = 12.0,
         device: str | None = None,
@@ -130,7 +110,7 @@ class RandomAccessRestorer:
         check_restore_layout(faces, chunk, upscale)
         #: which frames each output frame needs (chunks, priming runs, detection windows)
         self.sequencer = Sequencer.of(chunk=chunk, overlap=overlap, stabilize=stabilize, scene_reset=scene_reset,
-                                      max_gap=max_gap, sigma=sigma)
+                                      max_gap=max_gap)
         self.stabilize = float(stabilize)
         self.restorer_factory = restorer_factory
         self.face_size = int(getattr(restorer_factory, "face_size", 512))
@@ -140,13 +120,13 @@ class RandomAccessRestorer:
         #: FrameAccess path (`render`); the filter hands each frame's mask to `detect` itself
         self.max_face_size, self.select = max_face_size, select
         self.link = LinkParams(max_gap=self.sequencer.max_gap)
-        self.ends = resolve_smoothing_ends(smoothing_ends, exact)
+        self.ends = resolve_smoothing_ends(None, exact)  # track ends: reflect (official) with exact, else linear
         self.upscale, self.antialias, self.exact = int(upscale), bool(antialias), bool(exact)
         self.parser = parser
         self.tiny, self.tiny_min = tiny, float(tiny_min)
         if tiny is not None:
             check_tiny_min(self.tiny_min, self.min_face_size)
-        self._detections = LRUCache(cache_detections)
+        self._detections = LRUCache(512)  # many detection windows of a chunk
         self._plans = LRUCache(max(8, 2 * cache_chunks))
         self._runs = LRUCache(cache_chunks, weak=True)
         # Waiting on this lock cannot deadlock: it is only ever held by a thread that is running a model on inputs
@@ -247,7 +227,8 @@ class RandomAccessRestorer:
         frame = self._on_device(face.frame, view)
         return align_face(frame, self.matrix(face), self.face_size, antialias=self.antialias, exact=self.exact)
 
-    def cached_runs(self, span: Span) -> ChunkRuns | None:
+    def cached_runs(self, span: Span) -> LRUCache | None:
+        """The runs of a chunk's tracks (track -> `ClipRun`), if cached."""
         return self._runs.get((span.start, span.stop))  # type: ignore[return-value]
 
     def track_run(
@@ -256,7 +237,8 @@ class RandomAccessRestorer:
         """The recurrent run of one track of a chunk: the cached one, else a new one over the crops of frames
         first .. first + length - 1 (`crop_of(m)`), the first `prime` of them before the chunk (priming), wrapped
         in the low-band stabilizer when it is on. Building a run does no model work."""
-        runs: ChunkRuns = self._runs.get((span.start, span.stop)) or self._runs.put((span.start, span.stop), ChunkRuns())  # type: ignore[assignment]
+        key = (span.start, span.stop)
+        runs: LRUCache = self._runs.get(key) or self._runs.put(key, LRUCache(None))  # type: ignore[assignment]
         run = runs.get(track)
         if run is not None:
             return run
@@ -311,7 +293,7 @@ class RandomAccessRestorer:
 
     # -- the stages over a FrameAccess (the linear pass, shards, tests) ------------------------------------------
 
-    def render(self, n: int, access: FrameAccess, frame: np.ndarray | None = None, layer: bool = False) -> RenderedFrame:
+    def render(self, n: int, access: FrameAccess, layer: bool = False) -> RenderedFrame:
         """Output frame n (input size x upscale, input dtype) and the faces pasted into it. layer: return the faces
         as colour + alpha instead (the caller composites them into the source in its own format)."""
         if not 0 <= n < access.num_frames:
@@ -324,7 +306,7 @@ class RandomAccessRestorer:
             run = self.track_run(chunk.span, face.track, face.length, face.first, crop_of, face.prime)
             restored.append(self.restored_face(run, face.index))
         view = access.frame(n)
-        return self.paste_frame(n, view if frame is None else frame, view, chunk, restored, layer=layer)
+        return self.paste_frame(n, view, view, chunk, restored, layer=layer)
 
     def _detect_from(self, m: int, access: FrameAccess) -> list[Detection]:
         """`detect` over a FrameAccess, reading the frame only on a cache miss (a linear pass has released the

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -33,10 +34,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .atomic import atomic_write, file_lock, replace_file
+from .atomic import atomic_write, file_lock, make_parents, output_errors, remove_empty, replacing
 from .errors import InputError, OutputError, VsKeepError
-from .shards import (Encoding, Shard, ShardError, ShardJob, ShardResult, concat_segments, plan_shards, run_shard,
-                     sequencer_of, shard_of)
+from .shards import (Encoding, Shard, ShardError, ShardJob, ShardResult, concat_segments, run_shard,
+                     sequencer_of, shard_of, split)
 from .weights import sha256_file
 
 if TYPE_CHECKING:  # importing this module stays cheap: `vs-keep restore --help` reads PIECE_FRAMES, loads no torch
@@ -62,21 +63,18 @@ def work_folder(output: str | os.PathLike[str]) -> Path:
 
 
 def plan_pieces(total: int, sequencer: Sequencer, *, shards: int = 1, piece: int = PIECE_FRAMES) -> list[list[Shard]]:
-    """Each shard of `plan_shards` cut into near-equal pieces of whole chunks, at most `piece` frames (at least one
-    chunk) long. Pieces are numbered through the clip; the grid depends only on these arguments."""
+    """Frames [0, total) cut into at most `shards` near-even ranges of whole chunks, each cut into near-equal
+    pieces of whole chunks, at most `piece` frames (at least one chunk) long, with the input window each reads
+    (`shard_of`). Pieces are numbered through the clip; the grid depends only on these arguments."""
+    if shards < 1:
+        raise InputError(f"--shards must be >= 1, got {shards}")
+    if total < 1:
+        raise InputError("the input has no frames")
     chunk = sequencer.chunk
-    per = max(piece // chunk, 1)  # chunks per piece at most
-    groups, index = [], 0
-    for s in plan_shards(total, shards, sequencer):
-        chunks = math.ceil((s.stop - s.start) / chunk)
-        count = math.ceil(chunks / per)
-        edges = [min(s.start + round(i * chunks / count) * chunk, s.stop) for i in range(count + 1)]
-        group = []
-        for a, b in zip(edges, edges[1:]):
-            group.append(shard_of(index, a, b, total, sequencer))
-            index += 1
-        groups.append(group)
-    return groups
+    longest = max(piece // chunk, 1) * chunk  # whole chunks, at least one
+    groups = [split(a, b, math.ceil((b - a) / longest), chunk) for a, b in split(0, total, shards, chunk)]
+    starts = itertools.accumulate((len(g) for g in groups), initial=0)  # pieces numbered through the clip
+    return [[shard_of(i, a, b, total, sequencer) for i, (a, b) in enumerate(g, k)] for g, k in zip(groups, starts)]
 
 
 # ---------------------------------------------------------------------------------------------------- identity
@@ -251,17 +249,16 @@ def _use_gpus(options: EngineOptions, resources: dict) -> bool:
 
 @contextlib.contextmanager
 def _work_folder(out: Path) -> Iterator[Path]:
-    """Create and lock the work folder; another run holding it is refused. Folders this creates above OUT and an
-    empty work folder (no finished piece) are removed again on failure."""
+    """Create and lock the work folder; another run holding it is refused. Folders this creates above OUT and a
+    work folder without a finished piece are removed again on failure."""
     work = work_folder(out)
-    created = [p for p in reversed(out.parents) if not p.exists()]
-    blocker = next((p for p in out.parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, f"cannot write the output ({blocker} is a file)", str(out))
+    created = make_parents(out)
     try:
-        work.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot write the output ({exc.strerror})", str(out)) from None
+        with output_errors(out):
+            work.mkdir(exist_ok=True)
+    except OSError:
+        remove_empty(created)
+        raise
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(file_lock(work / "lock", wait=False))
@@ -271,17 +268,10 @@ def _work_folder(out: Path) -> Iterator[Path]:
         try:
             yield work
         except BaseException:
-            _drop_if_empty(work, created)
+            if not any(p.suffix == ".json" and p.name != "manifest.json" for p in work.iterdir()):
+                shutil.rmtree(work, ignore_errors=True)
+                remove_empty(created)
             raise
-
-
-def _drop_if_empty(work: Path, created: list[Path]) -> None:
-    """After a failure: remove the work folder (and the folders made for it) when it holds no finished piece."""
-    if work.is_dir() and not any(p.suffix == ".json" and p.name != "manifest.json" for p in work.iterdir()):
-        shutil.rmtree(work, ignore_errors=True)
-        for folder in reversed(created):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
 
 
 def restore_resumable(
@@ -296,15 +286,17 @@ def restore_resumable(
     address: str | None = None,
     progress: bool = True,
     restart: bool = False,
+    background: str | os.PathLike[str] | None = None,
 ) -> list[ShardResult]:
     """Restore `input` into the video file `output` piece by piece, reusing the finished pieces of an earlier run
     of the same job (see the module docstring); returns the results of the pieces restored by this run.
 
-    shards: cut the clip into this many near-even ranges first (`plan_shards`), each cut into pieces. ray: run the
+    shards: cut the clip into this many near-even ranges first (`plan_pieces`), each cut into pieces. ray: run the
     pieces as Ray tasks (one task per piece) on the running Ray instance, the cluster at `address`, or a new local
     one; else one after another in this process. On a cluster the work folder beside `output` must be on storage
-    every worker shares, like `input`. restart: discard the work folder first. Nothing appears at `output` until it
-    is complete; the input is only read."""
+    every worker shares, like `input`. restart: discard the work folder first. background: a pre-upscaled video,
+    one frame per input frame, under the restored faces (`--background`). Nothing appears at `output` until it is
+    complete; the input is only read."""
     import torch
     from tqdm import tqdm
 
@@ -322,18 +314,19 @@ def restore_resumable(
     like = stream_format(input) if source.is_video else None
     groups = plan_pieces(total, sequencer_of(options), shards=shards, piece=piece)
     with _work_folder(out) as work:
-        if restart:
-            _sweep(work, keep=set())
         identity = _job_identity(input_identity(input, total), options, encoding)
+        if background is not None:  # pieces made over another background are not reused
+            identity["background"] = input_identity(background, total)
         tag = _digest(identity)
         jobs: list[ShardJob] = []
         for s in (s for group in groups for s in group):
             first = s.lo - 1 if options.scene_reset and s.lo > 0 else s.lo  # the scene flag of lo needs lo - 1
             jobs.append(ShardJob(input=str(Path(input).resolve()),
                                  segment=str((work / f"{tag}-{s.start:09d}-{s.stop:09d}{out.suffix}").resolve()),
-                                 shard=s, total=total, lo_pts=stamps[first], options=options, encoding=encoding,
-                                 like=like, first=first, threads=torch.get_num_threads()))
-        done = [j for j in jobs if _is_complete(Path(j.segment), j.shard.stop - j.shard.start)]
+                                 shard=s, total=total, first=first, first_pts=stamps[first], options=options,
+                                 encoding=encoding, like=like, threads=torch.get_num_threads(),
+                                 background=None if background is None else str(Path(background).resolve())))
+        done = [] if restart else [j for j in jobs if _is_complete(Path(j.segment), j.shard.stop - j.shard.start)]
         _sweep(work, keep={"manifest.json"} | {Path(j.segment).name for j in done}
                | {_record(Path(j.segment)).name for j in done})
         atomic_write(work / "manifest.json", json.dumps(identity, indent=1, sort_keys=True).encode())
@@ -344,7 +337,6 @@ def restore_resumable(
         bar = tqdm(total=total, initial=reused, unit="frame", file=sys.stderr, disable=not progress,
                    desc="restore" if shards == 1 else f"restore x{len(groups)}")
         t0 = time.perf_counter()
-        partial = work / f"concat.partial{out.suffix}"
         try:
             if ray and todo:
                 todo = [dataclasses.replace(j, shard=dataclasses.replace(j.shard, index=k)) for k, j in enumerate(todo)]
@@ -358,9 +350,9 @@ def restore_resumable(
                     bar.refresh()
 
                 results = [run_piece(job, report) for job in todo]
-            concat_segments([(j.segment, j.shard.start) for j in jobs], partial, encoding.fps,
-                            audio_from=None if source.is_folder else str(input), keep_timestamps=like is not None)
-            replace_file(partial, out)
+            with replacing(out, work / f"concat.partial{out.suffix}") as partial:
+                concat_segments([j.segment for j in jobs], partial, encoding.fps,
+                                audio_from=str(input) if source.is_video else None)
         except BaseException as exc:
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise OutputError(_disk_full(work, jobs, total)) from None
@@ -371,7 +363,6 @@ def restore_resumable(
             raise
         finally:
             bar.close()
-            partial.unlink(missing_ok=True)
         log.info("wrote %d frames in %d pieces (%d reused) to %s (%.1f s)", total, len(jobs), len(done), out,
                  time.perf_counter() - t0)
     shutil.rmtree(work, ignore_errors=True)

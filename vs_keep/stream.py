@@ -1,17 +1,18 @@
 """The linear pass: frames arrive once, in order (a decoder), and the same engine restores them as random access
-would, holding only the frames the pass can still read (`vs_keep.sequencer` says which). The CLI runs it over the
-whole clip, each shard over its window."""
+would, holding only the frames the pass can still read (`vs_keep.sequencer` says which). `vs-keep restore` runs it
+(`restore_frames`) over the whole clip, each shard over its window."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
 from .errors import InputError
 from .random_access import RandomAccessRestorer, RenderedFrame
 
-__all__ = ["StreamAccess", "restore_stream"]
+__all__ = ["StreamAccess", "restore_frames", "restore_stream"]
 
 
 class StreamAccess:
@@ -84,3 +85,34 @@ def restore_stream(engine: RandomAccessRestorer, frames: Iterable[np.ndarray], n
         result = engine.render(n, access, layer=layer)
         access.release_before(seq.release_before(result.span, access.scene_start))
         yield result
+
+
+def restore_frames(engine: RandomAccessRestorer, frames: Iterable[Any], num_frames: int, *, gray: bool = False,
+                   strength: float = 1.0, scene: Callable[[np.ndarray, np.ndarray], bool] | None = None,
+                   start: int = 0, stop: int | None = None, first: int = 0,
+                   background: Iterator[Any] | None = None) -> Iterator[Any]:
+    """`restore_stream` over frames as `vs_keep.video.read_frames` gives them, each output frame in its input's
+    form: the faces (colour + alpha) merged into a decoded video frame's own samples (`pixels.merge_into_frame`), or into
+    an RGB image in RGB (`planes.merge_faces`, the same composer). frames: from frame `first` on (see
+    `restore_stream`). background: the pre-upscaled background of each output video frame (`--background`)."""
+    from .pixels import merge_into_frame, to_rgb
+    from .planes import PlaneFormat, merge_faces, upscale_planes
+
+    pending: dict[int, Any] = {}  # input frames of the output range whose result is not out yet (the pass reads ahead)
+
+    def working() -> Iterator[np.ndarray]:
+        for m, frame in enumerate(frames, first):
+            if m >= start:
+                pending[m] = frame
+            yield frame if isinstance(frame, np.ndarray) else to_rgb(frame, gray)
+
+    rgb8, up = PlaneFormat("rgb", 8, False), engine.upscale
+    results = restore_stream(engine, working(), num_frames, layer=True, scene=scene, start=start, stop=stop, first=first)
+    for n, result in enumerate(results, start):
+        frame = pending.pop(n)
+        if isinstance(frame, np.ndarray):
+            back = upscale_planes([frame[..., c] for c in range(3)], rgb8, up)
+            yield np.stack(merge_faces(back, rgb8, result.image, result.alpha, gray=gray, strength=strength), axis=-1)
+        else:
+            bg = next(background) if background is not None else None
+            yield merge_into_frame(frame, result.image, result.alpha, gray=gray, strength=strength, background=bg, upscale=up)

@@ -1,5 +1,5 @@
 """Streaming video/image-folder input and output (the one I/O module): HxWx3 RGB uint8 frames, or decoded frames
-in the source's own pixel format (`decode`, `FrameSink.write_frame`) so a restore keeps format, depth, colour tags
+in the source's own pixel format (`decode`, `FrameSink.write`) so a restore keeps format, depth, colour tags
 and timestamps.
 
 Restoration (`vs-keep restore`), evaluation and degradation must not hold whole clips in memory, so readers are
@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import is_folder_output
 from .errors import InputError
 
 __all__ = [
     "DEFAULT_FPS", "IMAGE_SUFFIXES", "LOSSLESS_SUFFIXES", "FrameSink", "FrameSource", "StreamFormat", "VideoInfo",
-    "copy_audio", "decode", "iter_frames", "list_images", "probe", "read_image", "stream_format",
+    "copy_audio", "decode", "iter_frames", "list_images", "probe", "read_frames", "read_image", "stream_format",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ class VideoInfo:
     height: int
     fps: Fraction
     frames: int | None  # best estimate; None when unknown
-    time_base: Fraction | None = None
 
 
 # ---------------------------------------------------------------------------------------------------- images
@@ -91,8 +91,11 @@ def read_image(path: PathLike) -> np.ndarray:
     return np.ascontiguousarray(img[..., ::-1])  # BGR -> RGB
 
 
-def _is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+def _images(path: Path) -> list[Path] | None:
+    """The image files of a folder (natural order) or a single image; None for a video file."""
+    if path.is_dir():
+        return list_images(path)
+    return [path] if path.suffix.lower() in IMAGE_SUFFIXES else None
 
 
 def _exists(path: PathLike) -> Path:
@@ -108,42 +111,50 @@ def _exists(path: PathLike) -> Path:
 def probe(path: PathLike) -> VideoInfo:
     """Size, frame rate and frame count of a video file, image folder or single image, without decoding the clip."""
     path = _exists(path)
-    if path.is_dir() or _is_image_file(path):
-        files = list_images(path) if path.is_dir() else [path]
+    if (files := _images(path)) is not None:
         h, w = read_image(files[0]).shape[:2]
         return VideoInfo(width=w, height=h, fps=DEFAULT_FPS, frames=len(files))
+    container, stream = _open_video(path)
+    with container:
+        rate = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
+        return VideoInfo(width=stream.codec_context.width, height=stream.codec_context.height, fps=Fraction(rate),
+                         frames=int(stream.frames) or None)
+
+
+def _open_video(path: PathLike) -> tuple:
+    """The open container of a video file and its first video stream; InputError when it is not a video."""
     import av
 
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise InputError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
-            return VideoInfo(
-                width=stream.codec_context.width, height=stream.codec_context.height, fps=Fraction(rate),
-                frames=int(stream.frames) or None, time_base=stream.time_base,
-            )
+        container = av.open(str(path))
     except av.FFmpegError as exc:
         raise InputError(f"{path}: cannot open as a video ({exc})") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{path}: no video stream")
+    return container, container.streams.video[0]
+
+
+def read_frames(
+    path: PathLike, *, start: int = 0, start_pts: int | None = None, max_frames: int | None = None
+) -> Iterator:
+    """Yield the frames of a video file as PyAV decodes them (av.VideoFrame: own pixel format, timestamps, colour
+    tags), or those of an image folder or single image as HxWx3 RGB uint8.
+
+    start: index of the first frame (frame-accurate: decoding begins at the keyframe at or before it and the
+    frames before it are dropped by timestamp). start_pts: its timestamp from `FrameSource.timestamps()`, which
+    saves demuxing the file again."""
+    if (files := _images(_exists(path))) is not None:
+        return (read_image(file) for file in files[start:][:max_frames])
+    return decode(path, start=start, start_pts=start_pts, max_frames=max_frames)
 
 
 def iter_frames(
     path: PathLike, *, max_frames: int | None = None, start: int = 0, start_pts: int | None = None
 ) -> Iterator[np.ndarray]:
-    """Yield the frames of a video file, image folder or single image as HxWx3 RGB uint8.
-
-    start: index of the first frame (frame-accurate: decoding begins at the keyframe at or before it and the
-    frames before it are dropped by timestamp). start_pts: its timestamp from `FrameSource.timestamps()`, which
-    saves demuxing the file again."""
-    path = _exists(path)
-    if path.is_dir() or _is_image_file(path):
-        files = list_images(path) if path.is_dir() else [path]
-        for file in files[start:][:max_frames]:
-            yield read_image(file)
-        return
-    for frame in decode(path, start=start, start_pts=start_pts, max_frames=max_frames):
-        yield frame.to_ndarray(format="rgb24")
+    """`read_frames` as HxWx3 RGB uint8 (a video frame converted by PyAV)."""
+    for frame in read_frames(path, start=start, start_pts=start_pts, max_frames=max_frames):
+        yield frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
 
 
 def _timestamps(path: Path) -> list[int]:
@@ -184,16 +195,8 @@ def decode(path: PathLike, *, start: int = 0, start_pts: int | None = None, max_
 
     start: index of the first frame (frame-accurate: decoding begins at the keyframe at or before it and the
     frames before it are dropped by timestamp); start_pts: its timestamp from `FrameSource.timestamps()`."""
-    import av
-
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as exc:
-        raise InputError(f"{path}: cannot open as a video ({exc})") from None
+    container, stream = _open_video(path)
     with container:
-        if not container.streams.video:
-            raise InputError(f"{path}: no video stream")
-        stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # decoding is bit-exact whatever the threading
         frames = container.decode(stream)
         if start:
@@ -206,7 +209,7 @@ def decode(path: PathLike, *, start: int = 0, start_pts: int | None = None, max_
 
 @dataclass(frozen=True)
 class StreamFormat:
-    """What an output keeps of its source video: pixel format, the four colour tags, time base and rate."""
+    """What an output keeps of its source video: pixel format, the four colour tags and the time base."""
 
     pix_fmt: str
     colorspace: int
@@ -214,12 +217,10 @@ class StreamFormat:
     color_primaries: int
     color_trc: int
     time_base: Fraction | None
-    rate: Fraction
 
 
 def stream_format(path: PathLike) -> StreamFormat:
-    """The source's format from its stream and first decoded frame (decoders fill tags the container lacks)."""
-    info = probe(path)
+    """The source's format from its first decoded frame (decoders fill tags the container lacks)."""
     frames = decode(path)
     frame = next(frames, None)
     frames.close()  # closes the container now, not at garbage collection
@@ -228,29 +229,25 @@ def stream_format(path: PathLike) -> StreamFormat:
     return StreamFormat(
         pix_fmt=frame.format.name, colorspace=int(frame.colorspace), color_range=int(frame.color_range),
         color_primaries=int(frame.color_primaries), color_trc=int(frame.color_trc),
-        time_base=Fraction(frame.time_base) if frame.time_base else info.time_base, rate=info.fps,
+        time_base=Fraction(frame.time_base) if frame.time_base else None,
     )
 
 
 class FrameSource:
-    """A clip to iterate more than once: `info` up front, exact `count_frames()`, RGB uint8 frames on iteration."""
+    """A clip to read more than once (`read_frames(source.path)`): `info` up front, exact `count_frames()`."""
 
     def __init__(self, path: PathLike) -> None:
-        self.path = _exists(path)
+        self.path = Path(path)
         self.info = probe(self.path)
 
     @property
-    def is_folder(self) -> bool:
-        return self.path.is_dir()
-
-    @property
     def is_video(self) -> bool:
-        return not (self.path.is_dir() or _is_image_file(self.path))
+        return not self.path.is_dir() and self.path.suffix.lower() not in IMAGE_SUFFIXES
 
     def count_frames(self) -> int:
         """Exact number of frames: images in a folder, or frames decoded from the video (packet counts miss
         frames a decoder adds or drops, e.g. repeated fields or a truncated tail)."""
-        if self.path.is_dir() or _is_image_file(self.path):
+        if not self.is_video:
             return self.info.frames
         n = sum(1 for _ in decode(self.path))
         self.info = dataclasses.replace(self.info, frames=n)
@@ -259,33 +256,28 @@ class FrameSource:
     def timestamps(self) -> list[int]:
         """Presentation timestamp of every frame in display order (video packets demuxed, not decoded; an image
         folder's frame numbers): `iter_frames(start=i, start_pts=timestamps()[i])` seeks to frame i."""
-        if self.path.is_dir() or _is_image_file(self.path):
+        if not self.is_video:
             return list(range(self.info.frames))
         stamps = _timestamps(self.path)
         self.info = dataclasses.replace(self.info, frames=len(stamps))
         return stamps
-
-    def decode(self) -> Iterator:
-        """The video's frames as decoded (av.VideoFrame, own pixel format, pts and colour tags)."""
-        return decode(self.path)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return iter_frames(self.path)
 
 
 # ---------------------------------------------------------------------------------------------------- writing
 
 
 class FrameSink:
-    """Write RGB uint8 frames to a folder of numbered PNGs (path without suffix, or an existing folder) or a video.
+    """Write frames (RGB uint8 or decoded) to a folder of numbered PNGs (`atomic.is_folder_output`) or a video.
 
     Delivery (default): `codec` (libx264) at `crf`/`preset`; with `like` (the source's `StreamFormat`) the
-    source's pixel format (or `pix_fmt`), colour tags and time base, and `write_frame` keeps each frame's pts
+    source's pixel format (or `pix_fmt`), colour tags and time base, and a decoded frame keeps its pts
     (variable frame rates stay variable); without, yuv420p (yuv444p when a side is odd). With `audio_from`, the
     audio and subtitle streams of that file are copied (packets remuxed, not re-encoded).
     `lossless=True`: the suffix picks the codec (`.mkv` FFV1, `.mp4`/`.mov` libx264rgb qp 0); encoder single-threaded
     and encoder and muxer in bit-exact mode, so the same frames always give the same bytes (no random UIDs, no
-    thread-count-dependent output). `codec`, `crf` and `preset` do not apply then.
+    thread-count-dependent output). `codec`, `crf` and `preset` do not apply then. `first`: the index of the first
+    frame written (a segment of a longer clip, `vs_keep.shards`): frames without timestamps are stamped and PNGs
+    numbered from it.
     """
 
     def __init__(
@@ -300,16 +292,17 @@ class FrameSink:
         lossless: bool = False,
         like: StreamFormat | None = None,
         pix_fmt: str | None = None,
+        first: int = 0,
     ) -> None:
         self.path = Path(path)
         self.fps, self.codec, self.crf, self.preset = Fraction(fps), codec, crf, preset
         self.audio_from = Path(audio_from) if audio_from else None
         self.lossless = lossless
         self.like, self.pix_fmt = like, pix_fmt
-        self.count = 0
+        self.first, self.count = first, 0
         self._container = None
         self._stream = None
-        self.is_folder = self.path.suffix == "" or self.path.is_dir()
+        self.is_folder = is_folder_output(self.path)
         if not self.is_folder and lossless and self.path.suffix.lower() not in LOSSLESS_SUFFIXES:
             raise InputError(f"{self.path}: lossless output must be a folder (no suffix) or end in "
                              f"{', '.join(LOSSLESS_SUFFIXES)}")
@@ -350,7 +343,7 @@ class FrameSink:
                 stream.options = {"crf": str(self.crf), "preset": self.preset}
         self._container, self._stream = container, stream
         if self.audio_from is not None:
-            self._copy_audio_streams()
+            copy_audio(container, self.audio_from)
 
     def _output_pix_fmt(self, stream, width: int, height: int) -> str:
         """`pix_fmt`, else the source's when the encoder takes it, else yuv420p (yuv444p for odd sizes)."""
@@ -363,43 +356,28 @@ class FrameSink:
             raise InputError(f"--codec {self.codec} cannot encode {wanted} ({flag} with one of: {' '.join(supported)})")
         return wanted
 
-    def _copy_audio_streams(self) -> None:
-        copy_audio(self._container, self.audio_from)
+    def write(self, frame) -> None:
+        """Append one frame: HxWx3 RGB uint8, or a decoded av.VideoFrame (its pts and time base kept when it has
+        them; a frame folder stores it as 8- or 16-bit RGB PNG after its depth)."""
+        import av
 
-    def write(self, rgb: np.ndarray) -> None:
-        """Append one HxWx3 RGB uint8 frame."""
-        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise InputError(f"frames must be HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}")
+        if isinstance(frame, np.ndarray):
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                raise InputError(f"frames must be HxWx3 uint8 RGB, got {frame.dtype} {frame.shape}")
+            if not self.is_folder:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         if self.is_folder:
+            if not isinstance(frame, np.ndarray):
+                frame = frame.to_ndarray(format="rgb48le" if frame.format.components[0].bits > 8 else "rgb24")
             import cv2
 
-            cv2.imwrite(str(self.path / f"{self.count:06d}.png"), np.ascontiguousarray(rgb[..., ::-1]))
+            cv2.imwrite(str(self.path / f"{self.first + self.count:06d}.png"), np.ascontiguousarray(frame[..., ::-1]))
         else:
-            import av
-
             if self._container is None:
-                self._open(rgb.shape[1], rgb.shape[0])
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame.pts = self.count
-            frame.time_base = 1 / self.fps
+                self._open(frame.width, frame.height)
+            if frame.pts is None:
+                frame.pts, frame.time_base = self.first + self.count, 1 / self.fps
             self._encode(frame)
-        self.count += 1
-
-    def write_frame(self, frame) -> None:
-        """Append one decoded-format av.VideoFrame, keeping its pts (and time base) when it has one."""
-        if self.is_folder:
-            deep = frame.format.components[0].bits > 8
-            img = frame.to_ndarray(format="rgb48le" if deep else "rgb24")
-            import cv2
-
-            cv2.imwrite(str(self.path / f"{self.count:06d}.png"), np.ascontiguousarray(img[..., ::-1]))
-            self.count += 1
-            return
-        if self._container is None:
-            self._open(frame.width, frame.height)
-        if frame.pts is None:
-            frame.pts, frame.time_base = self.count, 1 / self.fps
-        self._encode(frame)
         self.count += 1
 
     def _encode(self, frame) -> None:

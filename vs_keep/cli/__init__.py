@@ -7,11 +7,8 @@ only place (with scripts/) allowed to print to stdout.
 
 Failures: every error ends the run with one line on stderr naming the file and the fix, and exit status 1
 (`--debug` adds the traceback); Ctrl-C exits 130, SIGTERM 143. A command module that sets `OUTPUT = "<arg name>"`
-(and `INPUTS = ("<arg name>", ...)`) has that output written atomically: the output may not be one of the inputs
-(same file on disk), `run()` receives a temporary path in the output's folder in that argument, and it is renamed
-to the real path only when `run()` returns 0; any failure or interrupt leaves nothing at the output path. A module
-whose `writes_own_output(args)` is true commits the output itself, as atomically (`vs-keep restore` to a video file:
-`vs_keep.resume`).
+writes that output atomically itself (`vs_keep.atomic`, `vs_keep.resume`): a failure or interrupt says that
+nothing was written to it.
 """
 
 from __future__ import annotations
@@ -22,9 +19,7 @@ import importlib
 import logging
 import signal
 import sys
-import threading
 import traceback
-from collections.abc import Iterator
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -93,70 +88,34 @@ class _Terminated(BaseException):
     """SIGTERM as an exception, so cleanups (temporary outputs) run as they do for Ctrl-C."""
 
 
-class _ExitStatus(Exception):
-    """A command returned non-zero: its output must not be committed."""
-
-
 def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block ends (then they are delivered), so they cannot land between two steps
-    that must both happen. Only in the main thread, where Python runs signal handlers."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def _run(command: str, module, args: argparse.Namespace) -> int:
-    from ..atomic import atomic_output
-    from .safety import failure_line, refuse_overwriting_input
+    from .safety import failure_line
 
     prefix = f"vs-keep {command}"
-    output_arg = getattr(module, "OUTPUT", None)
-    final = getattr(args, output_arg, None) if output_arg else None
-    tmp = None
+    final = getattr(args, module.OUTPUT) if hasattr(module, "OUTPUT") else None
+    nothing = f"; nothing written to {final}" if final is not None else ""
     previous = signal.getsignal(signal.SIGTERM)
     with contextlib.suppress(ValueError):  # not the main thread (embedded use): leave signals alone
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        with contextlib.ExitStack() as stack:
-            if final is not None:
-                inputs = [getattr(args, name) for name in getattr(module, "INPUTS", ()) if getattr(args, name, None)]
-                refuse_overwriting_input(inputs, final)
-                if not getattr(module, "writes_own_output", lambda _: False)(args):  # e.g. resumable restores
-                    with _signals_held():  # a Ctrl-C between creating the temporary and registering its removal
-                        tmp = stack.enter_context(atomic_output(final))
-                    setattr(args, output_arg, str(tmp))
-            code = int(module.run(args) or 0)
-            if code != 0:
-                raise _ExitStatus(code)
-        if final is not None:
+        code = int(module.run(args) or 0)
+        if final is not None and code == 0:
             logging.getLogger("vs_keep.cli").info("saved %s", final)
-        return 0
-    except _ExitStatus as exc:
-        return int(exc.args[0])
+        return code
     except KeyboardInterrupt:
-        print(f"{prefix}: interrupted" + (f"; nothing written to {final}" if final else ""), file=sys.stderr)
+        print(f"{prefix}: interrupted{nothing}", file=sys.stderr)
         return 130
     except _Terminated:
-        print(f"{prefix}: terminated (SIGTERM)" + (f"; nothing written to {final}" if final else ""), file=sys.stderr)
+        print(f"{prefix}: terminated (SIGTERM){nothing}", file=sys.stderr)
         return 143
     except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into one line
         if args.debug:
             traceback.print_exc(file=sys.stderr)
-        line = failure_line(exc)
-        if tmp is not None:
-            line = line.replace(str(tmp), str(final))
-        print(f"{prefix}: {line}", file=sys.stderr)
+        print(f"{prefix}: {failure_line(exc)}", file=sys.stderr)
         return 1
     finally:
         with contextlib.suppress(ValueError, TypeError):

@@ -14,8 +14,6 @@ import argparse
 import dataclasses
 import logging
 import sys
-from collections import deque
-from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -23,12 +21,11 @@ from ..errors import InputError
 from ..weights import RESTORERS
 from ..resume import PIECE_FRAMES
 
-__all__ = ["add_arguments", "restore_video", "run", "writes_own_output"]
+__all__ = ["add_arguments", "run"]
 
 log = logging.getLogger("vs_keep.cli.restore")
 
-# `vs-keep` writes OUTPUT atomically and refuses it when it is one of INPUTS (see vs_keep.cli)
-OUTPUT, INPUTS = "output", ("input",)
+OUTPUT = "output"  # written atomically: on failure `vs-keep` says that nothing was written to it (see vs_keep.cli)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -87,24 +84,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restart", action="store_true", help="discard the finished pieces of an earlier run and start over")
 
 
-def writes_own_output(args: argparse.Namespace) -> bool:
-    """A video OUT is written by `vs_keep.resume` (its own work folder, lock and final rename), not by the CLI's
-    one-step atomic output: its finished pieces must outlive a killed run."""
-    from ..atomic import is_folder_output
-
-    return not args.aligned and not is_folder_output(args.output)
-
-
 def run(args: argparse.Namespace) -> int:
+    """A video OUT is written by `vs_keep.resume` (its work folder keeps the finished pieces of a killed run); a
+    frame folder and `--aligned` crops in one pass to `atomic.atomic_output`."""
     from tqdm import tqdm
 
+    from ..atomic import atomic_output, is_folder_output
     from ..engine import EngineOptions, build_engine, load_model, validate
     from ..options import check_scene_detect
     from ..scene import is_cut
     from ..select_mask import MaskFrames
-    from ..video import FrameSink, FrameSource, stream_format
-    from .safety import checked_length, decoding
+    from ..stream import restore_frames
+    from ..video import FrameSink, FrameSource, iter_frames, read_frames, stream_format
+    from .safety import checked_length, decoding, refuse_overwriting_input
 
+    refuse_overwriting_input(args.input, args.output)
     if args.aligned and (args.overlap or args.stabilize):
         raise InputError("--overlap and --stabilize work on whole frames (face tracks); drop them with --aligned")
     if args.aligned and (args.strength != 1 or args.max_face or args.select_mask or args.background):
@@ -134,37 +128,29 @@ def run(args: argparse.Namespace) -> int:
     like = stream_format(args.input) if source.is_video else None
     if args.select_mask:
         MaskFrames(args.select_mask).check(source.info.width, source.info.height, total)
-    background = _background(args.background, source, total, args.upscale) if args.background else None
+    if args.background:
+        _check_background(args.background, source, total, args.upscale)
     if args.gray == "auto" and not args.aligned:
         options = dataclasses.replace(options, gray=looks_gray_input(source, total))
-    sharded = args.shards is not None or args.ray is not None
-    if sharded and background is not None:
-        raise InputError("--background does not combine with --shards yet; drop one of them")
-    if sharded and like is None and (args.strength != 1 or args.gray == "on"):
-        raise InputError("--shards on image input pastes whole faces in RGB: drop --strength/--gray, or --shards")
-    # a video OUT from a video resumes; --background (and image-folder input) runs in one pass, not resumable yet
-    if sharded or (writes_own_output(args) and like is not None and background is None):
+    if not (args.aligned or is_folder_output(args.output)) or args.shards is not None or args.ray is not None:
         return _run_resumable(args, options, source)
-    if args.aligned:
-        from ..aligned import restore_aligned
+    with atomic_output(args.output) as out:
+        if args.aligned:
+            from ..aligned import restore_aligned
 
-        net, autocast = load_model(options)
-        frames = restore_aligned(net, decoding(source, args.input), chunk=args.chunk, fidelity=args.fidelity, autocast=autocast)
-    elif options.strength == 0 and options.upscale == 1:  # nothing of the faces would reach the output
-        frames = decoding(source.decode() if source.is_video else source, args.input)
-    else:
-        engine = build_engine(options)
-        frames = restore_video(engine, source, total, scene, args.input, options, background)
-    audio = args.input if source.is_video else None
-    bar = tqdm(total=source.info.frames, unit="frame", file=sys.stderr, disable=args.no_progress, desc="restore")
-    with FrameSink(args.output, fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, audio_from=audio,
-                   like=like, pix_fmt=args.pix_fmt) as sink:
-        for frame in frames:
-            if isinstance(frame, np.ndarray):  # RGB from --aligned or image input
+            net, autocast = load_model(options)
+            frames = restore_aligned(net, decoding(iter_frames(args.input), args.input), chunk=args.chunk,
+                                     fidelity=args.fidelity, autocast=autocast)
+        else:
+            frames = restore_frames(build_engine(options), decoding(read_frames(args.input), args.input), total,
+                                    gray=options.gray is True, strength=options.strength, scene=scene,
+                                    background=read_frames(args.background) if args.background else None)
+        bar = tqdm(total=total, unit="frame", file=sys.stderr, disable=args.no_progress, desc="restore")
+        with FrameSink(out, fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, like=like,
+                       audio_from=args.input if source.is_video else None, pix_fmt=args.pix_fmt) as sink:
+            for frame in frames:
                 sink.write(frame)
-            else:
-                sink.write_frame(frame)
-            bar.update(1)
+                bar.update(1)
     bar.close()
     log.info("wrote %d frames", sink.count)
     return 0
@@ -174,16 +160,18 @@ def looks_gray_input(source, total: int) -> bool:
     """gray="auto" for a file: the frames `planes.looks_gray` reads pass the official gray test."""
     from ..pixels import to_rgb
     from ..planes import looks_gray
-    from ..video import decode, iter_frames
+    from ..video import read_frames
 
-    if source.is_video:
-        return looks_gray(lambda n: to_rgb(next(decode(source.path, start=n, max_frames=1))), total)
-    return looks_gray(lambda n: next(iter_frames(source.path, start=n, max_frames=1)), total)
+    def frame_rgb(n: int) -> np.ndarray:
+        frame = next(read_frames(source.path, start=n, max_frames=1))
+        return frame if isinstance(frame, np.ndarray) else to_rgb(frame)
+
+    return looks_gray(frame_rgb, total)
 
 
-def _background(path: str, source, total: int, upscale: int):
-    """`--background FILE`: checked against the output size and length; its decoded frames, in order."""
-    from ..video import FrameSource, decode
+def _check_background(path: str, source, total: int, upscale: int) -> None:
+    """`--background FILE`: a video of the output size with a frame per input frame."""
+    from ..video import FrameSource
 
     if not source.is_video:
         raise InputError("--background goes with a video input; restore the image folder without it")
@@ -194,7 +182,6 @@ def _background(path: str, source, total: int, upscale: int):
                          f"{want[0]}x{want[1]} (upscale x the input)")
     if (count := bg.count_frames()) < total:
         raise InputError(f"--background {path} has {count} frames, the input {total}: give one per input frame")
-    return decode(path)
 
 
 def _run_resumable(args: argparse.Namespace, options, source) -> int:
@@ -217,33 +204,6 @@ def _run_resumable(args: argparse.Namespace, options, source) -> int:
     encoding = Encoding(fps=source.info.fps, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
     restore_resumable(args.input, args.output, options, encoding=encoding,
                       shards=1 if args.shards is None else args.shards, piece=args.piece, ray=args.ray is not None,
-                      address=args.ray or None, progress=not args.no_progress, restart=args.restart)
+                      address=args.ray or None, progress=not args.no_progress, restart=args.restart,
+                      background=args.background)
     return 0
-
-
-def restore_video(engine, source, total: int, scene: Callable | None, path, options, background=None) -> Iterator:
-    """Frames restored in their own pixel format: the model reads them through `planes.to_rgb`, the faces come back
-    as colour + alpha and are merged into the decoded samples (`planes.merge_faces`, the filter's composer).
-    Decoded video frames give decoded frames (`pixels.merge_into_frame`), RGB images give RGB images."""
-    from ..pixels import merge_into_frame, to_rgb
-    from ..planes import PlaneFormat, merge_faces, upscale_planes
-    from ..stream import restore_stream
-    from .safety import decoding
-
-    pending: deque = deque()  # input frames whose result is not out yet (the engine reads ahead)
-    gray, strength, up = options.gray is True, float(options.strength), engine.upscale
-
-    def working() -> Iterator[np.ndarray]:
-        for frame in decoding(source.decode() if source.is_video else source, path):
-            pending.append(frame)
-            yield frame if isinstance(frame, np.ndarray) else to_rgb(frame, gray)
-
-    rgb8 = PlaneFormat("rgb", 8, False)
-    for result in restore_stream(engine, working(), total, layer=True, scene=scene):
-        frame = pending.popleft()
-        if isinstance(frame, np.ndarray):
-            back = upscale_planes([frame[..., c] for c in range(3)], rgb8, up)
-            yield np.stack(merge_faces(back, rgb8, result.image, result.alpha, gray=gray, strength=strength), axis=-1)
-        else:
-            bg = next(background) if background is not None else None
-            yield merge_into_frame(frame, result.image, result.alpha, gray=gray, strength=strength, background=bg, upscale=up)

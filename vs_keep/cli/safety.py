@@ -27,15 +27,12 @@ PathLike = str | os.PathLike[str]
 TRUNCATION_SLACK = 2
 
 
-def refuse_overwriting_input(inputs: Iterable[PathLike], output: PathLike) -> None:
-    """Raise OutputError when `output` is one of `inputs` on disk (same device and inode: also through symlinks
-    and hard links, and for folders)."""
-    for path in inputs:
-        if same_file(path, output):
-            raise OutputError(
-                f"output {output} is the input {path} (the same file on disk): the input would be overwritten; "
-                "choose another output path"
-            )
+def refuse_overwriting_input(input: PathLike, output: PathLike) -> None:
+    """Raise OutputError when `output` is `input` on disk (same device and inode: also through symlinks and hard
+    links, and for folders)."""
+    if same_file(input, output):
+        raise OutputError(f"output {output} is the input {input} (the same file on disk): the input would be "
+                          "overwritten; choose another output path")
 
 
 def _declared_seconds(path: Path) -> float | None:
@@ -64,10 +61,8 @@ def checked_length(source) -> int:
     demuxed, or ends before the duration its header declares (a truncated copy or an interrupted download)."""
     path = Path(source.path)
     try:
-        count = source.count_frames()
-        if count == 0 and not source.is_folder:  # raw streams (.h264, ...) carry no timestamps to count by
-            count = sum(1 for _ in source)
-        declared = None if source.is_folder or path.is_file() and _is_image(path) else _declared_seconds(path)
+        count = source.count_frames()  # decoded: raw streams (.h264, ...) carry no timestamps to count by
+        declared = _declared_seconds(path) if source.is_video else None
     except VsKeepError:
         raise
     except Exception as exc:  # noqa: BLE001 - PyAV raises many types for damaged files
@@ -86,28 +81,18 @@ def checked_length(source) -> int:
     return count
 
 
-def _is_image(path: Path) -> bool:
-    from ..video import IMAGE_SUFFIXES
-
-    return path.suffix.lower() in IMAGE_SUFFIXES
-
-
 def decoding(frames: Iterable[np.ndarray], path: PathLike) -> Iterator[np.ndarray]:
     """Iterate `frames` decoded from `path`; a decoder error becomes one InputError naming the file and frame."""
-    it = iter(frames)
-    n = 0
-    while True:
-        try:
-            frame = next(it)
-        except StopIteration:
-            return
-        except VsKeepError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - PyAV / OpenCV errors mid-decode
-            raise InputError(f"{path}: cannot decode frame {n} ({user_message(exc)}); the file is damaged: "
-                             "re-encode or re-download it") from None
-        yield frame
-        n += 1
+    n = 0  # a generator's consumer never raises into it: what the loop catches comes from the decoder
+    try:
+        for frame in frames:
+            yield frame
+            n += 1
+    except VsKeepError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PyAV / OpenCV errors mid-decode
+        raise InputError(f"{path}: cannot decode frame {n} ({user_message(exc)}); the file is damaged: "
+                         "re-encode or re-download it") from None
 
 
 _OS_FIXES = {
