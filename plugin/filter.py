@@ -39,7 +39,7 @@ import vapoursynth as vs
 
 from vs_keep.concurrency import LRUCache
 from vs_keep.errors import user_message
-from vs_keep.random_access import RandomAccessRestorer
+from vs_keep.face_engine import FaceEngine
 
 from . import props as P
 from .frames import frame_to_rgb, layer_clip, mask_out, merge_into_clip, working_clip, write_layer
@@ -116,7 +116,7 @@ def _repeat(clip: vs.VideoNode, times: int, length: int) -> vs.VideoNode:
     return (core.std.Interleave([clip] * times) if times > 1 else clip)[:length]
 
 
-def _detect_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.VideoNode, flags: vs.VideoNode | None,
+def _detect_stage(engine: FaceEngine, tiny: vs.VideoNode, rgb: vs.VideoNode, flags: vs.VideoNode | None,
                   select: vs.VideoNode | None = None) -> vs.VideoNode:
     """1x1 frame n: the detections of frame n (and its scene flag); with `select`, only faces centred on non-zero
     samples of its frame n (an input of this node, like the RGB frame)."""
@@ -146,7 +146,7 @@ def _detect_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.Vide
     return core.std.FrameEval(tiny, _guarded(node), clip_src=inputs)
 
 
-def _plan_stage(engine: RandomAccessRestorer, det: vs.VideoNode, num_frames: int) -> vs.VideoNode:
+def _plan_stage(engine: FaceEngine, det: vs.VideoNode, num_frames: int) -> vs.VideoNode:
     """1x1 frame b: the plan of block [b * chunk, (b + 1) * chunk), from the detect frames of its window
     (`Sequencer.block_window`)."""
     seq = engine.sequencer
@@ -183,7 +183,7 @@ def _plan_stage(engine: RandomAccessRestorer, det: vs.VideoNode, num_frames: int
     return core.std.FrameEval(template, _guarded(node), clip_src=[template, *window])
 
 
-def _crop_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.VideoNode, plan: vs.VideoNode) -> vs.VideoNode:
+def _crop_stage(engine: FaceEngine, tiny: vs.VideoNode, rgb: vs.VideoNode, plan: vs.VideoNode) -> vs.VideoNode:
     """1x1 frame n: the aligned crops of frame n's faces (plan: frame n = the plan of n's block)."""
     inputs = [tiny, rgb, plan]
     block = engine.sequencer.block
@@ -203,7 +203,7 @@ def _crop_stage(engine: RandomAccessRestorer, tiny: vs.VideoNode, rgb: vs.VideoN
     return core.std.FrameEval(tiny, _guarded(node), clip_src=inputs)
 
 
-def build_filter(clip: vs.VideoNode, engine: RandomAccessRestorer, *, debug_props: bool, matrix_in_s: str | None,
+def build_filter(clip: vs.VideoNode, engine: FaceEngine, *, debug_props: bool, matrix_in_s: str | None,
                  gray: bool | str = "auto", scene_detect: str = "auto", mask: bool = False, strength: float = 1.0,
                  select: vs.VideoNode | None = None, background: vs.VideoNode | None = None) -> vs.VideoNode:
     """Wire the engine's stages into a graph (see the module docstring)."""

@@ -7,7 +7,7 @@ Sections:
   flicker_engine: the same measures through the whole engine (detection, alignment, paste) on the test scene.
   Warping error (`vs-keep eval`'s, x1e-3) and high-frequency energy (Laplacian variance inside the face) of
   the input and of the stabilized output. Acceptance: warping error down >= 2x, HF energy within 10 %.
-- seams: the test scene (two real faces moving, tests/data/face_scenes.py) through `RandomAccessRestorer` with
+- seams: the test scene (two real faces moving, tests/data/face_scenes.py) through `FaceEngine` with
   the small synthetic KEEP: mean |delta| (0..255) between consecutive frames inside the always-visible face,
   at chunk boundaries vs inside chunks, for overlap 0 / k and the stabilizer; input as the motion baseline.
 - cost: seconds and model steps per frame of each setting, stabilizer ms per 512 face.
@@ -194,7 +194,7 @@ def tone_flicker(frames: list[np.ndarray], seed: int = 7) -> list[np.ndarray]:
 
 def seams_section(name: str, factory, frames: list[np.ndarray], places: list, chunk: int,
                   settings: list[tuple[int, float]], detector) -> dict:
-    from vs_keep.random_access import RandomAccessRestorer
+    from vs_keep.face_engine import FaceEngine
     from vs_keep.stream import restore_stream
 
     count = len(frames)
@@ -204,7 +204,7 @@ def seams_section(name: str, factory, frames: list[np.ndarray], places: list, ch
     detect_sec = (time.perf_counter() - t0) / count
     rows = [{"setting": "input", **seam_stats(frames, places, chunk)}]
     for overlap, stab in settings:
-        eng = RandomAccessRestorer(restorer_factory=factory, detector=detector, chunk=chunk, overlap=overlap, stabilize=stab)
+        eng = FaceEngine(restorer_factory=factory, detector=detector, chunk=chunk, overlap=overlap, stabilize=stab)
         t0, c0 = time.perf_counter(), time.process_time()
         images = [r.image for r in restore_stream(eng, frames, count)]
         sec, cpu = (time.perf_counter() - t0) / count, (time.process_time() - c0) / count
@@ -224,7 +224,7 @@ def engine_flicker_section(frames: list[np.ndarray], places: list, strengths: li
     with whole-frame tone flicker: warping error and Laplacian energy of a 48x60 crop at the astronaut's face
     centre (ground truth), in the output frames."""
     from vs_keep.face.restorers import SharedRestorerFactory, identity_restorer
-    from vs_keep.random_access import RandomAccessRestorer
+    from vs_keep.face_engine import FaceEngine
     from vs_keep.stream import restore_stream
 
     def crops(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -241,7 +241,7 @@ def engine_flicker_section(frames: list[np.ndarray], places: list, strengths: li
     base = crops(frames)
     rows = [{"stabilize": "input", "warping_error": round(warping_error(base), 4), "hf_energy": round(lap(base), 2)}]
     for s in strengths:
-        eng = RandomAccessRestorer(restorer_factory=SharedRestorerFactory(identity_restorer, 512), detector=detector,
+        eng = FaceEngine(restorer_factory=SharedRestorerFactory(identity_restorer, 512), detector=detector,
                                    chunk=20, stabilize=s)
         out = crops([r.image for r in restore_stream(eng, frames, len(frames))])
         rows.append({"stabilize": s, "warping_error": round(warping_error(out), 4), "hf_energy": round(lap(out), 2)})

@@ -1,4 +1,4 @@
-"""Run the face engine (`vs_keep.random_access`) the way the CLI does, and measure where it pasted faces.
+"""Run the face engine (`vs_keep.face_engine`) the way the CLI does, and measure where it pasted faces.
 
 `paste_alpha` recomputes the blend weight of a frame's faces from their placements with the public pure stages
 (alignment matrix, official soft mask): the engine returns images, and tests need to know which pixels it was
@@ -12,13 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from vs_keep.face import FacePaste, PlacedFace, alignment_matrix, paste_layer
-from vs_keep.random_access import RandomAccessRestorer, RenderedFrame
+from vs_keep.face_engine import FaceEngine, RenderedFrame
 from vs_keep.stream import restore_stream
 
 
 def linear_pass(frames: Sequence[np.ndarray], factory, detector, **options) -> list[RenderedFrame]:
-    """Every frame in order through `restore_stream` (the CLI's path), engine options as `RandomAccessRestorer`."""
-    engine = RandomAccessRestorer(restorer_factory=factory, detector=detector, **options)
+    """Every frame in order through `restore_stream` (the CLI's path), engine options as `FaceEngine`."""
+    engine = FaceEngine(restorer_factory=factory, detector=detector, **options)
     return list(restore_stream(engine, iter(frames), len(frames)))
 
 

@@ -18,7 +18,7 @@ from vs_keep.errors import InputError
 from vs_keep.face import create_detector, identity_restorer
 from vs_keep.face.restorers import SharedRestorerFactory
 from vs_keep.face.types import Detection
-from vs_keep.random_access import RandomAccessRestorer
+from vs_keep.face_engine import FaceEngine
 from vs_keep.stream import restore_stream
 
 EMPTY_HEAD, N, CHUNK, MAX_GAP, SIZE = 3, 36, 20, 10, 128
@@ -71,7 +71,7 @@ def detector() -> MemoDetector:
 def streamed(scene, detector):
     """The linear pass, recording how far the reader ran ahead of the chunk being emitted."""
     factory = RecordingFactory()
-    engine = RandomAccessRestorer(restorer_factory=factory, detector=detector, chunk=CHUNK, max_gap=MAX_GAP)
+    engine = FaceEngine(restorer_factory=factory, detector=detector, chunk=CHUNK, max_gap=MAX_GAP)
     consumed = 0
 
     def source():
@@ -189,7 +189,7 @@ def test_float_frames_and_upscale(scene, detector) -> None:
 def test_input_checks(detector) -> None:
     factory = SharedRestorerFactory(identity_restorer, SIZE)
     with pytest.raises(InputError, match="faces"):
-        RandomAccessRestorer(restorer_factory=factory, detector=detector, faces="biggest")
+        FaceEngine(restorer_factory=factory, detector=detector, faces="biggest")
     bad = SharedRestorerFactory(lambda x: x[:, :1], SIZE)
     with pytest.raises(InputError, match="restorer returned"):
         linear_pass(two_face_scene(n=2).frames, bad, detector)

@@ -13,7 +13,7 @@ from data.face_scenes import two_face_scene
 from vs_keep.face import create_detector, restorer_factory
 from vs_keep.models import load
 from vs_keep.models.synthetic import write_synthetic_checkpoint
-from vs_keep.random_access import RandomAccessRestorer
+from vs_keep.face_engine import FaceEngine
 from vs_keep.sequencer import Span
 from vs_keep.stream import restore_stream
 from threaded_requests import request_concurrently
@@ -64,9 +64,9 @@ def detector():
     return create_detector("mtcnn", "cpu", min_face_size=20.0)
 
 
-def engine(net, detector, **kw) -> tuple[RandomAccessRestorer, CountingRestorer]:
+def engine(net, detector, **kw) -> tuple[FaceEngine, CountingRestorer]:
     counting = CountingRestorer(restorer_factory(net))
-    return RandomAccessRestorer(restorer_factory=counting, detector=detector, chunk=CHUNK, **kw), counting
+    return FaceEngine(restorer_factory=counting, detector=detector, chunk=CHUNK, **kw), counting
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_any_order_and_threads_equal_linear(net, detector, frames, linear) -> No
 
 
 def test_seek_costs_at_most_one_chunk_and_steps_advance_one_by_one(net, detector, frames) -> None:
-    eng = RandomAccessRestorer(restorer_factory=restorer_factory(net), detector=detector, chunk=CHUNK)
+    eng = FaceEngine(restorer_factory=restorer_factory(net), detector=detector, chunk=CHUNK)
     access = ListAccess(frames)
     faces = len(eng.render(9, access).faces)  # a cold seek into the middle of chunk [6, 12)
     assert faces >= 1

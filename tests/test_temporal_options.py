@@ -22,7 +22,7 @@ from vs_keep.face.restorers import ClipRun
 from vs_keep.face.stabilize import WINDOW, LowBandStabilizer, StabilizedRun, history
 from vs_keep.models import load
 from vs_keep.models.synthetic import write_synthetic_checkpoint
-from vs_keep.random_access import RandomAccessRestorer
+from vs_keep.face_engine import FaceEngine
 from vs_keep.sequencer import Sequencer, Span
 from vs_keep.stream import restore_stream
 from threaded_requests import request_concurrently
@@ -67,18 +67,18 @@ def frames() -> list[np.ndarray]:
     return two_face_scene(n=N).frames
 
 
-def span_of(eng: RandomAccessRestorer, n: int, access: ListAccess) -> Span:
+def span_of(eng: FaceEngine, n: int, access: ListAccess) -> Span:
     return eng.sequencer.span(n, access.scene_start, access.num_frames)
 
 
-def run_of(eng: RandomAccessRestorer, span: Span, access: ListAccess) -> int:
+def run_of(eng: FaceEngine, span: Span, access: ListAccess) -> int:
     return eng.sequencer.run_start(span, access.scene_start)
 
 
-def make(net, detector, **kw) -> RandomAccessRestorer:
+def make(net, detector, **kw) -> FaceEngine:
     opts = dict(chunk=CHUNK, overlap=OVERLAP, stabilize=0.8)
     opts.update(kw)
-    return RandomAccessRestorer(restorer_factory=restorer_factory(net), detector=detector, **opts)
+    return FaceEngine(restorer_factory=restorer_factory(net), detector=detector, **opts)
 
 
 def test_run_start_cuts_at_clip_and_scene_starts() -> None:
@@ -175,9 +175,9 @@ def test_stream_keeps_priming_frames_when_overlap_exceeds_chunk(detector, frames
     """The CLI's linear pass releases frames only before the run start: overlap > chunk still streams."""
     from vs_keep.face.restorers import SharedRestorerFactory, identity_restorer
 
-    def eng() -> RandomAccessRestorer:
+    def eng() -> FaceEngine:
         factory = SharedRestorerFactory(identity_restorer, 128)
-        return RandomAccessRestorer(restorer_factory=factory, detector=detector, chunk=3, overlap=5, stabilize=0.5)
+        return FaceEngine(restorer_factory=factory, detector=detector, chunk=3, overlap=5, stabilize=0.5)
 
     streamed = [r.image for r in restore_stream(eng(), frames, N)]
     seeker, access = eng(), ListAccess(frames)

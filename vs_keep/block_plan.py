@@ -1,6 +1,6 @@
 """The plan of one block of frames: which faces each frame restores, in which run, with which landmarks.
 
-Values only: `RandomAccessRestorer.plan_block` makes them, the VapourSynth filter carries them between its nodes
+Values only: `FaceEngine.plan_block` makes them, the VapourSynth filter carries them between its nodes
 as frame props (`plugin/props.py`), and crops, runs and paste-back read them.
 """
 

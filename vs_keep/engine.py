@@ -1,4 +1,4 @@
-"""One place that turns user options into a ready `RandomAccessRestorer` (shared by the CLI and the VapourSynth
+"""One place that turns user options into a ready `FaceEngine` (shared by the CLI and the VapourSynth
 filter, so both restore a video identically)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 from .errors import InputError
 from .numerics import numerics_identity
 from .options import check_gray
-from .random_access import RandomAccessRestorer
+from .face_engine import FaceEngine
 from .weights import RESTORERS
 
 __all__ = [
@@ -226,7 +226,7 @@ def _install_decoder(net: nn.Module, decoder: str, device: str, precision: str, 
         net.set_decoder(TensorRTBackend(device_id=torch.device(device).index or 0, precision=precision).decoder(net))
 
 
-def build_engine(o: EngineOptions) -> RandomAccessRestorer:
+def build_engine(o: EngineOptions) -> FaceEngine:
     """Load the restorer (and DIC, ParseNet when asked) and the detector, up front."""
     from .face import create_detector, restorer_factory
     from .kernels.select import frame_device
@@ -255,7 +255,7 @@ def build_engine(o: EngineOptions) -> RandomAccessRestorer:
         from .select_mask import MaskFrames
 
         select = MaskFrames(o.select_mask)
-    return RandomAccessRestorer(
+    return FaceEngine(
         restorer_factory=factory, detector=detector, chunk=o.chunk, scene_reset=o.scene_reset, faces=o.faces,
         min_face_size=o.min_face, max_gap=o.max_gap, upscale=o.upscale, antialias=o.antialias, exact=o.exact,
         parser=parser, cache_chunks=o.cache_chunks, tiny=tiny, tiny_min=o.tiny_min, device=device,

@@ -122,7 +122,7 @@ class ShardResult:
     pid: int
 
 
-_ENGINE: tuple[object, object] | None = None  # (key, RandomAccessRestorer): one per process
+_ENGINE: tuple[object, object] | None = None  # (key, FaceEngine): one per process
 
 
 def _engine_for(options: EngineOptions, source: str):

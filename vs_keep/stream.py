@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .random_access import RandomAccessRestorer, RenderedFrame
+from .face_engine import FaceEngine, RenderedFrame
 
 __all__ = ["StreamAccess", "restore_frames", "restore_stream"]
 
@@ -66,7 +66,7 @@ class StreamAccess:
             del self._buf[k]
 
 
-def restore_stream(engine: RandomAccessRestorer, frames: Iterable[np.ndarray], num_frames: int, *,
+def restore_stream(engine: FaceEngine, frames: Iterable[np.ndarray], num_frames: int, *,
                    layer: bool = False, scene: Callable[[np.ndarray, np.ndarray], bool] | None = None,
                    start: int = 0, stop: int | None = None, first: int | None = None) -> Iterator[RenderedFrame]:
     """Yield RenderedFrame n for n = start .. stop - 1 (default: the whole clip of `num_frames`) in order,
@@ -87,7 +87,7 @@ def restore_stream(engine: RandomAccessRestorer, frames: Iterable[np.ndarray], n
         yield result
 
 
-def restore_frames(engine: RandomAccessRestorer, frames: Iterable[Any], num_frames: int, *, gray: bool = False,
+def restore_frames(engine: FaceEngine, frames: Iterable[Any], num_frames: int, *, gray: bool = False,
                    strength: float = 1.0, scene: Callable[[np.ndarray, np.ndarray], bool] | None = None,
                    start: int = 0, stop: int | None = None, first: int = 0,
                    background: Iterator[Any] | None = None) -> Iterator[Any]:

@@ -1,6 +1,6 @@
 """Face stages: detection, tracks, landmark smoothing, alignment, paste-back, restorer adapters.
 
-Stateless stages, composed per chunk by the one face engine `vs_keep.random_access.RandomAccessRestorer` (the
+Stateless stages, composed per chunk by the one face engine `vs_keep.face_engine.FaceEngine` (the
 VapourSynth filter uses it directly, the CLI through its linear pass `restore_stream`):
   create_detector / detect_faces     per-frame detections (MTCNN bundled; RetinaFace with user weights)
   chunk_window / plan_chunk          tracks + official landmark smoothing for one chunk from nearby detections

@@ -4,7 +4,7 @@ The official script restores chunks [0, 20), [20, 40), ... independently, so chu
 from the frames of that chunk plus the detections around it: tracks are linked over the window, each track's
 landmarks are smoothed (σ = 5 frames, radius 20) and every track present in the chunk becomes one segment that a
 restorer processes as one clip. `chunk_window` says which frames' detections that takes; `plan_chunk` is a pure
-function of them, which is what lets the random-access engine (`vs_keep.random_access`) compute any chunk alone.
+function of them, which is what lets the random-access engine (`vs_keep.face_engine`) compute any chunk alone.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .smooth import ENDS, SIGMA, gaussian_radius, smooth_at
+from .smooth import SIGMA, gaussian_radius, smooth_at
 from .track import FACES_MODES, LinkParams, link_tracks
 from .types import Detection
 
 __all__ = [
-    "Segment", "check_restore_layout", "check_tiny_min", "chunk_window", "plan_chunk", "resolve_smoothing_ends",
+    "Segment", "check_restore_layout", "check_tiny_min", "chunk_window", "plan_chunk",
 ]
 
 
@@ -37,14 +37,6 @@ def check_tiny_min(tiny_min: float, min_face: float) -> None:
     """Faces with a box side in [tiny_min, min_face) go to the tiny-face restorer: the range must not be empty."""
     if not 0 < tiny_min < min_face:
         raise InputError(f"tiny_min must be in (0, min_face={min_face:g}): faces in between go to DIC, got {tiny_min}")
-
-
-def resolve_smoothing_ends(smoothing_ends: str | None, exact: bool) -> str:
-    """How landmark smoothing treats a track's ends: as asked, else official ("reflect") with `exact`, else "linear"."""
-    ends = smoothing_ends or ("reflect" if exact else "linear")
-    if ends not in ENDS:
-        raise InputError(f"smoothing_ends must be one of {', '.join(ENDS)}, got {smoothing_ends!r}")
-    return ends
 
 
 @dataclass(frozen=True, eq=False)

@@ -71,8 +71,7 @@ def kernel_ok(name: str, device: torch.device | str, launch: object = None) -> b
 
             reason = check_kernel(name, launch or cupy_launch, torch.device(device))  # type: ignore[arg-type]
             if reason is not None:
-                log.warning("CuPy kernel %s failed its self-check on %s (%s); using its torch twin for the rest of the run",
-                            name, key[1], reason)
+                log.warning("CuPy kernel %s failed its self-check on %s (%s)", name, key[1], reason)
             _CHECKS[key] = reason
         return _CHECKS[key] is None
 

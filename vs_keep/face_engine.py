@@ -1,4 +1,4 @@
-"""`RandomAccessRestorer`: restore output frame n of a clip on demand, by composing the face stages over the
+"""`FaceEngine`: restore output frame n of a clip on demand, by composing the face stages over the
 frames that `vs_keep.sequencer` says n needs. The VapourSynth filter wires these stages into a graph; `render`
 composes them over a `FrameAccess` (the CLI's linear pass `vs_keep.stream.restore_stream`, shards, tests).
 
@@ -34,7 +34,7 @@ from .errors import InputError
 from .face import FacePaste, PlacedFace, align_face, alignment_matrix, detect_faces, paste_faces, paste_layer, plan_chunk
 from .face.device import crops_to_clip, model_to_faces, to_frame_device, to_host
 from .face.overlap import primed_segments
-from .face.plan import check_restore_layout, check_tiny_min, resolve_smoothing_ends
+from .face.plan import check_restore_layout, check_tiny_min
 from .face.restorers import ClipRun
 from .face.stabilize import StabilizedRun
 from .face.tiny import TinyFace, TinyFaceRestorer
@@ -42,7 +42,7 @@ from .face.track import LinkParams
 from .face.types import Detection, Detector
 from .sequencer import Sequencer, Span
 
-__all__ = ["FrameAccess", "RandomAccessRestorer", "RenderedFrame"]
+__all__ = ["FrameAccess", "FaceEngine", "RenderedFrame"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class RenderedFrame:
     alpha: np.ndarray | None = None
 
 
-class RandomAccessRestorer:
+class FaceEngine:
     """Restore frame n of a clip on demand (see the module docstring for the exact semantics and the stages).
 
     restorer_factory: `vs_keep.face.restorer_factory(...)` (KEEP per chunk, or CodeFormer per frame). Other options
@@ -120,7 +120,7 @@ class RandomAccessRestorer:
         #: FrameAccess path (`render`); the filter hands each frame's mask to `detect` itself
         self.max_face_size, self.select = max_face_size, select
         self.link = LinkParams(max_gap=self.sequencer.max_gap)
-        self.ends = resolve_smoothing_ends(None, exact)  # track ends: reflect (official) with exact, else linear
+        self.ends = "reflect" if exact else "linear"  # track ends of the landmark smoothing: reflect is official
         self.upscale, self.antialias, self.exact = int(upscale), bool(antialias), bool(exact)
         self.parser = parser
         self.tiny, self.tiny_min = tiny, float(tiny_min)
