@@ -47,6 +47,17 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: Fraction | 
     return path
 
 
+def keep_scene(folder: Path, n: int) -> dict[str, Path]:
+    """A small synthetic KEEP checkpoint ("weights") and an n-frame clip of two real faces without audio ("video")."""
+    from data.face_scenes import two_face_scene
+    from vs_keep.models.synthetic import write_synthetic_checkpoint
+
+    return {
+        "weights": write_synthetic_checkpoint(folder / "keep_small.pth", "keep", "small"),
+        "video": write_video(folder / "scene.mp4", two_face_scene(n=n).frames, fps=25, audio=False),
+    }
+
+
 def probe(path: str | Path) -> dict:
     """Frame count (decoded), fps, size and audio stream count of a video file."""
     import av

@@ -14,7 +14,7 @@ import pytest
 vs = pytest.importorskip("vapoursynth")
 
 from data.face_scenes import two_face_scene  # noqa: E402
-from media import write_video  # noqa: E402
+from media import keep_scene, write_video  # noqa: E402
 from threaded_requests import request_concurrently  # noqa: E402
 from vs_keep.models.synthetic import write_synthetic_checkpoint  # noqa: E402
 
@@ -28,11 +28,8 @@ N, CHUNK = 14, 6
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("plugin")
-    return {
-        "weights": write_synthetic_checkpoint(d / "keep_small.pth", "keep", "small"),
-        "video": write_video(d / "scene.mp4", two_face_scene(n=N).frames, fps=25, audio=False),
-        "odd": write_video(d / "odd.mp4", [f[:63, :127] for f in two_face_scene(n=4).frames], fps=25, audio=False),
-    }
+    odd = write_video(d / "odd.mp4", [f[:63, :127] for f in two_face_scene(n=4).frames], fps=25, audio=False)
+    return {**keep_scene(d, N), "odd": odd}
 
 
 def rgb_of(frame) -> np.ndarray:
@@ -137,7 +134,6 @@ def test_formats_round_trip(media) -> None:
     from vs_keep import keep
     from vs_keep.plugin import source
 
-    core = vs.core
     src = source(media["video"])
     rgbs = src.resize.Point(format=vs.RGBS)
     out = keep(rgbs, weights=str(media["weights"]), chunk=CHUNK)

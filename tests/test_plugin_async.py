@@ -15,10 +15,8 @@ import pytest
 vs = pytest.importorskip("vapoursynth")
 pytest.importorskip("vsengine", reason="vsjetengine is in the test extra (pip install vsjetengine)")
 
-from data.face_scenes import two_face_scene  # noqa: E402
-from media import write_video  # noqa: E402
+from media import keep_scene  # noqa: E402
 from vs_keep.errors import OOM_ADVICE  # noqa: E402
-from vs_keep.models.synthetic import write_synthetic_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.vapoursynth
 RUNNER = Path(__file__).with_name("async_requests.py")
@@ -28,11 +26,7 @@ HANG = 420  # seconds; a healthy run takes well under a minute even on a busy 2-
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("async")
-    return {
-        "weights": write_synthetic_checkpoint(d / "keep_small.pth", "keep", "small"),
-        "video": write_video(d / "scene.mp4", two_face_scene(n=N).frames, fps=25, audio=False),
-    }
+    return keep_scene(tmp_path_factory.mktemp("async"), N)
 
 
 @pytest.mark.timeout(HANG + 60)
