@@ -26,7 +26,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from vs_keep.bench.common import chunk_frames, load_avg
-    from vs_keep.bench.synthetic import build_synthetic_keep
+    from vs_keep.models.synthetic import build_synthetic_keep
     from vs_keep.numerics import numerics_identity
     from vs_keep.runtime import cpu_choice
     from vs_keep.runtime.cpu import optimize_cpu, restore_reference, tune_malloc

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vs_keep.bench.synthetic import build_synthetic_keep
+from vs_keep.models.synthetic import build_synthetic_keep
 from vs_keep.errors import InputError
 from vs_keep.runtime import cpu, cpu_choice
 from vs_keep.runtime.cpu import FastConv2d, optimize_cpu, restore_reference

@@ -20,7 +20,7 @@ import pytest
 import torch
 from busy import under_load  # noqa: F401 - fixture
 
-from vs_keep.bench.synthetic import build_synthetic_keep
+from vs_keep.models.synthetic import build_synthetic_keep
 from vs_keep.runtime.cpu import optimize_cpu
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vs_keep.runtime.backends import TensorRTBackend
-from vs_keep.bench.synthetic import build_synthetic_keep
+from vs_keep.models.synthetic import build_synthetic_keep
 from vs_keep.runtime.decoder import DecoderSpec, decoder_spec
 from vs_keep.runtime.onnx_export import export_decoder_onnx, model_hash
 from vs_keep.runtime.trt import engine_paths

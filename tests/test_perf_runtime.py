@@ -10,7 +10,7 @@ from torch import nn
 from vs_keep.bench.emulation import EmulatedLowPrecision
 from vs_keep.bench.parity import accuracy
 from vs_keep.bench.staged import StagedKeep
-from vs_keep.bench.synthetic import build_synthetic_keep
+from vs_keep.models.synthetic import build_synthetic_keep
 from vs_keep.models.vqgan import ResBlock
 from vs_keep.runtime.backends import TorchBackend
 from vs_keep.runtime.cpu import FastConv2d, FastResBlock, is_optimized, optimize_cpu, restore_reference

@@ -5,8 +5,8 @@
   kernel per convolution shape against the shipped rule); `parity`: accuracy against
   the fixture and the reference run; `face`: face stages at 720p/1080p; `kernels`: crop/paste; `memory`: peak RSS
   of short and long streams; `cuda`: the CUDA settings and 1080p end to end
-- building blocks: `common` (timing, progress), `staged` (KEEP stage by stage with timers), `synthetic`
-  (synthetic KEEP models), `emulation` (16-bit accuracy on CPUs without 16-bit GEMMs)
+- building blocks: `common` (timing, progress), `staged` (KEEP stage by stage with timers), `emulation` (16-bit
+  accuracy on CPUs without 16-bit GEMMs); the synthetic models come from `vs_keep.models.synthetic`
 """
 
 __all__ = []

@@ -27,7 +27,7 @@ def cuda_section(model_size: str, repeats: int, precisions: list[str], golden: d
     from ..runtime.precision import apply_precision, autocast_context
     from .face import face_stage_timings
     from .staged import StagedKeep
-    from .synthetic import build_synthetic_keep
+    from ..models.synthetic import build_synthetic_keep
 
     model = build_synthetic_keep(model_size).to(device)
     frames = chunk_frames(model, golden, chunk).to(device)

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(streaming_memory_run(int(args.frames))))
         return 0
     from .parity import default_fixture
-    from .synthetic import build_synthetic_keep
+    from ..models.synthetic import build_synthetic_keep
 
     quick = bool(args.quick)
     size = args.model or ("tiny" if quick else "full")

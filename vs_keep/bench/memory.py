@@ -43,7 +43,7 @@ def streaming_memory_run(frames: int, *, size: int = 48, chunk: int = 20, fast: 
     report time and peak RSS (run each length in a fresh process to compare peaks)."""
     from ..aligned import restore_aligned
     from ..runtime.cpu import optimize_cpu
-    from .synthetic import build_synthetic_keep
+    from ..models.synthetic import build_synthetic_keep
 
     model = build_synthetic_keep("tiny")
     if fast:
