@@ -7,12 +7,14 @@ on a real-photo clip; kill points are found by watching the work folder (a piece
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -57,9 +59,16 @@ def run(src: Path, out: Path, weights: Path, *extra: str) -> subprocess.Complete
     return subprocess.run(args(src, out, weights, *extra), capture_output=True, text=True, timeout=600, env=ENV)
 
 
-def start(media, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(args(media["video"], out, media["weights"], *extra), stdout=subprocess.PIPE,
+@contextlib.contextmanager
+def killed_at_exit(media, out: Path, *extra: str) -> Iterator[subprocess.Popen]:
+    """A `vs-keep restore` run in a child process, SIGKILLed (no cleanup of any kind runs) when the block ends."""
+    proc = subprocess.Popen(args(media["video"], out, media["weights"], *extra), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
 
 
 def sha(path: Path) -> str:
@@ -80,11 +89,6 @@ def wait_for(pred, proc: subprocess.Popen, timeout: float = 300, poll: float = 0
         if poll:
             time.sleep(poll)
     return True
-
-
-def kill9(proc: subprocess.Popen) -> None:
-    proc.kill()  # SIGKILL: no cleanup of any kind runs
-    proc.communicate(timeout=60)
 
 
 def assert_same_video(got: Path, want: Path) -> None:
@@ -124,8 +128,7 @@ def test_pieces_equal_one_pass(media, tmp_path: Path) -> None:
 def test_kill_early_and_a_second_run_is_refused(media, tmp_path: Path) -> None:
     out = tmp_path / "out.mkv"
     work = work_folder(out)
-    proc = start(media, out)
-    try:
+    with killed_at_exit(media, out) as proc:
         assert wait_for(lambda: (work / "manifest.json").exists(), proc)
         proc.send_signal(signal.SIGSTOP)  # holds its lock, frozen
         second = run(media["video"], out, media["weights"])
@@ -134,8 +137,6 @@ def test_kill_early_and_a_second_run_is_refused(media, tmp_path: Path) -> None:
             f"vs-keep restore: {out}: another vs-keep run is writing it (lock {work / 'lock'} is held); wait for it "
             "to finish or stop it first"]
         assert (work / "manifest.json").exists()  # the refused run left the first one's folder alone
-    finally:
-        kill9(proc)
     assert not out.exists()
     assert_resumed(run(media["video"], out, media["weights"]), out, media, None)
 
@@ -145,11 +146,8 @@ def test_kill_mid_piece(media, tmp_path: Path) -> None:
     """kill -9 while the second piece is being written: the first is kept, the second redone."""
     out = tmp_path / "out.mkv"
     work = work_folder(out)
-    proc = start(media, out)
-    try:
+    with killed_at_exit(media, out) as proc:
         assert wait_for(lambda: records(work) and any(".partial" in p.name for p in work.iterdir()), proc)
-    finally:
-        kill9(proc)
     done = len(records(work))
     assert not out.exists() and 1 <= done < N // PIECE
     assert_resumed(run(media["video"], out, media["weights"]), out, media, PIECE * done)
@@ -162,11 +160,8 @@ def test_kill_during_concatenation_then_damaged_pieces_are_redone(media, tmp_pat
     out = tmp_path / "out.mkv"
     work = work_folder(out)
     for _ in range(3):  # the join takes milliseconds: poll without sleeping, and try again if the run got past it
-        proc = start(media, out, "--restart")
-        try:
+        with killed_at_exit(media, out, "--restart") as proc:
             caught = wait_for(lambda: (work / "concat.partial.mkv").exists(), proc, poll=0)
-        finally:
-            kill9(proc)
         if caught:
             break
         out.unlink()
