@@ -85,6 +85,50 @@ def test_paste_blend_kernel_is_bit_identical_to_its_twin(host: HostLaunch, canva
         assert torch.equal(got, ref), f"upscale {upscale} {layout}: max diff {(got.float() - ref.float()).abs().max()}"
 
 
+def test_public_entry_points_hand_the_cupy_twins_arguments_they_can_take(host: HostLaunch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `kernels.affine_crop` / `paste_face` / `flow_warp` prepare for a kernel (coefficient rows, the fill
+    expanded to one value per channel, a float32 face) goes to the CuPy twin unchanged on a GPU. Here the twins run
+    through the host harness where the selection would pick CuPy: a stride-0 fill, a non-contiguous face or a
+    reordered argument reads the wrong memory and the results leave the torch twins'."""
+    import functools
+
+    import vs_keep.kernels as kernels
+    from vs_keep.kernels.selfcheck import TWINS
+
+    g = torch.Generator().manual_seed(3)
+    frame8, m = _as(astronaut(), torch.uint8), alignment_matrix(ASTRONAUT_LM + [250, 350], 128)  # 40 % outside
+    frame, m96 = _as(astronaut(), torch.float32), alignment_matrix(ASTRONAUT_LM + [250, 350], 96)
+    face = torch.rand(128, 128, 3, generator=g).permute(2, 0, 1)  # (C, S, S), not contiguous
+    x, flow = torch.rand(1, 3, 40, 56, generator=g) * 2 - 1, (torch.rand(1, 2, 40, 56, generator=g) - 0.5) * 8
+
+    def run() -> dict[str, torch.Tensor]:
+        return {
+            "crop uint8, RGB border": kernels.affine_crop(frame8, m, 128, border=BORDER_RGB, scale=2 / 255, offset=-1.0),
+            "crop float, one border value": kernels.affine_crop(frame, m96, 96, border=0.25, out_dtype=torch.float16),
+            "paste uint8": (lambda c: (kernels.paste_face(c, face, m, unit=255.0), c)[1])(frame8.clone()),
+            "paste float chw": (lambda c: (kernels.paste_face(c, face, m, layout="chw"), c)[1])(
+                frame.permute(2, 0, 1).contiguous()),
+            "warp": kernels.flow_warp(x, flow),
+        }
+
+    want = run()
+    launched: list[str] = []
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        launched.append(args[0])
+        host(*args)
+
+    monkeypatch.setattr(kernels, "use_cupy", lambda kernel, tensor, *dtypes: True)
+    for name, (torch_impl, cupy_impl) in list(TWINS.items()):
+        monkeypatch.setitem(TWINS, name, (torch_impl, functools.partial(cupy_impl, launch=counting)))
+    got = run()
+    assert sorted(set(launched)) == ["affine_crop", "flow_warp", "paste_blend"] and len(launched) == 5
+    for what in want:
+        assert got[what].dtype == want[what].dtype and got[what].shape == want[what].shape, what
+        diff = float((got[what].float() - want[what].float()).abs().max())
+        assert diff <= (4e-5 if what == "warp" else 0.0), f"{what}: max diff {diff}"
+
+
 def test_flow_warp_kernel_matches_grid_sample(host: HostLaunch) -> None:
     img = torch.from_numpy(astronaut()[64:192, 160:288]).permute(2, 0, 1).float().div(127.5).sub(1)[None]  # (1,3,128,128)
     ys, xs = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")

@@ -5,7 +5,8 @@ error or a kernel that computes something else there must not crash a long resto
 `check_kernel` runs every template instantiation of a kernel on a small deterministic input through a `Launch`
 (CuPy on the GPU; the g++ host harness in the tests) and compares with the torch twin on the same device: bit for
 bit for the crop and paste kernels (the twins promise it), a stated tolerance for the flow warp. `select` records
-the verdict and falls back to the torch twin with one warning.
+the verdict (one warning per kernel and device); a kernel that failed it is then an InputError naming the reason,
+never a silent switch to the torch twin.
 """
 
 from __future__ import annotations
