@@ -247,7 +247,7 @@ def build_filter(clip: vs.VideoNode, engine: FaceEngine, *, debug_props: bool, m
             ]
         restored = [engine.restored_face(run, face.index) for run, face in zip(runs, faces)]
         frame = frame_to_rgb(f[1])
-        result = engine.paste_frame(n, frame, frame, chunk, restored, layer=True)
+        result = engine.paste_frame(n, frame, chunk, restored, layer=True)
         out = f[0].copy()
         write_layer(out, result.image, result.alpha)
         if debug_props:

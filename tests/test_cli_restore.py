@@ -74,10 +74,14 @@ def test_bad_arguments(weights: Path, tmp_path: Path) -> None:
     # scene_detect: the filter's value set and validator; a file has no props to read
     r = cli(str(tmp_path), str(tmp_path / "o"), "--weights", str(weights), "--scene-detect", "props")
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
-        "vs-keep restore: --scene-detect must be 'auto' or 'off' here: 'props' reads VapourSynth frame props "
-        "(_SceneChangePrev), which a decoded file does not carry"]
-    r = cli(str(tmp_path), str(tmp_path / "o"), "--weights", str(weights), "--scene-detect", "on")
-    assert r.returncode == 1 and "--scene-detect must be one of 'auto', 'props', 'off', got 'on'" in r.stderr
+        "vs-keep restore: --scene-detect must be one of 'auto', 'off', got 'props': 'props' reads VapourSynth "
+        "frame props (_SceneChangePrev), which a decoded file does not carry"]
+    r = cli(str(tmp_path), str(tmp_path / "o.xyz"), "--weights", str(weights))  # refused before any work
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"vs-keep restore: {tmp_path / 'o.xyz'}: this ffmpeg has no container for the suffix '.xyz'; use .mkv, .mp4 "
+        "or .mov (no suffix: a folder of PNG frames)"]
+    r = cli(str(tmp_path), str(tmp_path / "o"), "--weights", str(weights), "--scene-detect", "on")  # no 'props' offered
+    assert r.returncode == 1 and "--scene-detect must be one of 'auto', 'off', got 'on'" in r.stderr
 
 
 def test_full_frames_video(weights: Path, tmp_path: Path) -> None:

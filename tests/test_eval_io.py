@@ -71,3 +71,14 @@ def test_lossy_odd_size_uses_yuv444(tmp_path: Path) -> None:
     assert source.info.fps == Fraction(24000, 1001) and (source.info.width, source.info.height) == (45, 31)
     decoded = list(iter_frames(source.path))
     assert len(decoded) == 3 and np.abs(decoded[1].astype(int) - frames[1]).mean() < 1.5
+
+
+def test_frame_folder_write_error_is_raised(tmp_path: Path) -> None:
+    """A PNG that cannot be written (here: a full device) raises, so a frame folder is never committed with
+    truncated frames (cv2.imwrite reports success on a full disk)."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "000000.png").symlink_to("/dev/full")
+    with pytest.raises(OSError) as err, FrameSink(folder, fps=25) as sink:
+        sink.write(np.zeros((8, 8, 3), np.uint8))
+    assert err.value.errno == 28  # ENOSPC

@@ -252,3 +252,24 @@ def test_image_folder_pieces_equal_one_pass(media, tmp_path: Path) -> None:
         assert main(["restore", str(imgs), str(tmp_path / name), *args, *extra]) == 0
         got = decoded(tmp_path / name)
         assert len(got) == len(one) == 24 and all(np.array_equal(a, b) for a, b in zip(got, one)), name
+
+
+def test_concat_of_lossy_mkv_segments_with_b_frames(tmp_path: Path) -> None:
+    """Matroska stores no dts, so a demuxed libx264 segment starts with packets without one: the joined file gets
+    them rebuilt (B-frames decode before the frames they precede) and keeps every frame and its timestamp."""
+    from vs_keep.shards import concat_segments
+    from vs_keep.video import FrameSink
+
+    frames = two_face_scene(n=30).frames
+    segments = []
+    for start in (0, 10, 20):
+        seg = tmp_path / f"{start}.mkv"
+        with FrameSink(seg, fps=25, codec="libx264", crf=30, preset="fast", first=start) as sink:
+            for f in frames[start:start + 10]:
+                sink.write(f)
+        segments.append(str(seg))
+    concat_segments(segments, tmp_path / "joined.mkv", Fraction(25))
+    import av
+
+    with av.open(str(tmp_path / "joined.mkv")) as c:
+        assert [f.pts for f in c.decode(video=0)] == [40 * n for n in range(30)]  # 1/1000 s

@@ -262,11 +262,10 @@ class FaceEngine:
         return model_to_faces(y[None], exact=self.exact, on_device=self.frame_device is not None)[0]
 
     def paste_frame(
-        self, n: int, frame: np.ndarray, view: np.ndarray, chunk: ChunkPlan, restored: Iterable[np.ndarray],
-        layer: bool = False,
+        self, n: int, view: np.ndarray, chunk: ChunkPlan, restored: Iterable[np.ndarray], layer: bool = False,
     ) -> RenderedFrame:
-        """Output frame n: tiny faces (DIC) and the restored KEEP faces (in track order) pasted onto `frame`
-        (unclamped; `view` is the frame as detection saw it). layer: the faces as colour + alpha instead
+        """Output frame n: tiny faces (DIC) and the restored KEEP faces (in track order) pasted onto frame n
+        (`view`, the frame as detection saw it). layer: the faces as colour + alpha instead
         (`paste_layer`, computed on the host: on the CUDA frame path the restored faces come back to the host,
         the frame itself is not needed)."""
         self._pin_threads()
@@ -279,11 +278,11 @@ class FaceEngine:
         faces_placed, tiny_placed = tuple(f.placed for f in faces), tuple(t[1] for t in tiny)
         if layer:
             host = [FacePaste(to_host(p.image), p.matrix, None if p.parse_mask is None else to_host(p.parse_mask)) for p in pastes]
-            fl = paste_layer(host, frame.shape[:2], upscale=self.upscale, exact=self.exact, antialias=self.antialias)
+            fl = paste_layer(host, view.shape[:2], upscale=self.upscale, exact=self.exact, antialias=self.antialias)
             return RenderedFrame(image=fl.color, faces=faces_placed, span=chunk.span, tiny=tiny_placed, alpha=fl.alpha)
-        canvas = self._on_device(n, frame) if frame is view else to_frame_device(frame, self.frame_device)
-        image = to_host(paste_faces(canvas, pastes, upscale=self.upscale, exact=self.exact, antialias=self.antialias))
-        return RenderedFrame(image=image, faces=faces_placed, span=chunk.span, tiny=tiny_placed)
+        image = paste_faces(self._on_device(n, view), pastes, upscale=self.upscale, exact=self.exact,
+                            antialias=self.antialias)
+        return RenderedFrame(image=to_host(image), faces=faces_placed, span=chunk.span, tiny=tiny_placed)
 
     def _tiny_faces(self, n: int, view: np.ndarray, small: tuple[Detection, ...]) -> list[tuple[FacePaste, TinyFace]]:
         if not small or self.tiny is None:
@@ -306,7 +305,7 @@ class FaceEngine:
             run = self.track_run(chunk.span, face.track, face.length, face.first, crop_of, face.prime)
             restored.append(self.restored_face(run, face.index))
         view = access.frame(n)
-        return self.paste_frame(n, view, view, chunk, restored, layer=layer)
+        return self.paste_frame(n, view, chunk, restored, layer=layer)
 
     def _detect_from(self, m: int, access: FrameAccess) -> list[Detection]:
         """`detect` over a FrameAccess, reading the frame only on a cache miss (a linear pass has released the

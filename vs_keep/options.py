@@ -23,9 +23,9 @@ def check_gray(gray: object) -> bool | str:
 def check_scene_detect(mode: object, *, props: bool = True) -> str:
     """`scene_detect` as given, once it is one of SCENE_DETECT_MODES; "props" only where frames carry props
     (`props`: the filter's clips do, a file `vs-keep restore` decodes does not)."""
-    if mode not in SCENE_DETECT_MODES:
-        raise InputError(f"scene_detect must be one of {', '.join(map(repr, SCENE_DETECT_MODES))}, got {mode!r}")
-    if mode == "props" and not props:
-        raise InputError("scene_detect must be 'auto' or 'off' here: 'props' reads VapourSynth frame props "
-                         "(_SceneChangePrev), which a decoded file does not carry")
+    modes = SCENE_DETECT_MODES if props else tuple(m for m in SCENE_DETECT_MODES if m != "props")
+    if mode not in modes:
+        why = ": 'props' reads VapourSynth frame props (_SceneChangePrev), which a decoded file does not carry"
+        raise InputError(f"scene_detect must be one of {', '.join(map(repr, modes))}, got {mode!r}"
+                         + (why if mode == "props" else ""))
     return mode  # type: ignore[return-value]

@@ -18,6 +18,7 @@ Each worker process loads the weights once (`_engine_for` keeps the last engine)
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 import os
@@ -198,7 +199,7 @@ def concat_segments(segments: list[str], output: str | os.PathLike[str], fps: Fr
                     audio_from: str | None = None) -> None:
     """Stream-copy video segments into `output`, audio and subtitles copied from `audio_from`. The segments carry
     the timestamps a single `FrameSink` would have written (the source's with `like=`, else frame numbers counted
-    from `first=`), so packets keep them."""
+    from `first=`), so packets keep them (the dts Matroska does not store are rebuilt)."""
     import av
 
     from .video import copy_audio
@@ -209,6 +210,9 @@ def concat_segments(segments: list[str], output: str | os.PathLike[str], fps: Fr
             out = dst.add_stream_from_template(template)
             out.codec_context.framerate = Fraction(fps)  # as FrameSink's rate (a copied H.264 header may say 30000/1)
             header = bytes(template.codec_context.extradata or b"")
+            # Matroska stores no dts: its demuxer leaves the first `lag` packets (the B-frame delay) without one
+            lag = next((i for i, p in enumerate(first.demux(template)) if p.dts is not None or p.pts is None), 0)
+        shown: list[int] = []  # with lag: pts not yet used as a dts, a heap
         if audio_from is not None:
             copy_audio(dst, audio_from)
         for path in segments:
@@ -220,5 +224,9 @@ def concat_segments(segments: list[str], output: str | os.PathLike[str], fps: Fr
                 for packet in seg.demux(stream):
                     if packet.dts is None and packet.pts is None:  # demuxer flush packet
                         continue
+                    if lag:  # dts rebuilt over the whole clip, as the encoder set them: packet j decodes when
+                        # frame j - lag is shown (a segment's own first packets follow the last one's frames)
+                        shown = shown or [packet.pts - k * (packet.duration or 1) for k in range(lag, 0, -1)]
+                        packet.dts = heapq.heappushpop(shown, packet.pts)
                     packet.stream = out
                     dst.mux(packet)

@@ -371,7 +371,8 @@ class FrameSink:
                 frame = frame.to_ndarray(format="rgb48le" if frame.format.components[0].bits > 8 else "rgb24")
             import cv2
 
-            cv2.imwrite(str(self.path / f"{self.first + self.count:06d}.png"), np.ascontiguousarray(frame[..., ::-1]))
+            png = cv2.imencode(".png", np.ascontiguousarray(frame[..., ::-1]))[1]  # imwrite ignores a full disk
+            (self.path / f"{self.first + self.count:06d}.png").write_bytes(png.tobytes())
         else:
             if self._container is None:
                 self._open(frame.width, frame.height)

@@ -7,7 +7,7 @@ only place (with scripts/) allowed to print to stdout.
 
 Failures: every error ends the run with one line on stderr naming the file and the fix, and exit status 1
 (`--debug` adds the traceback); Ctrl-C exits 130, SIGTERM 143. A command module that sets `OUTPUT = "<arg name>"`
-writes that output atomically itself (`vs_keep.atomic`, `vs_keep.resume`): a failure or interrupt says that
+writes that output atomically itself (`vs_keep.atomic`, `vs_keep.resume`); the line of an interrupt says that
 nothing was written to it.
 """
 

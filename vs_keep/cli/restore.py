@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -99,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     from .safety import checked_length, decoding, refuse_overwriting_input
 
     refuse_overwriting_input(args.input, args.output)
+    if not is_folder_output(args.output):
+        _check_container(args.output)
     if args.aligned and (args.overlap or args.stabilize):
         raise InputError("--overlap and --stabilize work on whole frames (face tracks); drop them with --aligned")
     if args.aligned and (args.strength != 1 or args.max_face or args.select_mask or args.background):
@@ -167,6 +170,17 @@ def looks_gray_input(source, total: int) -> bool:
         return frame if isinstance(frame, np.ndarray) else to_rgb(frame)
 
     return looks_gray(frame_rgb, total)
+
+
+def _check_container(path: str) -> None:
+    """A video OUT's suffix names a container this ffmpeg writes (PyAV creates no file until a stream is written)."""
+    import av
+
+    try:
+        av.open(path, mode="w").close()
+    except ValueError:
+        raise InputError(f"{path}: this ffmpeg has no container for the suffix {Path(path).suffix!r}; use .mkv, .mp4 "
+                         "or .mov (no suffix: a folder of PNG frames)") from None
 
 
 def _check_background(path: str, source, total: int, upscale: int) -> None:
