@@ -363,8 +363,8 @@ def restore_resumable(
             raise
         finally:
             bar.close()
-        log.info("wrote %d frames in %d pieces (%d reused) to %s (%.1f s)", total, len(jobs), len(done), out,
-                 time.perf_counter() - t0)
+        log.info("wrote %d frames in %d piece%s (%d reused) to %s (%.1f s)", total, len(jobs),
+                 "" if len(jobs) == 1 else "s", len(done), out, time.perf_counter() - t0)
     shutil.rmtree(work, ignore_errors=True)
     return results
 
