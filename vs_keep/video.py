@@ -15,6 +15,7 @@ or lossless and byte-reproducible for test material (`lossless=True`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -158,11 +159,19 @@ def iter_frames(
 
 
 def _timestamps(path: Path) -> list[int]:
-    """Sorted pts of the video packets: the i-th is frame i's once decoded (one frame per timestamped packet)."""
+    """Sorted pts of the video packets: the i-th is frame i's once decoded (one frame per timestamped packet).
+    One demux per file version and process: the gray probe, the piece planner and every piece of a `--background`
+    seek in the same files."""
+    st = path.stat()
+    return list(_demuxed_timestamps(str(path.resolve()), st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _demuxed_timestamps(path: str, size: int, mtime_ns: int) -> tuple[int, ...]:
     import av
 
-    with av.open(str(path)) as c:
-        return sorted(p.pts for p in c.demux(c.streams.video[0]) if p.pts is not None)
+    with av.open(path) as c:
+        return tuple(sorted(p.pts for p in c.demux(c.streams.video[0]) if p.pts is not None))
 
 
 def _decode_from(container, stream, pts: int) -> Iterator:
