@@ -344,10 +344,9 @@ def restore_resumable(
             else:
                 running = [0] * len(jobs)
 
-                def report(i: int, n: int) -> None:
+                def report(i: int, n: int) -> None:  # piece i has n frames done
+                    bar.update(n - running[i])
                     running[i] = n
-                    bar.n = reused + sum(running)
-                    bar.refresh()
 
                 results = [run_piece(job, report) for job in todo]
             with replacing(out, work / f"concat.partial{out.suffix}") as partial:
