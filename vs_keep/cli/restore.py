@@ -128,7 +128,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--{name.replace('_', '-')}{sep}{rest}" if hasattr(args, name) else str(exc)) from None
     source = FrameSource(args.input)
     total = checked_length(source)  # decoded, not demuxed; empty or truncated input: fail before loading anything
-    like = stream_format(args.input) if source.is_video else None
     if args.select_mask:
         MaskFrames(args.select_mask).check(source.info.width, source.info.height, total)
     if args.background:
@@ -137,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         options = dataclasses.replace(options, gray=looks_gray_input(source, total))
     if not (args.aligned or is_folder_output(args.output)) or args.shards is not None or args.ray is not None:
         return _run_resumable(args, options, source)
+    like = stream_format(args.input) if source.is_video else None
     with atomic_output(args.output) as out:
         if args.aligned:
             from ..aligned import restore_aligned
