@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -67,14 +66,6 @@ def encode(frames: list[np.ndarray], pieces: list[tuple[int, int]], folder: Path
     return size, float(np.mean(scores)), time.perf_counter() - t0
 
 
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=2000)
@@ -83,7 +74,9 @@ def main() -> None:
     a = p.parse_args()
     w, h = map(int, a.size.split("x"))
     frames = list(clip(a.frames, w, h))
-    result = {"cpu": _cpu(), "frames": a.frames, "size": a.size,
+    from vs_keep.runtime.cpu_choice import cpu_kind
+
+    result = {"cpu": cpu_kind(), "frames": a.frames, "size": a.size,
               "codec": "libx264 crf 18 preset medium", "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         whole = encode(frames, [(0, a.frames)], Path(tmp))
