@@ -130,7 +130,7 @@ def _detect_stage(engine: FaceEngine, tiny: vs.VideoNode, rgb: vs.VideoNode, fla
         return out
 
     def compute(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        mask = np.asarray(f[-1][0]) != 0 if select is not None else None
+        mask = np.asarray(f[-1][0]) if select is not None else None  # non-zero where faces are kept
         dets = engine.detect(n, frame_to_rgb(f[1]), mask)
         start = P.is_scene_start(f[2]) if flags is not None else False
         scene.put(n, start)
