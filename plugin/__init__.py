@@ -69,8 +69,8 @@ def keep(
     mask_out: return the paste alpha instead of the restored clip: GRAYS, output size, 0 = source untouched,
         1 = restored face only (for MaskedMerge, grading or inspection); scaled by `strength`.
     strength: in [0, 1]: the restored face mixed with the original inside the paste alpha (the alpha times
-        strength); 1 = fully restored, 0 = the input itself (the model is not loaded). Outside the faces the
-        output is the input bit for bit whatever the strength.
+        strength); 1 = fully restored, 0 = the input itself (without upscale or mask_out the model is not even
+        loaded). Outside the faces the output is the input bit for bit whatever the strength.
     max_face: largest face (box side, px) restored, beside min_face; None = no limit.
     select: a mask clip (GRAY, the input's size and length): a face is restored only where its box centre lies on
         a non-zero sample of frame n's mask (faces are chosen per frame before tracking, so a track is restored on
