@@ -76,9 +76,10 @@ def test_paste_blend_kernel_is_bit_identical_to_its_twin(host: HostLaunch, canva
         canvas = frame if layout == "hwc" else frame.permute(2, 0, 1).contiguous()
         view = as_chw_view(canvas, layout)
         plan = plan_paste(matrix, 512, (view.shape[1], view.shape[2]), upscale)
-        eroded, soft = paste_masks(plan, 512, canvas.device)
+        coef = torch.from_numpy(plan.coef)
+        eroded, soft = paste_masks(plan, 512, coef)
         got, ref = canvas.clone(), canvas.clone()
-        args = (torch.from_numpy(plan.coef), plan.box, eroded, soft, unit)
+        args = (coef, plan.box, eroded, soft, unit)
         paste_blend_cupy(as_chw_view(got, layout), face, *args, launch=host)
         paste_blend_torch(as_chw_view(ref, layout), face, *args)
         assert not torch.equal(got, canvas), "the paste changed nothing: the test would prove nothing"

@@ -101,7 +101,7 @@ def paste_face(
         sigma = antialias_sigma(warp_scale(plan.inv))
         if sigma > 0.05:
             img = gaussian_blur(img, sigma=sigma, border="reflect")
-    eroded, soft = paste_masks(plan, size, canvas.device, parse_mask)
     coef = torch.from_numpy(plan.coef).to(canvas.device)
+    eroded, soft = paste_masks(plan, size, coef, parse_mask)
     _twin("paste_blend", view)(view, img.contiguous(), coef, plan.box, eroded, soft, float(unit))
     return plan

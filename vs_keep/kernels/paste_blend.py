@@ -75,11 +75,12 @@ def sample_zero_border(img: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
     return top + fy * (bot - top)
 
 
-def paste_masks(plan: PastePlan, size: int, device: torch.device, parse_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def paste_masks(plan: PastePlan, size: int, coef: Tensor, parse_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(eroded, soft) float32 (h, w) maps over the plan's box, as the official helper builds them: the face square
     warped (bilinear), eroded by (2·upscale)², eroded again by 2·w_edge and Gaussian-blurred ((2·w_edge+1)², cv2's
-    sigma), w_edge = int(side) // 20; with a parse mask (S, S) in [0, 1], soft = min(soft, warped parse mask)."""
-    qx, qy = _box_coords(torch.from_numpy(plan.coef).to(device), plan.box)
+    sigma), w_edge = int(side) // 20; with a parse mask (S, S) in [0, 1], soft = min(soft, warped parse mask).
+    coef: `plan.coef` on the maps' device (copied once per face: the blend kernel takes the same tensor)."""
+    qx, qy = _box_coords(coef, plan.box)
 
     def inside_weight(q: Tensor) -> Tensor:  # bilinear weight of the taps that fall on the square (separable)
         i0 = torch.floor(q)
@@ -93,7 +94,7 @@ def paste_masks(plan: PastePlan, size: int, device: torch.device, parse_mask: Te
     w_edge = int(plan.side) // 20
     soft = gaussian_blur(erode(eroded, 2 * w_edge), ksize=2 * w_edge + 1, sigma=0.0, border="reflect101")
     if parse_mask is not None:
-        parse = sample_zero_border(parse_mask.to(device=device, dtype=torch.float32).reshape(1, size, size), qx, qy)[0]
+        parse = sample_zero_border(parse_mask.to(device=coef.device, dtype=torch.float32).reshape(1, size, size), qx, qy)[0]
         soft = torch.minimum(soft, parse)
     return eroded.contiguous(), soft.contiguous()
 

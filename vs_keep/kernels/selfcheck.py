@@ -74,8 +74,8 @@ def _cases_paste_blend(device: torch.device) -> Iterator[Case]:
     g = torch.Generator().manual_seed(9)
     face = torch.rand(3, 16, 16, generator=g).to(device)
     plan = plan_paste(np.array([[0.8, 0.1, 2.0], [-0.1, 0.8, 1.0]]), 16, (23, 29))  # the face covers most of the frame
-    eroded, soft = paste_masks(plan, 16, device)
     coef = torch.from_numpy(plan.coef).to(device)
+    eroded, soft = paste_masks(plan, 16, coef)
     for dt in (torch.float32, torch.float16, torch.uint8):
         unit = 255.0 if dt == torch.uint8 else 1.0
         yield f"paste_blend<{dt}>", (as_chw_view(_frame(dt, device), "hwc"), face, coef, plan.box, eroded, soft, unit), 0.0
