@@ -60,6 +60,9 @@ def cuda_section(model_size: str, repeats: int, precisions: list[str], golden: d
         for precision in [p for p in ("fp32", "fp16") if p in precisions]:
             name = f"{precision}+cupy+trt-decoder"
             progress(f"cuda: {name} (builds the engine on first use)")
+            if not str(device).startswith("cuda"):  # the bookkeeping run on CPU: no engine is built for a CPU model
+                runs.append({"setting": name, "device": device, "error": "the TensorRT decoder runs on CUDA only"})
+                continue
             dec = safe(f"tensorrt {precision} decoder", lambda p=precision: TensorRTBackend(precision=p).decoder(model))
             if isinstance(dec, dict):  # TensorRT missing or failed: its error is the record
                 runs.append({"setting": name, "device": device, **dec})
