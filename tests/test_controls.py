@@ -252,3 +252,26 @@ def test_a_video_of_masks_selects_per_frame_before_tracking(weights: Path, sourc
     assert r.returncode == 0, r.stderr[-3000:]
     for n, got in enumerate(decoded(out)):
         assert same(got["planes"], planes(strict, n)), n
+
+
+def test_mask_video_frames_in_any_order(tmp_path: Path) -> None:
+    """`--select-mask` video: frame n's mask whatever was read before it (forward, back past the window, far
+    ahead), so a piece or shard starting late reads the same masks as one pass."""
+    from vs_keep.select_mask import WINDOW, MaskFrames
+
+    count = WINDOW + 20
+    masks = [np.zeros((16, 32), np.uint8) for _ in range(count)]
+    for n, m in enumerate(masks):
+        m[n % 16, (n // 16) % 32] = 255  # one lit sample, a different one on every frame
+    video = tmp_path / "masks.mkv"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 16, "gray"
+        for m in masks:
+            for p in s.encode(av.VideoFrame.from_ndarray(m, format="gray")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    read = MaskFrames(video).check(32, 16, count)
+    for n in (5, 3, count - 1, 0, WINDOW + 1, 1, 2, count - 2):
+        assert np.array_equal(read(n), masks[n] > 0), n

@@ -2,8 +2,8 @@
 its box centre lies on a non-zero sample; `vs_keep.face.track.select_faces`).
 
 An image is the same mask for every frame; a video holds one mask per frame, read forward (a small window is
-kept, since detection asks for frames in increasing order within a block's reach; an older frame re-reads the file
-from the start, so any order gives the same masks). Masks are read as full-range gray: black (0) skips a face.
+kept, since detection asks for frames in increasing order within a block's reach; an older frame seeks back to it,
+frame-accurately, so any order gives the same masks). Masks are read as full-range gray: black (0) skips a face.
 Use a lossless file (PNG, ffv1): a lossy codec leaves small non-zero values in black.
 """
 
@@ -20,8 +20,8 @@ from .errors import InputError
 
 __all__ = ["MaskFrames"]
 
-#: decoded mask frames kept behind the newest one
-WINDOW = 256
+#: decoded mask frames kept behind the newest one (a full-frame bool each; an older one is a seek away)
+WINDOW = 64
 
 
 class MaskFrames:
@@ -50,10 +50,10 @@ class MaskFrames:
                              "per frame (or an image for all frames)")
         return self
 
-    def _read(self) -> Iterator[np.ndarray]:
+    def _read(self, start: int) -> Iterator[np.ndarray]:
         from .video import decode
 
-        for frame in decode(self.path):
+        for frame in decode(self.path, start=start):
             yield frame.to_ndarray(format="gray", dst_color_range=2) > 0
 
     def __call__(self, n: int) -> np.ndarray:
@@ -66,8 +66,8 @@ class MaskFrames:
         hit = self._frames.get(n)
         if hit is not None:
             return hit
-        if self._reader is None or n < self._next:  # first call, or older than the window: from the start
-            self._reader, self._next = self._read(), 0
+        if self._reader is None or n < self._next:  # first call, or older than the window: seek to it
+            self._reader, self._next = self._read(n), n
             self._frames.clear()
         while self._next <= n:
             mask = next(self._reader, None)
